@@ -1,0 +1,119 @@
+//! Wiring: builds every part from the config and runs the bridge until a signal stops it.
+
+use std::{path::Path, sync::Arc, time::Duration};
+
+use anyhow::Context;
+
+use crate::{
+    bridge::Bridge,
+    config::Config,
+    db::Db,
+    matrix::{appservice, client::MatrixClient, intent::Intents, registration::Registration},
+    metrics::Metrics,
+    network::{Network, sim::SimNetwork},
+};
+
+/// Runs the bridge: returns when SIGINT/SIGTERM arrives (after a clean stop) or on a fatal error.
+pub async fn run(config: Config, config_dir: &Path) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let registration_path = config_dir.join(&config.appservice.registration);
+    let registration = Registration::load(&registration_path)?;
+    let metrics = Metrics::new();
+    let db = Db::connect(&config.database)
+        .await
+        .context("cannot open the database")?;
+    let client = MatrixClient::new(
+        config.homeserver.address.as_str(),
+        &registration.as_token,
+        Duration::from_secs(config.bridge.max_retry_seconds),
+        metrics.clone(),
+    );
+    let intents = Intents::new(client, config.bot_user_id());
+    let mut networks: Vec<Arc<dyn Network>> = Vec::new();
+    if config.networks.sim.enabled {
+        networks.push(Arc::new(SimNetwork::new(config.networks.sim.clone())));
+    }
+    let (bridge, signals) = Bridge::new(
+        config.clone(),
+        db.clone(),
+        intents,
+        metrics.clone(),
+        networks,
+    );
+
+    // Listen first, so the homeserver's retries find us quickly; transactions that arrive now
+    // are stored and queued behind the replayed inbox.
+    let addr = std::net::SocketAddr::new(config.appservice.hostname, config.appservice.port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    bridge.start_sessions().await?;
+    bridge.replay_inbox().await?;
+    tokio::spawn(bridge.clone().run_sessions(signals));
+    let router = appservice::router(
+        &registration.hs_token,
+        db.clone(),
+        Arc::new(bridge.clone()),
+        metrics.clone(),
+        config.appservice.max_body_bytes,
+    );
+    let server = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+    });
+    if config.metrics.enabled {
+        let listen = config.metrics.listen;
+        tokio::spawn(async move {
+            if let Err(err) = metrics.serve(listen).await {
+                tracing::error!(%err, %listen, "metrics listener failed");
+            }
+        });
+    }
+    tracing::info!(%addr, elapsed_ms = started.elapsed().as_millis() as u64, "ferry is listening");
+    let prepare_bridge = bridge.clone();
+    tokio::spawn(async move {
+        if let Err(err) = prepare_bridge.prepare().await {
+            tracing::error!(%err, "cannot set up the bridge bot on the homeserver");
+        }
+    });
+    let prune_db = db.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tick.tick().await;
+            if let Err(err) = prune_db.prune_transactions(7 * 24 * 3600 * 1000).await {
+                tracing::warn!(%err, "cannot prune old transaction ids");
+            }
+        }
+    });
+    server
+        .await
+        .context("server task")?
+        .context("appservice listener failed")?;
+    tracing::info!("stopping");
+    bridge.stop_sessions().await;
+    db.close().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

@@ -1,0 +1,406 @@
+//! Remote logins: logging in through a network's flow, the live sessions, and their state.
+
+use std::sync::{Arc, Mutex};
+
+use ruma::{OwnedRoomId, OwnedUserId, UserId};
+
+use crate::{
+    db::logins::LoginRow,
+    network::{
+        CompletedLogin, ConnectionState, LoginId, LoginProcess, LoginStep, Network, NetworkError,
+        NetworkId, PortalKey, RemoteUserId, Session, StoredLogin,
+    },
+};
+
+use super::{Bridge, BridgeError};
+
+/// A live login: its session and the Matrix user it belongs to.
+#[derive(Clone)]
+pub struct LoginHandle {
+    pub network: NetworkId,
+    pub id: LoginId,
+    pub user: OwnedUserId,
+    pub remote_name: String,
+    pub session: Arc<dyn Session>,
+    state: Arc<Mutex<ConnectionState>>,
+}
+
+impl LoginHandle {
+    pub fn own_user(&self) -> &RemoteUserId {
+        self.session.own_user()
+    }
+
+    pub fn state(&self) -> ConnectionState {
+        self.state.lock().expect("state lock").clone()
+    }
+}
+
+/// A login a user is in the middle of (waiting for their next input).
+pub struct PendingLogin {
+    pub network: NetworkId,
+    pub room: OwnedRoomId,
+    pub process: Box<dyn LoginProcess>,
+}
+
+impl Bridge {
+    pub fn login_handle(&self, network: NetworkId, login: &LoginId) -> Option<LoginHandle> {
+        self.sessions
+            .read()
+            .expect("sessions lock")
+            .get(&(network, login.clone()))
+            .cloned()
+    }
+
+    pub fn logins_of(&self, user: &UserId) -> Vec<LoginHandle> {
+        let sessions = self.sessions.read().expect("sessions lock");
+        let mut logins: Vec<_> = sessions
+            .values()
+            .filter(|h| h.user == user)
+            .cloned()
+            .collect();
+        logins.sort_by(|a, b| (a.network, &a.id).cmp(&(b.network, &b.id)));
+        logins
+    }
+
+    /// The login `user` sends with in a portal: the DM's own login, or any of theirs on the
+    /// network for shared portals.
+    pub(crate) fn login_for_portal(&self, key: &PortalKey, user: &UserId) -> Option<LoginHandle> {
+        match &key.receiver {
+            Some(receiver) => self
+                .login_handle(key.network, receiver)
+                .filter(|h| h.user == user),
+            None => {
+                let mut candidates: Vec<_> = self
+                    .logins_of(user)
+                    .into_iter()
+                    .filter(|h| h.network == key.network)
+                    .collect();
+                candidates.sort_by_key(|h| h.state() != ConnectionState::Connected);
+                candidates.into_iter().next()
+            }
+        }
+    }
+
+    pub(crate) fn network_of_login(
+        &self,
+        login: &LoginHandle,
+    ) -> Result<Arc<dyn Network>, BridgeError> {
+        self.network(login.network.as_str())
+            .cloned()
+            .ok_or_else(|| {
+                BridgeError::Invalid(format!("network {} is not enabled", login.network))
+            })
+    }
+
+    /// Loads and connects every stored login (at start-up). Connections run in the background,
+    /// so start-up time does not grow with the number of logins.
+    pub async fn start_sessions(self: &Arc<Self>) -> Result<(), BridgeError> {
+        for row in self.db.all_logins().await? {
+            let Some(network) = self.network(&row.network).cloned() else {
+                tracing::warn!(
+                    network = row.network,
+                    "a login exists for a network that is not enabled; skipped"
+                );
+                continue;
+            };
+            let Ok(user) = OwnedUserId::try_from(row.user_mxid.as_str()) else {
+                continue;
+            };
+            if let Err(err) = self.activate_login(network, user, &row).await {
+                tracing::warn!(%err, network = row.network, "cannot resume a login");
+            }
+        }
+        Ok(())
+    }
+
+    async fn activate_login(
+        &self,
+        network: Arc<dyn Network>,
+        user: OwnedUserId,
+        row: &LoginRow,
+    ) -> Result<LoginHandle, BridgeError> {
+        let stored = StoredLogin {
+            id: LoginId::new(row.login_id.clone()),
+            secret: row.secret.clone(),
+            checkpoint: row.checkpoint,
+        };
+        let session = network.load_session(&stored, self.sink())?;
+        let handle = LoginHandle {
+            network: network.id(),
+            id: stored.id.clone(),
+            user,
+            remote_name: row.remote_name.clone(),
+            session: session.clone(),
+            state: Arc::new(Mutex::new(ConnectionState::Connecting)),
+        };
+        let old = self
+            .sessions
+            .write()
+            .expect("sessions lock")
+            .insert((network.id(), stored.id.clone()), handle.clone());
+        if let Some(old) = old {
+            old.session.disconnect().await;
+        }
+        self.trackers.lock().expect("trackers lock").insert(
+            (network.id(), stored.id.clone()),
+            super::checkpoint::CheckpointTracker::new(row.checkpoint),
+        );
+        session.connect(row.checkpoint).await;
+        Ok(handle)
+    }
+
+    /// Records a session's state; tells the user in their management room when it needs them.
+    pub(crate) async fn session_state(
+        &self,
+        network: NetworkId,
+        login: LoginId,
+        state: ConnectionState,
+    ) {
+        let Some(handle) = self.login_handle(network, &login) else {
+            return;
+        };
+        let previous = std::mem::replace(
+            &mut *handle.state.lock().expect("state lock"),
+            state.clone(),
+        );
+        if previous == state {
+            return;
+        }
+        let gauge = self
+            .metrics
+            .logins_connected
+            .with_label_values(&[network.as_str()]);
+        if state == ConnectionState::Connected {
+            gauge.inc();
+        } else if previous == ConnectionState::Connected {
+            gauge.dec();
+        }
+        tracing::info!(%network, login = %login, %state, "session state");
+        if let ConnectionState::LoggedOut(_) = &state {
+            if let Some(room) = self.management_room(&handle.user).await {
+                let name = self
+                    .network(network.as_str())
+                    .map_or("the network", |n| n.display_name());
+                self.notice(&room, &format!("Your {name} login {} was ended: {state}. Log in again with `login {network}`.", handle.remote_name)).await;
+            }
+        }
+    }
+
+    /// Starts a login for `user`, answering in `room`.
+    pub(crate) async fn begin_login(
+        self: &Arc<Self>,
+        user: &UserId,
+        room: &ruma::RoomId,
+        network_name: &str,
+    ) -> String {
+        let Some(network) = self.network(network_name).cloned() else {
+            let names: Vec<_> = self.networks.keys().copied().collect();
+            return format!(
+                "Unknown network `{network_name}`. Enabled networks: {}.",
+                names.join(", ")
+            );
+        };
+        let Some(flow) = network.login_flows().into_iter().next() else {
+            return format!("{} has no login flow.", network.display_name());
+        };
+        let mut process = match network.start_login(flow.id) {
+            Ok(process) => process,
+            Err(err) => return format!("Cannot start the login: {err}"),
+        };
+        let step = process.start().await;
+        self.continue_login(user, room, network.id(), process, step)
+            .await
+    }
+
+    /// Feeds a message to a user's login in progress; `None` when they have none.
+    pub(crate) async fn login_input(
+        self: &Arc<Self>,
+        user: &UserId,
+        room: &ruma::RoomId,
+        input: &str,
+    ) -> Option<String> {
+        let pending = self.pending_logins.lock().await.remove(user)?;
+        if pending.room != room {
+            self.pending_logins
+                .lock()
+                .await
+                .insert(user.to_owned(), pending);
+            return None;
+        }
+        let PendingLogin {
+            network,
+            mut process,
+            ..
+        } = pending;
+        let step = process.submit(input.trim()).await;
+        Some(
+            self.continue_login(user, room, network, process, step)
+                .await,
+        )
+    }
+
+    pub(crate) async fn cancel_login(&self, user: &UserId) -> bool {
+        self.pending_logins.lock().await.remove(user).is_some()
+    }
+
+    async fn continue_login(
+        self: &Arc<Self>,
+        user: &UserId,
+        room: &ruma::RoomId,
+        network: NetworkId,
+        mut process: Box<dyn LoginProcess>,
+        mut step: Result<LoginStep, NetworkError>,
+    ) -> String {
+        loop {
+            match step {
+                Err(NetworkError::Rejected(reason)) => {
+                    // A wrong answer: the same step may be tried again.
+                    self.pending_logins.lock().await.insert(
+                        user.to_owned(),
+                        PendingLogin {
+                            network,
+                            room: room.to_owned(),
+                            process,
+                        },
+                    );
+                    return format!("{reason}. Try again, or send `cancel`.");
+                }
+                Err(err) => return format!("Login failed: {err}"),
+                Ok(LoginStep::Input { prompt, .. }) => {
+                    self.pending_logins.lock().await.insert(
+                        user.to_owned(),
+                        PendingLogin {
+                            network,
+                            room: room.to_owned(),
+                            process,
+                        },
+                    );
+                    return format!("{prompt} (or send `cancel`)");
+                }
+                Ok(LoginStep::DisplayAndWait {
+                    data, instructions, ..
+                }) => {
+                    self.notice(room, &format!("{instructions}\n\n{data}"))
+                        .await;
+                    step = process.wait().await;
+                }
+                Ok(LoginStep::Complete(done)) => {
+                    return self.finish_login(user, network, done).await;
+                }
+            }
+        }
+    }
+
+    async fn finish_login(
+        self: &Arc<Self>,
+        user: &UserId,
+        network: NetworkId,
+        done: CompletedLogin,
+    ) -> String {
+        let Some(net) = self.network(network.as_str()).cloned() else {
+            return "The network was disabled during the login.".to_owned();
+        };
+        if let Some(existing) = self.login_handle(network, &done.id) {
+            if existing.user != user {
+                return format!(
+                    "That {} account is already bridged by another Matrix user.",
+                    net.display_name()
+                );
+            }
+        }
+        let row = LoginRow {
+            network: network.as_str().to_owned(),
+            login_id: done.id.as_str().to_owned(),
+            user_mxid: user.to_string(),
+            remote_name: done.remote_name.clone(),
+            secret: done.secret,
+            checkpoint: None,
+        };
+        if let Err(err) = self.db.upsert_login(&row).await {
+            return format!("Logged in, but the login could not be saved: {err}");
+        }
+        let row = match self.db.get_login(&row.network, &row.login_id).await {
+            Ok(Some(row)) => row,
+            _ => row,
+        };
+        match self
+            .activate_login(net.clone(), user.to_owned(), &row)
+            .await
+        {
+            Ok(handle) => {
+                let bridge = self.clone();
+                tokio::spawn(async move {
+                    if let Err(err) = bridge.sync_login(&handle).await {
+                        tracing::warn!(%err, "initial sync failed");
+                    }
+                });
+                format!(
+                    "Logged in to {} as {} ({}). Your chats will appear as rooms shortly.",
+                    net.display_name(),
+                    done.remote_name,
+                    done.id
+                )
+            }
+            Err(err) => format!("Logged in, but the session could not start: {err}"),
+        }
+    }
+
+    /// Creates or updates the portal of every chat of a login. Returns how many chats.
+    pub(crate) async fn sync_login(
+        self: &Arc<Self>,
+        handle: &LoginHandle,
+    ) -> Result<usize, BridgeError> {
+        let chats = handle.session.list_chats().await?;
+        let count = chats.len();
+        for chat in chats {
+            let receiver = (chat.kind == crate::network::ChatKind::Dm).then(|| handle.id.clone());
+            let key = PortalKey {
+                network: handle.network,
+                chat: chat.id.clone(),
+                receiver,
+            };
+            self.queue_sync(key, handle.id.clone(), chat).await;
+        }
+        Ok(count)
+    }
+
+    /// Logs out a login: ends it remotely (best effort) and forgets it.
+    pub(crate) async fn logout(&self, handle: &LoginHandle) -> Result<(), BridgeError> {
+        if let Err(err) = handle.session.logout().await {
+            tracing::warn!(%err, "remote logout failed; forgetting the login anyway");
+        }
+        handle.session.disconnect().await;
+        if handle.state() == ConnectionState::Connected {
+            self.metrics
+                .logins_connected
+                .with_label_values(&[handle.network.as_str()])
+                .dec();
+        }
+        self.sessions
+            .write()
+            .expect("sessions lock")
+            .remove(&(handle.network, handle.id.clone()));
+        self.trackers
+            .lock()
+            .expect("trackers lock")
+            .remove(&(handle.network, handle.id.clone()));
+        self.db
+            .delete_login(handle.network.as_str(), handle.id.as_str())
+            .await?;
+        Ok(())
+    }
+
+    /// Disconnects every session (shutdown).
+    pub async fn stop_sessions(&self) {
+        let handles: Vec<_> = self
+            .sessions
+            .read()
+            .expect("sessions lock")
+            .values()
+            .cloned()
+            .collect();
+        for handle in handles {
+            handle.session.disconnect().await;
+        }
+    }
+}

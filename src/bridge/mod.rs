@@ -1,0 +1,229 @@
+//! The network-agnostic core: joins `matrix/` and `network/` through the connector contract.
+//!
+//! Matrix events arrive stored (from the appservice inbox) and remote events arrive from
+//! sessions; both are routed to one ordered queue per portal (or per room, for commands), where
+//! they are handled one at a time. Nothing here knows a wire format of either side.
+
+pub mod checkpoint;
+pub mod commands;
+pub mod ghost;
+pub mod login;
+pub mod permissions;
+pub mod portal;
+pub mod queue;
+pub mod router;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex, RwLock},
+    time::Duration,
+};
+
+use ruma::{OwnedRoomId, OwnedUserId, UserId};
+use tokio::sync::mpsc;
+
+use crate::{
+    config::{Config, PermissionLevel},
+    db::{Db, DbError},
+    matrix::{client::MatrixError, intent::Intents},
+    metrics::Metrics,
+    network::{EventSink, LoginId, Network, NetworkError, NetworkId, PortalKey, SessionSignal},
+};
+
+use self::{
+    checkpoint::CheckpointTracker,
+    login::{LoginHandle, PendingLogin},
+    queue::Queues,
+    router::{QueueItem, QueueKey},
+};
+
+/// Errors of the bridge core. Their messages may be shown to users, so they carry no secrets.
+#[derive(Debug, thiserror::Error)]
+pub enum BridgeError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Matrix(#[from] MatrixError),
+    #[error(transparent)]
+    Network(#[from] NetworkError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The bridge: shared by every task through an `Arc`.
+pub struct Bridge {
+    pub config: Config,
+    pub db: Db,
+    pub intents: Intents,
+    pub metrics: Arc<Metrics>,
+    pub networks: BTreeMap<&'static str, Arc<dyn Network>>,
+    sessions: RwLock<HashMap<(NetworkId, LoginId), LoginHandle>>,
+    trackers: Mutex<HashMap<(NetworkId, LoginId), CheckpointTracker>>,
+    pending_logins: tokio::sync::Mutex<HashMap<OwnedUserId, PendingLogin>>,
+    /// Room id -> portal, for portals whose room is known (filled lazily from the database).
+    rooms: RwLock<HashMap<OwnedRoomId, PortalKey>>,
+    queues: Queues<QueueKey, QueueItem>,
+    sink: EventSink,
+}
+
+impl Bridge {
+    /// Builds the bridge; `signals` must then be passed to [`Bridge::run_sessions`].
+    pub fn new(
+        config: Config,
+        db: Db,
+        intents: Intents,
+        metrics: Arc<Metrics>,
+        networks: Vec<Arc<dyn Network>>,
+    ) -> (Arc<Self>, mpsc::Receiver<SessionSignal>) {
+        let (tx, rx) = mpsc::channel(1024);
+        let queues = Queues::new(
+            config.bridge.portal_queue_size,
+            Duration::from_secs(config.bridge.portal_idle_seconds.max(1)),
+            metrics.queue_depth.clone(),
+            metrics.portals_loaded.clone(),
+        );
+        let bridge = Arc::new(Self {
+            config,
+            db,
+            intents,
+            metrics,
+            networks: networks.into_iter().map(|n| (n.id().as_str(), n)).collect(),
+            sessions: RwLock::default(),
+            trackers: Mutex::default(),
+            pending_logins: tokio::sync::Mutex::default(),
+            rooms: RwLock::default(),
+            queues,
+            sink: EventSink::new(tx),
+        });
+        (bridge, rx)
+    }
+
+    pub fn network(&self, name: &str) -> Option<&Arc<dyn Network>> {
+        self.networks.get(name)
+    }
+
+    pub fn permission(&self, user: &UserId) -> PermissionLevel {
+        permissions::level_of(&self.config.bridge.permissions, user)
+    }
+
+    /// Start-up work that must precede serving: the bot's registration and profile, gauges.
+    pub async fn prepare(&self) -> Result<(), BridgeError> {
+        let bot = self.intents.bot().to_owned();
+        self.intents.register(&bot).await?;
+        let displayname = &self.config.appservice.bot.displayname;
+        if !displayname.is_empty()
+            && self.db.kv_get("bot_displayname").await?.as_deref() != Some(displayname)
+        {
+            self.intents.set_displayname(&bot, displayname).await?;
+            self.db.kv_set("bot_displayname", displayname).await?;
+        }
+        let avatar = &self.config.appservice.bot.avatar;
+        if !avatar.is_empty() && self.db.kv_get("bot_avatar").await?.as_deref() != Some(avatar) {
+            match ruma::OwnedMxcUri::try_from(avatar.as_str()) {
+                Ok(mxc) if mxc.is_valid() => {
+                    self.intents.set_avatar(&bot, Some(mxc)).await?;
+                    self.db.kv_set("bot_avatar", avatar).await?;
+                }
+                _ => tracing::warn!("appservice.bot.avatar is not an mxc:// URI; ignored"),
+            }
+        }
+        self.metrics.portals.set(self.db.count_portals().await?);
+        self.metrics.ghosts.set(self.db.count_ghosts().await?);
+        Ok(())
+    }
+
+    /// Replays Matrix events stored but not handled before the last stop, in order.
+    pub async fn replay_inbox(self: &Arc<Self>) -> Result<usize, BridgeError> {
+        let pending = self.db.pending_inbox().await?;
+        let count = pending.len();
+        if count > 0 {
+            tracing::info!(count, "replaying unhandled Matrix events from the inbox");
+        }
+        self.route_matrix(pending).await;
+        Ok(count)
+    }
+
+    /// Receives what sessions report, forever.
+    pub async fn run_sessions(self: Arc<Self>, mut signals: mpsc::Receiver<SessionSignal>) {
+        while let Some(signal) = signals.recv().await {
+            match signal {
+                SessionSignal::Event(envelope) => self.route_remote(envelope).await,
+                SessionSignal::State {
+                    network,
+                    login,
+                    state,
+                } => self.session_state(network, login, state).await,
+            }
+        }
+    }
+
+    pub(crate) fn sink(&self) -> EventSink {
+        self.sink.clone()
+    }
+
+    /// Remembers a portal's room for routing Matrix events.
+    pub(crate) fn remember_room(&self, room: OwnedRoomId, key: PortalKey) {
+        self.rooms.write().expect("rooms lock").insert(room, key);
+    }
+
+    /// The portal of a room, from memory or the database.
+    pub(crate) async fn portal_of_room(
+        &self,
+        room: &ruma::RoomId,
+    ) -> Result<Option<PortalKey>, BridgeError> {
+        if let Some(key) = self.rooms.read().expect("rooms lock").get(room) {
+            return Ok(Some(key.clone()));
+        }
+        let Some(row) = self.db.portal_by_room(room.as_str()).await? else {
+            return Ok(None);
+        };
+        let Some(network) = self.network(&row.network) else {
+            return Ok(None);
+        };
+        let key = PortalKey {
+            network: network.id(),
+            chat: crate::network::ChatId::new(row.chat_id),
+            receiver: (!row.receiver.is_empty()).then(|| LoginId::new(row.receiver)),
+        };
+        self.remember_room(room.to_owned(), key.clone());
+        Ok(Some(key))
+    }
+
+    /// Called by a portal worker when a remote event is fully handled.
+    pub(crate) async fn remote_done(
+        &self,
+        network: NetworkId,
+        login: &LoginId,
+        checkpoint: Option<i64>,
+    ) {
+        let Some(position) = checkpoint else { return };
+        let to_store = {
+            let mut trackers = self.trackers.lock().expect("trackers lock");
+            trackers
+                .get_mut(&(network, login.clone()))
+                .and_then(|t| t.finished(position))
+        };
+        if let Some(position) = to_store {
+            if let Err(err) = self
+                .db
+                .advance_checkpoint(network.as_str(), login.as_str(), position)
+                .await
+            {
+                tracing::warn!(%err, "cannot store checkpoint; events after it will be re-checked at restart");
+            }
+        }
+    }
+}
+
+/// Gives a future a panic barrier: a bug in one handler must not take the process down.
+pub(crate) async fn guarded<F: std::future::Future<Output = ()> + Send>(what: &str, future: F) {
+    use futures_util::FutureExt;
+    if let Err(panic) = std::panic::AssertUnwindSafe(future).catch_unwind().await {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::error!(what, message, "handler panicked; item abandoned");
+    }
+}

@@ -1,0 +1,402 @@
+//! The YAML configuration: typed, defaulted and validated once at start-up.
+//!
+//! Every key is documented in `config.example.yaml` (which `ferry generate-config` prints), so the
+//! structs here carry no defaults of their own beyond what that file shows. Errors name the
+//! offending key (`database.type: ...`) because an admin editing YAML needs to know where to look.
+
+use std::{collections::BTreeMap, net::SocketAddr, path::Path};
+
+use ruma::{OwnedServerName, OwnedUserId, UserId};
+use serde::Deserialize;
+use url::Url;
+
+/// The example configuration, embedded so `generate-config` needs no files.
+pub const EXAMPLE: &str = include_str!("../config.example.yaml");
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config key `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+impl ConfigError {
+    fn invalid(key: &str, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            key: key.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub homeserver: HomeserverConfig,
+    pub appservice: AppserviceConfig,
+    pub database: DatabaseConfig,
+    #[serde(default)]
+    pub bridge: BridgeConfig,
+    #[serde(default)]
+    pub networks: NetworksConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub logging: LoggingConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HomeserverConfig {
+    pub address: Url,
+    pub domain: OwnedServerName,
+    #[serde(default)]
+    pub software: HomeserverSoftware,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HomeserverSoftware {
+    #[default]
+    Synapse,
+    Conduit,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppserviceConfig {
+    pub address: Url,
+    pub hostname: std::net::IpAddr,
+    pub port: u16,
+    pub id: String,
+    pub registration: String,
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    pub bot: BotConfig,
+}
+
+fn default_max_body() -> usize {
+    16 * 1024 * 1024
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BotConfig {
+    pub username: String,
+    #[serde(default)]
+    pub displayname: String,
+    #[serde(default)]
+    pub avatar: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DatabaseType {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    #[serde(rename = "type")]
+    pub kind: DatabaseType,
+    pub uri: String,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+}
+
+fn default_max_connections() -> u32 {
+    10
+}
+
+/// A permission level, ordered from least to most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PermissionLevel {
+    Block,
+    Relay,
+    Commands,
+    User,
+    Admin,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BridgeConfig {
+    pub command_prefix: String,
+    pub permissions: BTreeMap<String, PermissionLevel>,
+    pub portal_idle_seconds: u64,
+    pub portal_queue_size: usize,
+    pub max_retry_seconds: u64,
+}
+
+impl Default for BridgeConfig {
+    fn default() -> Self {
+        Self {
+            command_prefix: "!ferry".to_owned(),
+            permissions: BTreeMap::from([("*".to_owned(), PermissionLevel::Relay)]),
+            portal_idle_seconds: 300,
+            portal_queue_size: 128,
+            max_retry_seconds: 600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworksConfig {
+    pub sim: SimConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimConfig {
+    pub enabled: bool,
+    pub server: Url,
+    pub ghost_prefix: String,
+    pub displayname_template: String,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            server: Url::parse("http://127.0.0.1:29399").expect("constant URL"),
+            ghost_prefix: "sim_".to_owned(),
+            displayname_template: "{name} (Sim)".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9318)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".to_owned(),
+            format: LogFormat::Pretty,
+        }
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text)
+    }
+
+    /// Parses and validates config text. Errors name the key at fault.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let de = serde_norway::Deserializer::from_str(text);
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|err| {
+            let key = err.path().to_string();
+            let key = if key == "." {
+                "(top level)".to_owned()
+            } else {
+                key
+            };
+            ConfigError::Invalid {
+                key,
+                message: err.into_inner().to_string(),
+            }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let scheme = self.homeserver.address.scheme();
+        if scheme != "http" && scheme != "https" {
+            return Err(ConfigError::invalid(
+                "homeserver.address",
+                "must be an http(s) URL",
+            ));
+        }
+        if self.appservice.id.is_empty() {
+            return Err(ConfigError::invalid("appservice.id", "must not be empty"));
+        }
+        if self.appservice.registration.is_empty() {
+            return Err(ConfigError::invalid(
+                "appservice.registration",
+                "must not be empty",
+            ));
+        }
+        if self.appservice.max_body_bytes < 1024 {
+            return Err(ConfigError::invalid(
+                "appservice.max_body_bytes",
+                "must be at least 1024",
+            ));
+        }
+        UserId::parse_with_server_name(
+            self.appservice.bot.username.as_str(),
+            &self.homeserver.domain,
+        )
+        .map_err(|err| ConfigError::invalid("appservice.bot.username", err.to_string()))?;
+        let uri_ok = match self.database.kind {
+            DatabaseType::Sqlite => self.database.uri.starts_with("sqlite:"),
+            DatabaseType::Postgres => {
+                self.database.uri.starts_with("postgres://")
+                    || self.database.uri.starts_with("postgresql://")
+            }
+        };
+        if !uri_ok {
+            return Err(ConfigError::invalid(
+                "database.uri",
+                "must start with sqlite: for type sqlite, postgres:// for type postgres",
+            ));
+        }
+        if self.database.max_connections == 0 {
+            return Err(ConfigError::invalid(
+                "database.max_connections",
+                "must be at least 1",
+            ));
+        }
+        for key in self.bridge.permissions.keys() {
+            let valid = key == "*"
+                || (key.starts_with('@') && UserId::parse(key.as_str()).is_ok())
+                || ruma::ServerName::parse(key.as_str()).is_ok();
+            if !valid {
+                return Err(ConfigError::invalid(
+                    &format!("bridge.permissions.{key}"),
+                    "keys must be \"*\", a server name or a user id",
+                ));
+            }
+        }
+        if self.bridge.command_prefix.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                "bridge.command_prefix",
+                "must not be empty",
+            ));
+        }
+        if self.bridge.portal_queue_size == 0 {
+            return Err(ConfigError::invalid(
+                "bridge.portal_queue_size",
+                "must be at least 1",
+            ));
+        }
+        let sim = &self.networks.sim;
+        if sim.enabled {
+            validate_prefix("networks.sim.ghost_prefix", &sim.ghost_prefix)?;
+            if sim.ghost_prefix == self.appservice.bot.username {
+                return Err(ConfigError::invalid(
+                    "networks.sim.ghost_prefix",
+                    "must differ from appservice.bot.username",
+                ));
+            }
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.logging.level)
+            .map_err(|err| ConfigError::invalid("logging.level", err.to_string()))?;
+        Ok(())
+    }
+
+    /// The bridge bot's user id.
+    pub fn bot_user_id(&self) -> OwnedUserId {
+        UserId::parse_with_server_name(
+            self.appservice.bot.username.as_str(),
+            &self.homeserver.domain,
+        )
+        .expect("validated at load")
+    }
+}
+
+/// Ghost prefixes become the start of Matrix localparts and of the registration's regex.
+fn validate_prefix(key: &str, prefix: &str) -> Result<(), ConfigError> {
+    let ok = !prefix.is_empty()
+        && prefix
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(
+            key,
+            "must be non-empty and use only a-z, 0-9, '.', '_', '-'",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses_and_validates() {
+        let config = Config::parse(EXAMPLE).expect("example config is valid");
+        assert_eq!(config.bot_user_id().as_str(), "@ferrybot:localhost");
+        assert!(config.networks.sim.enabled);
+        assert_eq!(
+            config.bridge.permissions.get("localhost"),
+            Some(&PermissionLevel::User)
+        );
+    }
+
+    #[test]
+    fn wrong_value_names_the_key() {
+        let text = EXAMPLE.replace("type: sqlite", "type: oracle");
+        let err = Config::parse(&text).unwrap_err().to_string();
+        assert!(err.contains("database.type"), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_is_refused() {
+        let text = EXAMPLE.replace("  max_connections: 10", "  max_connections: 10\n  pool: 3");
+        let err = Config::parse(&text).unwrap_err().to_string();
+        assert!(err.contains("pool"), "{err}");
+    }
+
+    #[test]
+    fn bad_permission_key_and_level_are_refused() {
+        let text = EXAMPLE.replace("\"localhost\": user", "\"localhost\": superuser");
+        let err = Config::parse(&text).unwrap_err().to_string();
+        assert!(err.contains("bridge.permissions.localhost"), "{err}");
+        let text = EXAMPLE.replace("\"localhost\": user", "\"not a key!\": user");
+        let err = Config::parse(&text).unwrap_err().to_string();
+        assert!(err.contains("bridge.permissions"), "{err}");
+    }
+
+    #[test]
+    fn mismatched_database_uri_is_refused() {
+        let text = EXAMPLE.replace("type: sqlite", "type: postgres");
+        let err = Config::parse(&text).unwrap_err().to_string();
+        assert!(err.contains("database.uri"), "{err}");
+    }
+}

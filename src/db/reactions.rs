@@ -1,0 +1,92 @@
+//! Reactions: one row per (message part, sender, emoji), so a network that allows several
+//! reactions per user keeps them apart.
+
+use super::{Db, Result};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReactionRow {
+    pub network: String,
+    pub chat_id: String,
+    pub receiver: String,
+    pub message_id: String,
+    pub part_id: String,
+    pub sender_remote: String,
+    pub emoji: String,
+    pub event_id: String,
+    pub ts: i64,
+}
+
+type Raw = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    i64,
+);
+
+fn from_raw(r: Raw) -> ReactionRow {
+    let (network, chat_id, receiver, message_id, part_id, sender_remote, emoji, event_id, ts) = r;
+    ReactionRow {
+        network,
+        chat_id,
+        receiver,
+        message_id,
+        part_id,
+        sender_remote,
+        emoji,
+        event_id,
+        ts,
+    }
+}
+
+macro_rules! columns {
+    () => {
+        "network, chat_id, receiver, message_id, part_id, sender_remote, emoji, event_id, ts"
+    };
+}
+
+impl Db {
+    pub async fn insert_reaction(&self, row: &ReactionRow) -> Result<bool> {
+        let done = sqlx::query(concat!(
+            "INSERT INTO reaction (",
+            columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING"
+        ))
+        .bind(&row.network)
+        .bind(&row.chat_id)
+        .bind(&row.receiver)
+        .bind(&row.message_id)
+        .bind(&row.part_id)
+        .bind(&row.sender_remote)
+        .bind(&row.emoji)
+        .bind(&row.event_id)
+        .bind(row.ts)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    pub async fn reaction_by_event(&self, event_id: &str) -> Result<Option<ReactionRow>> {
+        let row: Option<Raw> = sqlx::query_as(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM reaction WHERE event_id = $1"
+        ))
+        .bind(event_id)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.map(from_raw))
+    }
+
+    pub async fn delete_reaction(&self, event_id: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM reaction WHERE event_id = $1")
+            .bind(event_id)
+            .execute(self.pool())
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+}

@@ -1,0 +1,338 @@
+//! The HTTP API the homeserver calls (Application Service API v1).
+//!
+//! Every request must carry the `hs_token` (compared in constant time). A transaction is stored
+//! whole (id and events) in the database before it is answered, so nothing the homeserver counts
+//! as delivered can be lost; a repeated transaction id is answered 200 without doing anything.
+//! Events are checked only for the minimal shape needed to route them: one bad event is logged
+//! and skipped, it never fails the transaction.
+
+use std::{sync::Arc, time::Instant};
+
+use async_trait::async_trait;
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{DefaultBodyLimit, Path, Query, State, rejection::BytesRejection},
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{get, post, put},
+};
+use serde::Deserialize;
+use serde_json::{json, value::RawValue};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::{
+    db::{Db, inbox::InboxEntry},
+    metrics::Metrics,
+};
+
+/// What the appservice layer asks of the bridge.
+#[async_trait]
+pub trait AppserviceHandler: Send + Sync + 'static {
+    /// Stored events to handle, in order. May wait (back-pressure) but must not lose them.
+    async fn events(&self, entries: Vec<InboxEntry>);
+    /// Ephemeral data and to-device messages of a transaction (not stored: the spec lets them be
+    /// best-effort).
+    async fn ephemeral(&self, _transaction: &serde_json::Value) {}
+    /// Does this user id exist in our namespace (creating the ghost if it can)?
+    async fn query_user(&self, user_id: &str) -> bool;
+    /// Does this alias exist in our namespace?
+    async fn query_alias(&self, _alias: &str) -> bool {
+        false
+    }
+}
+
+struct AppState {
+    hs_token_hash: [u8; 32],
+    db: Db,
+    handler: Arc<dyn AppserviceHandler>,
+    metrics: Arc<Metrics>,
+}
+
+/// Builds the router. `max_body` bounds transaction bodies.
+pub fn router(
+    hs_token: &str,
+    db: Db,
+    handler: Arc<dyn AppserviceHandler>,
+    metrics: Arc<Metrics>,
+    max_body: usize,
+) -> Router {
+    let state = Arc::new(AppState {
+        hs_token_hash: Sha256::digest(hs_token).into(),
+        db,
+        handler,
+        metrics,
+    });
+    Router::new()
+        .route("/_matrix/app/v1/transactions/{txn_id}", put(transaction))
+        .route("/_matrix/app/v1/users/{user_id}", get(query_user))
+        .route("/_matrix/app/v1/rooms/{alias}", get(query_alias))
+        .route("/_matrix/app/v1/ping", post(ping))
+        .route("/health", get(|| async { "ok" }))
+        .fallback(|| async {
+            matrix_error(
+                StatusCode::NOT_FOUND,
+                "M_UNRECOGNIZED",
+                "Unrecognized request",
+            )
+        })
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+fn matrix_error(status: StatusCode, errcode: &str, error: &str) -> Response {
+    (status, Json(json!({"errcode": errcode, "error": error}))).into_response()
+}
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    access_token: Option<String>,
+}
+
+/// Checks the homeserver's token: 401 when missing, 403 when wrong (spec).
+fn authorize(state: &AppState, headers: &HeaderMap, query: &TokenQuery) -> Result<(), Response> {
+    let from_header = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let Some(token) = from_header.or(query.access_token.as_deref()) else {
+        return Err(matrix_error(
+            StatusCode::UNAUTHORIZED,
+            "M_UNAUTHORIZED",
+            "Missing access token",
+        ));
+    };
+    let presented: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    if bool::from(presented.ct_eq(&state.hs_token_hash)) {
+        Ok(())
+    } else {
+        Err(matrix_error(
+            StatusCode::FORBIDDEN,
+            "M_FORBIDDEN",
+            "Invalid access token",
+        ))
+    }
+}
+
+#[derive(Deserialize)]
+struct Transaction<'a> {
+    #[serde(borrow, default)]
+    events: Vec<&'a RawValue>,
+}
+
+/// The least an event must have to be routed.
+#[derive(Deserialize)]
+struct EventShape<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
+}
+
+async fn transaction(
+    State(state): State<Arc<AppState>>,
+    Path(txn_id): Path<String>,
+    Query(query): Query<TokenQuery>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let started = Instant::now();
+    if let Err(resp) = authorize(&state, &headers, &query) {
+        state
+            .metrics
+            .transactions
+            .with_label_values(&["unauthorized"])
+            .inc();
+        return resp;
+    }
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            state
+                .metrics
+                .transactions
+                .with_label_values(&["rejected"])
+                .inc();
+            let status = rejection.status();
+            let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                "M_TOO_LARGE"
+            } else {
+                "M_UNKNOWN"
+            };
+            return matrix_error(status, code, &rejection.body_text());
+        }
+    };
+    if txn_id.is_empty() || txn_id.len() > 255 {
+        state
+            .metrics
+            .transactions
+            .with_label_values(&["rejected"])
+            .inc();
+        return matrix_error(
+            StatusCode::BAD_REQUEST,
+            "M_INVALID_PARAM",
+            "Invalid transaction id",
+        );
+    }
+    let txn: Transaction<'_> = match serde_json::from_slice(&body) {
+        Ok(txn) => txn,
+        Err(err) => {
+            state
+                .metrics
+                .transactions
+                .with_label_values(&["rejected"])
+                .inc();
+            tracing::warn!(%txn_id, %err, "malformed transaction refused");
+            return matrix_error(
+                StatusCode::BAD_REQUEST,
+                "M_BAD_JSON",
+                "Transaction body is not valid JSON",
+            );
+        }
+    };
+    let mut events = Vec::with_capacity(txn.events.len());
+    for raw in &txn.events {
+        match serde_json::from_str::<EventShape<'_>>(raw.get()) {
+            Ok(shape) => {
+                state
+                    .metrics
+                    .events_received
+                    .with_label_values(&[metric_event_type(&shape.kind)])
+                    .inc();
+                events.push(raw.get().to_owned());
+            }
+            Err(err) => tracing::warn!(%txn_id, %err, "skipping an event that does not parse"),
+        }
+    }
+    let stored = match state.db.store_transaction(&txn_id, &events).await {
+        Ok(stored) => stored,
+        Err(err) => {
+            tracing::error!(%txn_id, %err, "cannot store transaction; the homeserver will retry");
+            state
+                .metrics
+                .transactions
+                .with_label_values(&["failed"])
+                .inc();
+            return matrix_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "M_UNKNOWN",
+                "Cannot store the transaction",
+            );
+        }
+    };
+    match stored {
+        None => {
+            tracing::debug!(%txn_id, "repeated transaction answered without handling");
+            state
+                .metrics
+                .transactions
+                .with_label_values(&["duplicate"])
+                .inc();
+        }
+        Some(entries) => {
+            state
+                .metrics
+                .transactions
+                .with_label_values(&["stored"])
+                .inc();
+            if let Ok(value) = serde_json::from_slice::<serde_json::Value>(&body) {
+                if has_ephemeral(&value) {
+                    state.handler.ephemeral(&value).await;
+                }
+            }
+            if !entries.is_empty() {
+                state.handler.events(entries).await;
+            }
+        }
+    }
+    state
+        .metrics
+        .txn_ack_seconds
+        .observe(started.elapsed().as_secs_f64());
+    (StatusCode::OK, Json(json!({}))).into_response()
+}
+
+fn has_ephemeral(value: &serde_json::Value) -> bool {
+    [
+        "ephemeral",
+        "de.sorunome.msc2409.ephemeral",
+        "to_device",
+        "de.sorunome.msc2409.to_device",
+    ]
+    .iter()
+    .any(|key| {
+        value
+            .get(key)
+            .and_then(|v| v.as_array())
+            .is_some_and(|a| !a.is_empty())
+    })
+}
+
+/// Bounds the label set: unknown event types share one label.
+fn metric_event_type(kind: &str) -> &'static str {
+    match kind {
+        "m.room.message" => "m.room.message",
+        "m.room.member" => "m.room.member",
+        "m.room.encrypted" => "m.room.encrypted",
+        "m.reaction" => "m.reaction",
+        "m.room.redaction" => "m.room.redaction",
+        k if k.starts_with("m.room.") => "m.room.other_state",
+        _ => "other",
+    }
+}
+
+async fn query_user(
+    State(state): State<Arc<AppState>>,
+    Path(user_id): Path<String>,
+    Query(query): Query<TokenQuery>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(resp) = authorize(&state, &headers, &query) {
+        return resp;
+    }
+    let started = Instant::now();
+    let exists = state.handler.query_user(&user_id).await;
+    state
+        .metrics
+        .as_query_seconds
+        .with_label_values(&["users"])
+        .observe(started.elapsed().as_secs_f64());
+    if exists {
+        (StatusCode::OK, Json(json!({}))).into_response()
+    } else {
+        matrix_error(StatusCode::NOT_FOUND, "M_NOT_FOUND", "No such user")
+    }
+}
+
+async fn query_alias(
+    State(state): State<Arc<AppState>>,
+    Path(alias): Path<String>,
+    Query(query): Query<TokenQuery>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(resp) = authorize(&state, &headers, &query) {
+        return resp;
+    }
+    let started = Instant::now();
+    let exists = state.handler.query_alias(&alias).await;
+    state
+        .metrics
+        .as_query_seconds
+        .with_label_values(&["rooms"])
+        .observe(started.elapsed().as_secs_f64());
+    if exists {
+        (StatusCode::OK, Json(json!({}))).into_response()
+    } else {
+        matrix_error(StatusCode::NOT_FOUND, "M_NOT_FOUND", "No such room alias")
+    }
+}
+
+async fn ping(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<TokenQuery>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(resp) = authorize(&state, &headers, &query) {
+        return resp;
+    }
+    (StatusCode::OK, Json(json!({}))).into_response()
+}

@@ -1,0 +1,291 @@
+//! "Act as X": make sure a ghost or the bot exists, has its profile and is in a room, then act.
+//!
+//! Each ensure-step is remembered (registration in the database by the caller, joins here in
+//! memory) so the steady state costs one request per message: the send itself.
+
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex},
+};
+
+use ruma::{
+    OwnedEventId, OwnedMxcUri, OwnedRoomId, OwnedTransactionId, OwnedUserId, RoomId, UserId,
+    api::client::{
+        account::register,
+        media::create_content,
+        membership::{invite_user, join_room_by_id, kick_user, leave_room},
+        message::send_message_event,
+        profile::{set_avatar_url, set_display_name},
+        room::create_room,
+        state::send_state_event,
+    },
+    events::{AnyInitialStateEvent, MessageLikeEventType, StateEventType},
+    serde::Raw,
+};
+use serde_json::{Value as JsonValue, json};
+
+use super::client::{MatrixClient, MatrixError, Result};
+
+/// Joins remembered before the cache is reset (bounds memory; a reset only costs re-joins,
+/// which the homeserver answers idempotently).
+const JOIN_CACHE_MAX: usize = 200_000;
+
+/// What a new portal room looks like.
+#[derive(Debug, Clone, Default)]
+pub struct RoomSpec {
+    pub name: Option<String>,
+    pub topic: Option<String>,
+    pub is_direct: bool,
+    pub invite: Vec<OwnedUserId>,
+    /// Extra state events (type, state_key, content), e.g. bridge info.
+    pub initial_state: Vec<(String, String, JsonValue)>,
+    /// Users and power levels beyond the creator's.
+    pub power_users: Vec<(OwnedUserId, i64)>,
+}
+
+#[derive(Clone)]
+pub struct Intents {
+    client: MatrixClient,
+    bot: OwnedUserId,
+    joined: Arc<Mutex<HashSet<(OwnedRoomId, OwnedUserId)>>>,
+}
+
+impl Intents {
+    pub fn new(client: MatrixClient, bot: OwnedUserId) -> Self {
+        Self {
+            client,
+            bot,
+            joined: Arc::default(),
+        }
+    }
+
+    pub fn client(&self) -> &MatrixClient {
+        &self.client
+    }
+
+    pub fn bot(&self) -> &UserId {
+        &self.bot
+    }
+
+    fn as_user<'a>(&self, user: &'a UserId) -> Option<&'a UserId> {
+        (user != self.bot).then_some(user)
+    }
+
+    /// Registers a user in the appservice's namespace; an existing user is fine.
+    pub async fn register(&self, user: &UserId) -> Result<()> {
+        let mut request = register::v3::Request::new();
+        request.username = Some(user.localpart().to_owned());
+        request.login_type = Some(register::LoginType::ApplicationService);
+        // MSC4190 servers refuse appservice registration that would create a device.
+        request.inhibit_login = true;
+        match self.client.send(request, None).await {
+            Ok(_) => Ok(()),
+            Err(err) if err.errcode() == Some("M_USER_IN_USE") => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+
+    #[allow(deprecated)] // the profile-field endpoint is v1.16; this one works everywhere
+    pub async fn set_displayname(&self, user: &UserId, name: &str) -> Result<()> {
+        let request = set_display_name::v3::Request::new(user.to_owned(), Some(name.to_owned()));
+        self.client
+            .send(request, self.as_user(user))
+            .await
+            .map(drop)
+    }
+
+    #[allow(deprecated)]
+    pub async fn set_avatar(&self, user: &UserId, mxc: Option<OwnedMxcUri>) -> Result<()> {
+        let request = set_avatar_url::v3::Request::new(user.to_owned(), mxc);
+        self.client
+            .send(request, self.as_user(user))
+            .await
+            .map(drop)
+    }
+
+    /// Uploads media as the bot, returning its mxc URI.
+    pub async fn upload(
+        &self,
+        data: Vec<u8>,
+        content_type: &str,
+        filename: Option<String>,
+    ) -> Result<OwnedMxcUri> {
+        let mut request = create_content::v3::Request::new(data);
+        request.content_type = Some(content_type.to_owned());
+        request.filename = filename;
+        Ok(self.client.send(request, None).await?.content_uri)
+    }
+
+    /// Makes sure `user` is joined to `room`, inviting it as the bot first if needed.
+    pub async fn ensure_joined(&self, room: &RoomId, user: &UserId) -> Result<()> {
+        let key = (room.to_owned(), user.to_owned());
+        if self.joined.lock().expect("join cache lock").contains(&key) {
+            return Ok(());
+        }
+        let join = || {
+            self.client.send(
+                join_room_by_id::v3::Request::new(room.to_owned()),
+                self.as_user(user),
+            )
+        };
+        match join().await {
+            Ok(_) => {}
+            Err(MatrixError::Api { errcode, .. })
+                if errcode == "M_FORBIDDEN" && user != self.bot =>
+            {
+                self.invite(room, user, &self.bot).await?;
+                join().await?;
+            }
+            Err(err) => return Err(err),
+        }
+        self.remember_joined(room, user);
+        Ok(())
+    }
+
+    pub fn remember_joined(&self, room: &RoomId, user: &UserId) {
+        let mut joined = self.joined.lock().expect("join cache lock");
+        if joined.len() >= JOIN_CACHE_MAX {
+            joined.clear();
+        }
+        joined.insert((room.to_owned(), user.to_owned()));
+    }
+
+    fn forget_joined(&self, room: &RoomId, user: &UserId) {
+        self.joined
+            .lock()
+            .expect("join cache lock")
+            .remove(&(room.to_owned(), user.to_owned()));
+    }
+
+    /// Invites `user` as `by`. Already being in the room is not an error.
+    pub async fn invite(&self, room: &RoomId, user: &UserId, by: &UserId) -> Result<()> {
+        let recipient = invite_user::v3::InvitationRecipient::UserId(
+            invite_user::v3::InviteUserId::new(user.to_owned()),
+        );
+        match self
+            .client
+            .send(
+                invite_user::v3::Request::new(room.to_owned(), recipient),
+                self.as_user(by),
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Synapse answers 403 "is already in the room" for joined users.
+            Err(MatrixError::Api {
+                errcode, message, ..
+            }) if errcode == "M_FORBIDDEN" && message.contains("already in the room") => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+
+    pub async fn leave(&self, room: &RoomId, user: &UserId) -> Result<()> {
+        self.forget_joined(room, user);
+        self.client
+            .send(
+                leave_room::v3::Request::new(room.to_owned()),
+                self.as_user(user),
+            )
+            .await
+            .map(drop)
+    }
+
+    pub async fn kick(&self, room: &RoomId, user: &UserId, reason: &str) -> Result<()> {
+        self.forget_joined(room, user);
+        let mut request = kick_user::v3::Request::new(room.to_owned(), user.to_owned());
+        request.reason = Some(reason.to_owned());
+        self.client.send(request, None).await.map(drop)
+    }
+
+    /// Creates a room as the bot.
+    pub async fn create_room(&self, spec: RoomSpec) -> Result<OwnedRoomId> {
+        let mut request = create_room::v3::Request::new();
+        request.name = spec.name;
+        request.topic = spec.topic;
+        request.is_direct = spec.is_direct;
+        request.invite = spec.invite;
+        request.preset = Some(create_room::v3::RoomPreset::PrivateChat);
+        request.initial_state = spec
+            .initial_state
+            .iter()
+            .map(|(kind, key, content)| {
+                raw_json::<AnyInitialStateEvent>(
+                    &json!({"type": kind, "state_key": key, "content": content}),
+                )
+            })
+            .collect::<Result<_>>()?;
+        let mut users = serde_json::Map::new();
+        users.insert(self.bot.to_string(), json!(100));
+        for (user, level) in spec.power_users {
+            users.insert(user.to_string(), json!(level));
+        }
+        request.power_level_content_override = Some(raw_json(&json!({"users": users}))?);
+        let response = self.client.send(request, None).await?;
+        self.remember_joined(&response.room_id, &self.bot);
+        Ok(response.room_id)
+    }
+
+    /// Sends a message-like event as `user`. `txn_id` makes the send idempotent for a while
+    /// (the homeserver answers a repeat with the first event id).
+    pub async fn send_event(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+        event_type: &str,
+        txn_id: &str,
+        content: &JsonValue,
+    ) -> Result<OwnedEventId> {
+        let request = send_message_event::v3::Request::new_raw(
+            room.to_owned(),
+            OwnedTransactionId::from(txn_id),
+            MessageLikeEventType::from(event_type),
+            raw_json(content)?,
+        );
+        Ok(self
+            .client
+            .send(request, self.as_user(user))
+            .await?
+            .event_id)
+    }
+
+    pub async fn send_state(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+        event_type: &str,
+        state_key: &str,
+        content: &JsonValue,
+    ) -> Result<OwnedEventId> {
+        let request = send_state_event::v3::Request::new_raw(
+            room.to_owned(),
+            StateEventType::from(event_type),
+            state_key.to_owned(),
+            raw_json(content)?,
+        );
+        Ok(self
+            .client
+            .send(request, self.as_user(user))
+            .await?
+            .event_id)
+    }
+
+    /// A notice from the bot (commands' answers, errors shown to users).
+    pub async fn bot_notice(&self, room: &RoomId, text: &str) -> Result<OwnedEventId> {
+        let content = json!({"msgtype": "m.notice", "body": text});
+        let txn = OwnedTransactionId::from(format!("ferry-notice-{}", ruma::TransactionId::new()));
+        self.send_event(
+            room,
+            &self.bot.clone(),
+            "m.room.message",
+            txn.as_str(),
+            &content,
+        )
+        .await
+    }
+}
+
+fn raw_json<T>(value: &JsonValue) -> Result<Raw<T>> {
+    serde_json::value::to_raw_value(value)
+        .map(Raw::from_json)
+        .map_err(|e| MatrixError::Request(e.to_string()))
+}

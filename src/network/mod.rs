@@ -1,0 +1,237 @@
+//! The connector contract: what every remote network implements for the bridge core.
+//!
+//! A network knows nothing of Matrix. It offers login flows, and for each stored login a
+//! [`Session`] that sends on the user's behalf and hands remote events to the core through an
+//! [`EventSink`]. Optional features are described by [`Capabilities`] so the core can refuse
+//! clearly what a network cannot do instead of failing silently.
+
+pub mod event;
+pub mod ids;
+pub mod sim;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+
+pub use self::{
+    event::{ChatInfo, ChatKind, MessageContent, RemoteEvent, SentMessage, UserInfo},
+    ids::{ChatId, LoginId, MessageId, NetworkId, PortalKey, RemoteUserId},
+};
+
+/// Errors a network reports to the core. `Transient` ones are worth retrying.
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    #[error("not connected to {0}")]
+    NotConnected(NetworkId),
+    #[error("{0}")]
+    Transient(String),
+    #[error("{0}")]
+    Rejected(String),
+    #[error("the login is no longer valid: {0}")]
+    LoggedOut(String),
+    #[error("{0} is not supported by this network")]
+    Unsupported(&'static str),
+}
+
+impl NetworkError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::NotConnected(_) | Self::Transient(_))
+    }
+}
+
+/// What a network can carry; the bridge hides or refuses the rest.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct Capabilities {
+    pub text: bool,
+    pub group_membership: bool,
+    pub edits: bool,
+    pub reactions: bool,
+    pub replies: bool,
+    pub redactions: bool,
+    pub receipts: bool,
+    pub typing: bool,
+    pub media: bool,
+}
+
+/// One way to log in, as offered by `login <network> [flow]`.
+#[derive(Debug, Clone)]
+pub struct LoginFlowInfo {
+    pub id: &'static str,
+    pub name: &'static str,
+    pub description: &'static str,
+}
+
+/// One step of a login, rendered by the bot (or a provisioning API).
+#[derive(Debug, Clone)]
+pub enum LoginStep {
+    /// Ask the user to type something (a username, a code, a password).
+    Input { prompt: String, secret: bool },
+    /// Show something (a QR code payload or a pairing code) and wait for the remote side.
+    DisplayAndWait {
+        kind: DisplayKind,
+        data: String,
+        instructions: String,
+    },
+    /// Logged in.
+    Complete(CompletedLogin),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum DisplayKind {
+    Qr,
+    Code,
+}
+
+/// What the core stores for a finished login.
+#[derive(Debug, Clone)]
+pub struct CompletedLogin {
+    pub id: LoginId,
+    /// A name the user recognises (account name, phone number).
+    pub remote_name: String,
+    /// Network-private state needed to resume the session (tokens). Stored, never logged.
+    pub secret: serde_json::Value,
+}
+
+/// A login in progress: a small state machine driven by the user's input.
+#[async_trait]
+pub trait LoginProcess: Send {
+    /// The first step to show.
+    async fn start(&mut self) -> Result<LoginStep, NetworkError>;
+    /// The user answered an `Input` step.
+    async fn submit(&mut self, input: &str) -> Result<LoginStep, NetworkError>;
+    /// Wait for a `DisplayAndWait` step to finish.
+    async fn wait(&mut self) -> Result<LoginStep, NetworkError>;
+}
+
+/// A stored login, handed to the network to resume it.
+#[derive(Debug, Clone)]
+pub struct StoredLogin {
+    pub id: LoginId,
+    pub secret: serde_json::Value,
+    /// The last checkpoint the core has fully handled (see [`RemoteEnvelope::checkpoint`]).
+    pub checkpoint: Option<i64>,
+}
+
+/// A remote event with what the core needs to handle it once and in order.
+#[derive(Debug, Clone)]
+pub struct RemoteEnvelope {
+    pub network: NetworkId,
+    pub login: LoginId,
+    /// DMs get one portal per login; groups one shared portal.
+    pub chat_kind: ChatKind,
+    /// A position in the login's event stream, increasing by event. The core stores the highest
+    /// position below which everything has been handled and passes it back on reconnect.
+    pub checkpoint: Option<i64>,
+    pub event: RemoteEvent,
+}
+
+/// Where sessions deliver remote events and connection changes.
+#[derive(Debug, Clone)]
+pub struct EventSink {
+    tx: mpsc::Sender<SessionSignal>,
+}
+
+/// What a session tells the core.
+#[derive(Debug)]
+pub enum SessionSignal {
+    Event(RemoteEnvelope),
+    State {
+        network: NetworkId,
+        login: LoginId,
+        state: ConnectionState,
+    },
+}
+
+impl EventSink {
+    pub fn new(tx: mpsc::Sender<SessionSignal>) -> Self {
+        Self { tx }
+    }
+
+    /// Delivers an event; waits when the core is busy (back-pressure on the network).
+    /// Returns false when the bridge is shutting down.
+    pub async fn event(&self, envelope: RemoteEnvelope) -> bool {
+        self.tx.send(SessionSignal::Event(envelope)).await.is_ok()
+    }
+
+    pub async fn state(&self, network: NetworkId, login: LoginId, state: ConnectionState) {
+        let _ = self
+            .tx
+            .send(SessionSignal::State {
+                network,
+                login,
+                state,
+            })
+            .await;
+    }
+}
+
+/// A session's connection state, as `ping` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectionState {
+    Connecting,
+    Connected,
+    /// Disconnected; the session retries by itself.
+    TransientDisconnect(String),
+    /// The remote side ended the login; the user must log in again.
+    LoggedOut(String),
+}
+
+impl std::fmt::Display for ConnectionState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Connecting => f.write_str("connecting"),
+            Self::Connected => f.write_str("connected"),
+            Self::TransientDisconnect(why) => write!(f, "disconnected, retrying ({why})"),
+            Self::LoggedOut(why) => write!(f, "logged out ({why})"),
+        }
+    }
+}
+
+/// One remote login's live connection.
+#[async_trait]
+pub trait Session: Send + Sync {
+    /// Starts receiving (in the background, reconnecting by itself) from `checkpoint` on.
+    async fn connect(&self, checkpoint: Option<i64>);
+    /// Stops receiving.
+    async fn disconnect(&self);
+    fn state(&self) -> ConnectionState;
+    /// The login's own remote user.
+    fn own_user(&self) -> &RemoteUserId;
+    async fn list_chats(&self) -> Result<Vec<ChatInfo>, NetworkError>;
+    async fn chat_info(&self, chat: &ChatId) -> Result<ChatInfo, NetworkError>;
+    async fn user_info(&self, user: &RemoteUserId) -> Result<UserInfo, NetworkError>;
+    /// Sends a message. `txn_id` is stable across retries so a network that supports
+    /// idempotent sends never creates the message twice.
+    async fn send_message(
+        &self,
+        chat: &ChatId,
+        txn_id: &str,
+        content: &MessageContent,
+    ) -> Result<SentMessage, NetworkError>;
+    /// Ends the login on the remote side.
+    async fn logout(&self) -> Result<(), NetworkError>;
+}
+
+/// A remote network.
+#[async_trait]
+pub trait Network: Send + Sync {
+    fn id(&self) -> NetworkId;
+    /// A human name ("Signal").
+    fn display_name(&self) -> &'static str;
+    /// Ghost localparts start with this.
+    fn ghost_prefix(&self) -> &str;
+    /// Formats a ghost's display name from the remote profile.
+    fn ghost_displayname(&self, user: &UserInfo) -> String;
+    fn capabilities(&self) -> Capabilities;
+    fn login_flows(&self) -> Vec<LoginFlowInfo>;
+    /// Begins a login with the given flow id.
+    fn start_login(&self, flow: &str) -> Result<Box<dyn LoginProcess>, NetworkError>;
+    /// Builds the session of a stored login (not yet connected).
+    fn load_session(
+        &self,
+        login: &StoredLogin,
+        sink: EventSink,
+    ) -> Result<Arc<dyn Session>, NetworkError>;
+}

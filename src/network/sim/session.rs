@@ -1,0 +1,298 @@
+//! A sim login's live session: the event socket (with reconnects) and the calls made for it.
+//!
+//! The reader resumes from the last event it handed to the bridge; after a restart the bridge's
+//! stored checkpoint is used instead, so everything not fully handled is delivered again.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use futures_util::{SinkExt, StreamExt};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
+
+use super::{
+    api::{SIM, SimApi},
+    wire::{self, Frame},
+};
+use crate::network::{
+    ChatId, ChatInfo, ChatKind, ConnectionState, EventSink, LoginId, MessageContent, NetworkError,
+    RemoteEnvelope, RemoteUserId, SentMessage, Session, UserInfo,
+};
+
+/// Largest frame accepted from the server.
+const MAX_FRAME: usize = 1024 * 1024;
+
+pub struct SimSession {
+    inner: Arc<Inner>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+struct Inner {
+    api: SimApi,
+    login: LoginId,
+    me: RemoteUserId,
+    sink: EventSink,
+    state: Mutex<ConnectionState>,
+    names: Mutex<HashMap<String, String>>,
+    kinds: Mutex<HashMap<String, ChatKind>>,
+}
+
+impl SimSession {
+    pub fn new(api: SimApi, login: LoginId, sink: EventSink) -> Self {
+        let me = RemoteUserId::new(login.as_str());
+        let inner = Inner {
+            api,
+            login,
+            me,
+            sink,
+            state: Mutex::new(ConnectionState::Connecting),
+            names: Mutex::default(),
+            kinds: Mutex::default(),
+        };
+        Self {
+            inner: Arc::new(inner),
+            task: Mutex::new(None),
+        }
+    }
+}
+
+impl Inner {
+    async fn set_state(&self, state: ConnectionState) {
+        *self.state.lock().expect("state lock") = state.clone();
+        self.sink.state(SIM, self.login.clone(), state).await;
+    }
+
+    /// Reads the socket until it closes; returns why, and whether to stop for good.
+    async fn read_once(&self, since: &mut i64) -> (String, bool) {
+        let mut request = match self.api.events_url(*since).into_client_request() {
+            Ok(request) => request,
+            Err(err) => return (format!("bad sim server URL: {err}"), true),
+        };
+        if let Some(token) = self.api.token() {
+            match format!("Bearer {token}").parse() {
+                Ok(value) => {
+                    request.headers_mut().insert("authorization", value);
+                }
+                Err(_) => return ("the stored token is unusable".to_owned(), true),
+            }
+        }
+        let config =
+            tungstenite::protocol::WebSocketConfig::default().max_message_size(Some(MAX_FRAME));
+        let (mut socket, _) = match tokio_tungstenite::connect_async_with_config(
+            request,
+            Some(config),
+            false,
+        )
+        .await
+        {
+            Ok(ok) => ok,
+            Err(tungstenite::Error::Http(response)) if response.status() == 401 => {
+                return (
+                    "the sim server no longer accepts this login".to_owned(),
+                    true,
+                );
+            }
+            Err(err) => return (format!("cannot connect: {err}"), false),
+        };
+        self.set_state(ConnectionState::Connected).await;
+        while let Some(message) = socket.next().await {
+            let text = match message {
+                Ok(tungstenite::Message::Text(text)) => text,
+                Ok(tungstenite::Message::Close(_)) => break,
+                Ok(_) => continue,
+                Err(err) => return (format!("connection lost: {err}"), false),
+            };
+            let frame: Frame = match serde_json::from_str(&text) {
+                Ok(frame) => frame,
+                Err(err) => {
+                    tracing::warn!(%err, "ignoring a sim frame that does not parse");
+                    continue;
+                }
+            };
+            if frame.seq <= *since {
+                continue;
+            }
+            let seq = frame.seq;
+            if !self.deliver(frame).await {
+                return ("bridge shutting down".to_owned(), true);
+            }
+            *since = seq;
+            let _ = socket
+                .send(tungstenite::Message::text(format!("{{\"ack\":{seq}}}")))
+                .await;
+        }
+        ("the sim server closed the connection".to_owned(), false)
+    }
+
+    async fn deliver(&self, frame: Frame) -> bool {
+        let chat_id = frame.body.chat_id().to_owned();
+        if let wire::FrameBody::Chat { chat } = &frame.body {
+            self.kinds
+                .lock()
+                .expect("kinds lock")
+                .insert(chat.id.clone(), wire::chat_kind(&chat.kind));
+            self.remember_names(&chat.members);
+        }
+        if let wire::FrameBody::MemberJoined { user, .. } = &frame.body {
+            self.remember_names(std::slice::from_ref(user));
+        }
+        let kind = self.chat_kind(&chat_id).await;
+        let sender = match &frame.body {
+            wire::FrameBody::Message { message } => Some(message.sender.clone()),
+            _ => None,
+        };
+        let sender_name = match sender {
+            Some(id) => self.user_name(&id).await,
+            None => String::new(),
+        };
+        let event = wire::to_remote_event(frame.body, |_| sender_name);
+        self.sink
+            .event(RemoteEnvelope {
+                network: SIM,
+                login: self.login.clone(),
+                chat_kind: kind,
+                checkpoint: Some(frame.seq),
+                event,
+            })
+            .await
+    }
+
+    fn remember_names(&self, users: &[wire::User]) {
+        let mut names = self.names.lock().expect("names lock");
+        for user in users {
+            names.insert(user.id.clone(), user.name.clone());
+        }
+    }
+
+    async fn chat_kind(&self, chat: &str) -> ChatKind {
+        if let Some(kind) = self.kinds.lock().expect("kinds lock").get(chat) {
+            return *kind;
+        }
+        match self.api.chat(chat).await {
+            Ok(info) => {
+                let kind = wire::chat_kind(&info.kind);
+                self.kinds
+                    .lock()
+                    .expect("kinds lock")
+                    .insert(chat.to_owned(), kind);
+                self.remember_names(&info.members);
+                kind
+            }
+            // A chat we cannot see any more (left): treat as a group so it maps to the shared
+            // portal, where leaving is handled.
+            Err(_) => ChatKind::Group,
+        }
+    }
+
+    async fn user_name(&self, id: &str) -> String {
+        if let Some(name) = self.names.lock().expect("names lock").get(id) {
+            return name.clone();
+        }
+        match self.api.user(id).await {
+            Ok(user) => {
+                self.names
+                    .lock()
+                    .expect("names lock")
+                    .insert(id.to_owned(), user.name.clone());
+                user.name
+            }
+            Err(_) => id.to_owned(),
+        }
+    }
+}
+
+#[async_trait]
+impl Session for SimSession {
+    async fn connect(&self, checkpoint: Option<i64>) {
+        let inner = self.inner.clone();
+        let mut since = checkpoint.unwrap_or(0);
+        let task = tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(200);
+            loop {
+                let (why, stop) = inner.read_once(&mut since).await;
+                if stop {
+                    inner.set_state(ConnectionState::LoggedOut(why)).await;
+                    return;
+                }
+                if *inner.state.lock().expect("state lock") == ConnectionState::Connected {
+                    backoff = Duration::from_millis(200);
+                }
+                inner
+                    .set_state(ConnectionState::TransientDisconnect(why))
+                    .await;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        });
+        if let Some(old) = self.task.lock().expect("task lock").replace(task) {
+            old.abort();
+        }
+    }
+
+    async fn disconnect(&self) {
+        if let Some(task) = self.task.lock().expect("task lock").take() {
+            task.abort();
+        }
+    }
+
+    fn state(&self) -> ConnectionState {
+        self.inner.state.lock().expect("state lock").clone()
+    }
+
+    fn own_user(&self) -> &RemoteUserId {
+        &self.inner.me
+    }
+
+    async fn list_chats(&self) -> Result<Vec<ChatInfo>, NetworkError> {
+        let chats = self.inner.api.chats().await?;
+        for chat in &chats {
+            self.inner
+                .kinds
+                .lock()
+                .expect("kinds lock")
+                .insert(chat.id.clone(), wire::chat_kind(&chat.kind));
+            self.inner.remember_names(&chat.members);
+        }
+        Ok(chats.into_iter().map(ChatInfo::from).collect())
+    }
+
+    async fn chat_info(&self, chat: &ChatId) -> Result<ChatInfo, NetworkError> {
+        Ok(self.inner.api.chat(chat.as_str()).await?.into())
+    }
+
+    async fn user_info(&self, user: &RemoteUserId) -> Result<UserInfo, NetworkError> {
+        Ok(self.inner.api.user(user.as_str()).await?.into())
+    }
+
+    async fn send_message(
+        &self,
+        chat: &ChatId,
+        txn_id: &str,
+        content: &MessageContent,
+    ) -> Result<SentMessage, NetworkError> {
+        let MessageContent::Text { body } = content;
+        let sent = self.inner.api.send(chat.as_str(), txn_id, body).await?;
+        Ok(SentMessage {
+            id: crate::network::MessageId::new(sent.id),
+            timestamp: sent.ts,
+        })
+    }
+
+    async fn logout(&self) -> Result<(), NetworkError> {
+        self.inner.api.logout().await
+    }
+}
+
+impl Drop for SimSession {
+    fn drop(&mut self) {
+        if let Ok(mut task) = self.task.lock() {
+            if let Some(task) = task.take() {
+                task.abort();
+            }
+        }
+    }
+}

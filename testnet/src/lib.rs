@@ -1,0 +1,7 @@
+//! Simulators that stand in for the remote networks' servers, so ferry's tests and demo can run
+//! the production client code end to end without any third-party service.
+//!
+//! Each simulator is a library (started in-process by integration tests) and a subcommand of the
+//! `testnet` binary (started as a process by the demo and by scripts).
+
+pub mod sim;

@@ -1,0 +1,61 @@
+//! `testnet`: runs one of ferry's network simulators as a process, for the demo and for
+//! scripts (integration tests start them in-process through the library instead).
+
+use std::io::Write as _;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use testnet::sim::SimServer;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Parser)]
+#[command(version, about = "Simulators of ferry's remote networks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server of `sim`, ferry's built-in simulated network.
+    Sim {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:29399")]
+        listen: String,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    match Cli::parse().command {
+        Command::Sim { listen } => {
+            let server = SimServer::start(&listen).await?;
+            // Scripts wait for this line on stdout; logs go to stderr.
+            let mut stdout = std::io::stdout();
+            writeln!(stdout, "sim server listening on {}", server.url())
+                .and_then(|()| stdout.flush())
+                .context("cannot write to stdout")?;
+            shutdown_signal().await?;
+            tracing::info!("stopping");
+            server.shutdown().await;
+        }
+    }
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result.context("cannot listen for SIGINT")?,
+        _ = terminate.recv() => {}
+    }
+    Ok(())
+}
