@@ -271,7 +271,7 @@ def installed_synapse_version():
     if not py.exists():
         return None
     try:
-        p = subprocess.run([str(py), "-c", "import synapse; print(synapse.__version__)"],
+        p = subprocess.run([str(py), "-c", "import importlib.metadata as m; print(m.version('matrix-synapse'))"],
                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                            stdin=subprocess.DEVNULL, timeout=60, text=True)
     except (subprocess.TimeoutExpired, OSError):

@@ -118,11 +118,12 @@ impl Bridge {
         let args: Vec<&str> = words.collect();
         let command = Command::parse(&first);
         // A login waiting for input takes anything that is not a command.
-        if command.is_none() && !prefixed {
-            if let Some(reply) = self.login_input(&event.sender, &event.room_id, text).await {
-                self.notice(&event.room_id, &reply).await;
-                return;
-            }
+        if command.is_none()
+            && !prefixed
+            && let Some(reply) = self.login_input(&event.sender, &event.room_id, text).await
+        {
+            self.notice(&event.room_id, &reply).await;
+            return;
         }
         let reply = match command {
             None if first.is_empty() => self.help_text(level),

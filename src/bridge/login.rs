@@ -176,13 +176,20 @@ impl Bridge {
             gauge.dec();
         }
         tracing::info!(%network, login = %login, %state, "session state");
-        if let ConnectionState::LoggedOut(_) = &state {
-            if let Some(room) = self.management_room(&handle.user).await {
-                let name = self
-                    .network(network.as_str())
-                    .map_or("the network", |n| n.display_name());
-                self.notice(&room, &format!("Your {name} login {} was ended: {state}. Log in again with `login {network}`.", handle.remote_name)).await;
-            }
+        if let ConnectionState::LoggedOut(_) = &state
+            && let Some(room) = self.management_room(&handle.user).await
+        {
+            let name = self
+                .network(network.as_str())
+                .map_or("the network", |n| n.display_name());
+            self.notice(
+                &room,
+                &format!(
+                    "Your {name} login {} was ended: {state}. Log in again with `login {network}`.",
+                    handle.remote_name
+                ),
+            )
+            .await;
         }
     }
 
@@ -300,13 +307,13 @@ impl Bridge {
         let Some(net) = self.network(network.as_str()).cloned() else {
             return "The network was disabled during the login.".to_owned();
         };
-        if let Some(existing) = self.login_handle(network, &done.id) {
-            if existing.user != user {
-                return format!(
-                    "That {} account is already bridged by another Matrix user.",
-                    net.display_name()
-                );
-            }
+        if let Some(existing) = self.login_handle(network, &done.id)
+            && existing.user != user
+        {
+            return format!(
+                "That {} account is already bridged by another Matrix user.",
+                net.display_name()
+            );
         }
         let row = LoginRow {
             network: network.as_str().to_owned(),

@@ -119,8 +119,8 @@ impl Bridge {
         }
         let avatar = &self.config.appservice.bot.avatar;
         if !avatar.is_empty() && self.db.kv_get("bot_avatar").await?.as_deref() != Some(avatar) {
-            match ruma::OwnedMxcUri::try_from(avatar.as_str()) {
-                Ok(mxc) if mxc.is_valid() => {
+            match ruma::OwnedMxcUri::from(avatar.as_str()) {
+                mxc if mxc.is_valid() => {
                     self.intents.set_avatar(&bot, Some(mxc)).await?;
                     self.db.kv_set("bot_avatar", avatar).await?;
                 }
@@ -203,14 +203,13 @@ impl Bridge {
                 .get_mut(&(network, login.clone()))
                 .and_then(|t| t.finished(position))
         };
-        if let Some(position) = to_store {
-            if let Err(err) = self
+        if let Some(position) = to_store
+            && let Err(err) = self
                 .db
                 .advance_checkpoint(network.as_str(), login.as_str(), position)
                 .await
-            {
-                tracing::warn!(%err, "cannot store checkpoint; events after it will be re-checked at restart");
-            }
+        {
+            tracing::warn!(%err, "cannot store checkpoint; events after it will be re-checked at restart");
         }
     }
 }

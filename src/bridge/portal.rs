@@ -228,17 +228,17 @@ impl Bridge {
                     return Ok(());
                 };
                 let network = self.network_of(&portal.key)?;
-                if let Some(login) = &login {
-                    if login.own_user() == user {
-                        self.intents
-                            .kick(
-                                &room,
-                                &login.user,
-                                &format!("You left this chat on {}", network.display_name()),
-                            )
-                            .await?;
-                        return Ok(());
-                    }
+                if let Some(login) = &login
+                    && login.own_user() == user
+                {
+                    self.intents
+                        .kick(
+                            &room,
+                            &login.user,
+                            &format!("You left this chat on {}", network.display_name()),
+                        )
+                        .await?;
+                    return Ok(());
                 }
                 let Some(ghost) = super::ghost::ghost_user_id(
                     network.as_ref(),

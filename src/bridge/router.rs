@@ -287,10 +287,10 @@ impl AppserviceHandler for Arc<Bridge> {
         let Some((network, remote)) = self.parse_ghost(&user) else {
             return false;
         };
-        if let Ok(Some(ghost)) = self.db.get_ghost_by_mxid(user.as_str()).await {
-            if ghost.registered {
-                return true;
-            }
+        if let Ok(Some(ghost)) = self.db.get_ghost_by_mxid(user.as_str()).await
+            && ghost.registered
+        {
+            return true;
         }
         // Unknown ghost of a valid remote id: create it so the homeserver can proceed (e.g. an
         // invite to a contact nobody has talked to yet).

@@ -4,7 +4,9 @@
 //! gets its 200, so a crash after answering loses nothing: unhandled events are replayed from
 //! here at the next start. A repeated transaction id is recognised here too, across restarts.
 
-use sqlx::{Any, QueryBuilder};
+use std::fmt::Write as _;
+
+use sqlx::AssertSqlSafe;
 
 use super::{Db, Result, now_ms};
 
@@ -39,15 +41,21 @@ impl Db {
         let mut entries = Vec::with_capacity(events.len());
         // Chunks keep the statement well under SQLite's bind-parameter limit.
         for chunk in events.chunks(200) {
-            let mut query: QueryBuilder<Any> =
-                QueryBuilder::new("INSERT INTO inbox (txn_id, event, received_at) ");
-            query.push_values(chunk, |mut row, event| {
-                row.push_bind(txn_id)
-                    .push_bind(event.as_str())
-                    .push_bind(now);
-            });
-            query.push(" RETURNING id");
-            let ids: Vec<(i64,)> = query.build_query_as().fetch_all(&mut *tx).await?;
+            // Placeholders are written out as `$N`: sqlx's `QueryBuilder<Any>` emits `?`, which
+            // PostgreSQL rejects.
+            let mut sql = String::from("INSERT INTO inbox (txn_id, event, received_at) VALUES ");
+            for i in 0..chunk.len() {
+                let n = 3 * i;
+                let sep = if i == 0 { "" } else { ", " };
+                // Writing to a String cannot fail.
+                let _ = write!(sql, "{sep}(${}, ${}, ${})", n + 1, n + 2, n + 3);
+            }
+            sql.push_str(" RETURNING id");
+            let mut query = sqlx::query_as::<_, (i64,)>(AssertSqlSafe(sql));
+            for event in chunk {
+                query = query.bind(txn_id).bind(event.as_str()).bind(now);
+            }
+            let ids = query.fetch_all(&mut *tx).await?;
             // RETURNING order follows VALUES order on both backends for a single INSERT; sort
             // anyway since identity values grow in insertion order.
             let mut ids: Vec<i64> = ids.into_iter().map(|(id,)| id).collect();

@@ -60,11 +60,12 @@ impl Db {
         Ok(())
     }
 
+    /// All logins, oldest first (ties by key, so the order is the same on both backends).
     pub async fn all_logins(&self) -> Result<Vec<LoginRow>> {
         let rows: Vec<Raw> = sqlx::query_as(concat!(
             "SELECT ",
             columns!(),
-            " FROM remote_login ORDER BY created_at"
+            " FROM remote_login ORDER BY created_at, network, login_id"
         ))
         .fetch_all(self.pool())
         .await?;

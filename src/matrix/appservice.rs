@@ -32,9 +32,6 @@ use crate::{
 pub trait AppserviceHandler: Send + Sync + 'static {
     /// Stored events to handle, in order. May wait (back-pressure) but must not lose them.
     async fn events(&self, entries: Vec<InboxEntry>);
-    /// Ephemeral data and to-device messages of a transaction (not stored: the spec lets them be
-    /// best-effort).
-    async fn ephemeral(&self, _transaction: &serde_json::Value) {}
     /// Does this user id exist in our namespace (creating the ghost if it can)?
     async fn query_user(&self, user_id: &str) -> bool;
     /// Does this alias exist in our namespace?
@@ -91,27 +88,31 @@ struct TokenQuery {
 }
 
 /// Checks the homeserver's token: 401 when missing, 403 when wrong (spec).
-fn authorize(state: &AppState, headers: &HeaderMap, query: &TokenQuery) -> Result<(), Response> {
+fn authorize(
+    state: &AppState,
+    headers: &HeaderMap,
+    query: &TokenQuery,
+) -> Result<(), Box<Response>> {
     let from_header = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     let Some(token) = from_header.or(query.access_token.as_deref()) else {
-        return Err(matrix_error(
+        return Err(Box::new(matrix_error(
             StatusCode::UNAUTHORIZED,
             "M_UNAUTHORIZED",
             "Missing access token",
-        ));
+        )));
     };
     let presented: [u8; 32] = Sha256::digest(token.as_bytes()).into();
     if bool::from(presented.ct_eq(&state.hs_token_hash)) {
         Ok(())
     } else {
-        Err(matrix_error(
+        Err(Box::new(matrix_error(
             StatusCode::FORBIDDEN,
             "M_FORBIDDEN",
             "Invalid access token",
-        ))
+        )))
     }
 }
 
@@ -142,7 +143,7 @@ async fn transaction(
             .transactions
             .with_label_values(&["unauthorized"])
             .inc();
-        return resp;
+        return *resp;
     }
     let body = match body {
         Ok(body) => body,
@@ -234,11 +235,6 @@ async fn transaction(
                 .transactions
                 .with_label_values(&["stored"])
                 .inc();
-            if let Ok(value) = serde_json::from_slice::<serde_json::Value>(&body) {
-                if has_ephemeral(&value) {
-                    state.handler.ephemeral(&value).await;
-                }
-            }
             if !entries.is_empty() {
                 state.handler.events(entries).await;
             }
@@ -249,22 +245,6 @@ async fn transaction(
         .txn_ack_seconds
         .observe(started.elapsed().as_secs_f64());
     (StatusCode::OK, Json(json!({}))).into_response()
-}
-
-fn has_ephemeral(value: &serde_json::Value) -> bool {
-    [
-        "ephemeral",
-        "de.sorunome.msc2409.ephemeral",
-        "to_device",
-        "de.sorunome.msc2409.to_device",
-    ]
-    .iter()
-    .any(|key| {
-        value
-            .get(key)
-            .and_then(|v| v.as_array())
-            .is_some_and(|a| !a.is_empty())
-    })
 }
 
 /// Bounds the label set: unknown event types share one label.
@@ -287,7 +267,7 @@ async fn query_user(
     headers: HeaderMap,
 ) -> Response {
     if let Err(resp) = authorize(&state, &headers, &query) {
-        return resp;
+        return *resp;
     }
     let started = Instant::now();
     let exists = state.handler.query_user(&user_id).await;
@@ -310,7 +290,7 @@ async fn query_alias(
     headers: HeaderMap,
 ) -> Response {
     if let Err(resp) = authorize(&state, &headers, &query) {
-        return resp;
+        return *resp;
     }
     let started = Instant::now();
     let exists = state.handler.query_alias(&alias).await;
@@ -332,7 +312,7 @@ async fn ping(
     headers: HeaderMap,
 ) -> Response {
     if let Err(resp) = authorize(&state, &headers, &query) {
-        return resp;
+        return *resp;
     }
     (StatusCode::OK, Json(json!({}))).into_response()
 }

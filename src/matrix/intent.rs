@@ -214,12 +214,15 @@ impl Intents {
                 )
             })
             .collect::<Result<_>>()?;
+        // The creator (the bot) gets full power from the room version itself; room version 12
+        // refuses the creator in `users`.
         let mut users = serde_json::Map::new();
-        users.insert(self.bot.to_string(), json!(100));
         for (user, level) in spec.power_users {
             users.insert(user.to_string(), json!(level));
         }
-        request.power_level_content_override = Some(raw_json(&json!({"users": users}))?);
+        if !users.is_empty() {
+            request.power_level_content_override = Some(raw_json(&json!({"users": users}))?);
+        }
         let response = self.client.send(request, None).await?;
         self.remember_joined(&response.room_id, &self.bot);
         Ok(response.room_id)

@@ -1,0 +1,26 @@
+//! Integration tests: the real ferry binary against the real Synapse (and Postgres) started by
+//! `scripts/test.sh`, with the sim network's server in-process. Each scenario runs on SQLite and
+//! on Postgres.
+
+mod appservice;
+mod bridge;
+mod common;
+mod crash;
+
+/// Instantiates an async scenario `fn(Backend)` once per database backend.
+#[macro_export]
+macro_rules! both_backends {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name($crate::common::Backend::Sqlite).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name($crate::common::Backend::Postgres).await;
+            }
+        }
+    };
+}
