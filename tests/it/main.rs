@@ -4,6 +4,7 @@
 
 mod appservice;
 mod bridge;
+mod cli;
 mod common;
 mod crash;
 
