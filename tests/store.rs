@@ -938,6 +938,7 @@ async fn ghosts_roundtrip(db: Db) {
         mxid: "@sim_alice:example.org".into(),
         name: None,
         avatar_mxc: None,
+        avatar_id: None,
         registered: false,
     };
     db.upsert_ghost(&g).await.expect("upsert");
@@ -955,6 +956,7 @@ async fn ghosts_roundtrip(db: Db) {
     g.registered = true;
     g.name = Some("Alice".into());
     g.avatar_mxc = Some("mxc://example.org/alice".into());
+    g.avatar_id = Some("a1".into());
     db.upsert_ghost(&g).await.expect("upsert");
     assert_eq!(
         db.get_ghost("sim", "alice").await.expect("get"),
@@ -979,6 +981,7 @@ async fn ghosts_roundtrip(db: Db) {
         mxid: "@other_alice:example.org".into(),
         name: Some("Bob".into()),
         avatar_mxc: None,
+        avatar_id: None,
         registered: true,
     };
     db.upsert_ghost(&bob).await.expect("upsert");
@@ -1000,6 +1003,7 @@ async fn ghosts_roundtrip(db: Db) {
         mxid: "@sim_alice:example.org".into(),
         name: None,
         avatar_mxc: None,
+        avatar_id: None,
         registered: false,
     };
     assert!(
@@ -1484,6 +1488,7 @@ async fn hostile_data_roundtrips(db: Db) {
         mxid: format!("@{}:example.org", nasty[0]),
         name: Some(big.clone()),
         avatar_mxc: Some(nasty[14].into()),
+        avatar_id: Some(big.clone()),
         registered: true,
     };
     db.upsert_ghost(&g).await.expect("upsert ghost");

@@ -48,6 +48,8 @@ CREATE TABLE ghost (
     mxid       TEXT NOT NULL UNIQUE,
     name       TEXT,
     avatar_mxc TEXT,
+    -- The network's id of the avatar image now uploaded as avatar_mxc (changes with the image).
+    avatar_id  TEXT,
     registered BIGINT NOT NULL DEFAULT 0,
     PRIMARY KEY (network, remote_id)
 );

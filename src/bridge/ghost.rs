@@ -9,7 +9,7 @@ use ruma::{OwnedUserId, ServerName, UserId};
 
 use crate::{
     db::ghosts::GhostRow,
-    network::{Network, RemoteUserId, UserInfo},
+    network::{Network, RemoteUserId, Session, UserInfo},
 };
 
 use super::{Bridge, BridgeError};
@@ -65,10 +65,14 @@ pub fn ghost_user_id(
 
 impl Bridge {
     /// Makes sure the ghost of `user` exists on the homeserver with an up-to-date display name.
+    /// Makes sure the ghost of `user` exists on the homeserver. With a `session` (the profile
+    /// in `user` is current) its display name and avatar are brought up to date too; without
+    /// one (e.g. the homeserver asking about an unknown ghost) only the account is created.
     pub async fn ensure_ghost(
         &self,
         network: &dyn Network,
         user: &UserInfo,
+        session: Option<&dyn Session>,
     ) -> Result<OwnedUserId, BridgeError> {
         let mxid =
             ghost_user_id(network, &self.config.homeserver.domain, &user.id).ok_or_else(|| {
@@ -79,32 +83,67 @@ impl Bridge {
             })?;
         let net = network.id().as_str();
         let existing = self.db.get_ghost(net, user.id.as_str()).await?;
+        let mut row = existing.clone().unwrap_or_else(|| GhostRow {
+            network: net.to_owned(),
+            remote_id: user.id.as_str().to_owned(),
+            mxid: mxid.to_string(),
+            name: None,
+            avatar_mxc: None,
+            avatar_id: None,
+            registered: false,
+        });
         let displayname = network.ghost_displayname(user);
-        let registered = existing.as_ref().is_some_and(|g| g.registered);
-        let name_ok =
-            existing.as_ref().and_then(|g| g.name.as_deref()) == Some(displayname.as_str());
-        if registered && name_ok {
+        let name_stale = session.is_some()
+            && row.name.as_deref() != Some(displayname.as_str())
+            && !user.name.trim().is_empty();
+        let avatar_stale = session.is_some() && row.avatar_id != user.avatar;
+        if row.registered && !name_stale && !avatar_stale {
             return Ok(mxid);
         }
-        if !registered {
+        if !row.registered {
             self.intents.register(&mxid).await?;
+            row.registered = true;
             if existing.is_none() {
                 self.metrics.ghosts.inc();
             }
         }
-        if !name_ok && !displayname.trim().is_empty() {
+        if name_stale {
             self.intents.set_displayname(&mxid, &displayname).await?;
+            row.name = Some(displayname);
         }
-        let row = GhostRow {
-            network: net.to_owned(),
-            remote_id: user.id.as_str().to_owned(),
-            mxid: mxid.to_string(),
-            name: Some(displayname),
-            avatar_mxc: existing.and_then(|g| g.avatar_mxc),
-            registered: true,
-        };
+        if let (true, Some(session)) = (avatar_stale, session) {
+            // A failed avatar is not worth failing the message for: it is retried next time.
+            match self
+                .sync_avatar(&mxid, user.avatar.as_deref(), session)
+                .await
+            {
+                Ok(mxc) => {
+                    row.avatar_mxc = mxc;
+                    row.avatar_id = user.avatar.clone();
+                }
+                Err(err) => tracing::warn!(%err, ghost = %mxid, "cannot update ghost avatar"),
+            }
+        }
         self.db.upsert_ghost(&row).await?;
         Ok(mxid)
+    }
+
+    /// Downloads the remote avatar, uploads it to the media repository and sets it.
+    async fn sync_avatar(
+        &self,
+        ghost: &UserId,
+        avatar: Option<&str>,
+        session: &dyn Session,
+    ) -> Result<Option<String>, BridgeError> {
+        let mxc = match avatar {
+            Some(avatar) => {
+                let (data, content_type) = session.download_avatar(avatar).await?;
+                Some(self.intents.upload(data, &content_type, None).await?)
+            }
+            None => None,
+        };
+        self.intents.set_avatar(ghost, mxc.clone()).await?;
+        Ok(mxc.map(|m| m.to_string()))
     }
 
     /// The network and remote user a ghost user id stands for, if it is one of ours.

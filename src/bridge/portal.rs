@@ -183,7 +183,13 @@ impl Bridge {
                     .ensure_portal_room(portal, login.as_ref(), None)
                     .await?;
                 let network = self.network_of(&portal.key)?;
-                let ghost = self.ensure_ghost(network.as_ref(), sender).await?;
+                let ghost = self
+                    .ensure_ghost(
+                        network.as_ref(),
+                        sender,
+                        login.as_ref().map(|l| l.session.as_ref()),
+                    )
+                    .await?;
                 self.intents.ensure_joined(&room, &ghost).await?;
                 let body = match content {
                     MessageContent::Text { body } => body.clone(),
@@ -272,7 +278,9 @@ impl Bridge {
                 .await?);
         }
         let network = self.network_of_login(login)?;
-        let ghost = self.ensure_ghost(network.as_ref(), user).await?;
+        let ghost = self
+            .ensure_ghost(network.as_ref(), user, Some(login.session.as_ref()))
+            .await?;
         Ok(self.intents.ensure_joined(room, &ghost).await?)
     }
 
@@ -344,7 +352,10 @@ impl Bridge {
         let network = self.network_of(&portal.key)?;
         let mut ghosts: Vec<OwnedUserId> = Vec::new();
         for member in info.members.iter().filter(|m| &m.id != login.own_user()) {
-            ghosts.push(self.ensure_ghost(network.as_ref(), member).await?);
+            ghosts.push(
+                self.ensure_ghost(network.as_ref(), member, Some(login.session.as_ref()))
+                    .await?,
+            );
         }
         let key = &portal.key;
         let bridge_info = json!({

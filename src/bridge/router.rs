@@ -297,12 +297,13 @@ impl AppserviceHandler for Arc<Bridge> {
         let info = crate::network::UserInfo {
             id: remote.clone(),
             name: remote.as_str().to_owned(),
+            avatar: None,
         };
         let network = network.id().as_str();
         let Some(network) = self.network(network).cloned() else {
             return false;
         };
-        match self.ensure_ghost(network.as_ref(), &info).await {
+        match self.ensure_ghost(network.as_ref(), &info, None).await {
             Ok(_) => true,
             Err(err) => {
                 tracing::warn!(%err, "cannot create queried ghost");

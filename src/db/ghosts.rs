@@ -9,25 +9,36 @@ pub struct GhostRow {
     pub mxid: String,
     pub name: Option<String>,
     pub avatar_mxc: Option<String>,
+    /// The network's id of the image behind `avatar_mxc`.
+    pub avatar_id: Option<String>,
     pub registered: bool,
 }
 
-type Raw = (String, String, String, Option<String>, Option<String>, i64);
+type Raw = (
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    i64,
+);
 
-fn from_raw((network, remote_id, mxid, name, avatar_mxc, registered): Raw) -> GhostRow {
+fn from_raw((network, remote_id, mxid, name, avatar_mxc, avatar_id, registered): Raw) -> GhostRow {
     GhostRow {
         network,
         remote_id,
         mxid,
         name,
         avatar_mxc,
+        avatar_id,
         registered: registered != 0,
     }
 }
 
 macro_rules! columns {
     () => {
-        "network, remote_id, mxid, name, avatar_mxc, registered"
+        "network, remote_id, mxid, name, avatar_mxc, avatar_id, registered"
     };
 }
 
@@ -59,16 +70,18 @@ impl Db {
 
     pub async fn upsert_ghost(&self, row: &GhostRow) -> Result<()> {
         sqlx::query(
-            "INSERT INTO ghost (network, remote_id, mxid, name, avatar_mxc, registered) \
-             VALUES ($1, $2, $3, $4, $5, $6) \
+            "INSERT INTO ghost (network, remote_id, mxid, name, avatar_mxc, avatar_id, registered) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) \
              ON CONFLICT (network, remote_id) DO UPDATE SET name = excluded.name, \
-             avatar_mxc = excluded.avatar_mxc, registered = excluded.registered",
+             avatar_mxc = excluded.avatar_mxc, avatar_id = excluded.avatar_id, \
+             registered = excluded.registered",
         )
         .bind(&row.network)
         .bind(&row.remote_id)
         .bind(&row.mxid)
         .bind(&row.name)
         .bind(&row.avatar_mxc)
+        .bind(&row.avatar_id)
         .bind(i64::from(row.registered))
         .execute(self.pool())
         .await?;

@@ -10,6 +10,9 @@ use super::ids::{ChatId, MessageId, RemoteUserId};
 pub struct UserInfo {
     pub id: RemoteUserId,
     pub name: String,
+    /// The network's id of the user's avatar image (a new id when the image changes); fetched
+    /// with [`crate::network::Session::download_avatar`].
+    pub avatar: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

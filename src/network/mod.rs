@@ -212,6 +212,10 @@ pub trait Session: Send + Sync {
     ) -> Result<SentMessage, NetworkError>;
     /// Ends the login on the remote side.
     async fn logout(&self) -> Result<(), NetworkError>;
+    /// Fetches an avatar image by the id in [`UserInfo::avatar`]: (bytes, content type).
+    async fn download_avatar(&self, _avatar: &str) -> Result<(Vec<u8>, String), NetworkError> {
+        Err(NetworkError::Unsupported("avatars"))
+    }
 }
 
 /// A remote network.

@@ -15,6 +15,8 @@ async fn login_sync_dm_and_group(backend: Backend) {
     sim.user("bob", "Bob Builder").await;
     sim.user("carol", "Carol").await;
     sim.user("dave", "Dave").await;
+    let bob_avatar = b"\x89PNG\r\n\x1a\n bob's face".to_vec();
+    sim.avatar("bob", "image/png", bob_avatar.clone()).await;
     let dm = sim.dm("alice", "bob").await;
     let group = sim.group("Team", &["alice", "bob", "carol"]).await;
     let ferry = Ferry::start(&slot, backend, &sim.url()).await;
@@ -64,6 +66,17 @@ async fn login_sync_dm_and_group(backend: Backend) {
     assert_eq!(
         user.displayname(&ghost_bob).await.as_deref(),
         Some("Bob Builder (Sim)")
+    );
+    // The ghost's avatar is bob's picture, uploaded to the media repository.
+    let (bytes, content_type) = user
+        .avatar(&ghost_bob)
+        .await
+        .expect("bob's ghost has an avatar");
+    assert_eq!((bytes, content_type.as_str()), (bob_avatar, "image/png"));
+    assert_eq!(
+        user.avatar(&ghost_carol).await,
+        None,
+        "carol has no picture"
     );
 
     // Remote -> Matrix: from the right ghost.

@@ -259,22 +259,29 @@ logging:
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let ping = client
-            .post(format!(
-                "{}/_matrix/client/v1/appservice/{}/ping",
-                hs_url(),
-                self.slot_id
-            ))
-            .bearer_auth(&self.as_token)
-            .json(&json!({"transaction_id": format!("ping-{}", random_suffix())}))
-            .send()
-            .await
-            .expect("ping through Synapse");
-        assert!(
-            ping.status().is_success(),
-            "Synapse cannot reach ferry: {}",
-            ping.text().await.unwrap_or_default()
-        );
+        // The ping makes Synapse retry its queued transactions at once. Right after a restart
+        // Synapse may still hold a dead connection to the old process and answer
+        // M_CONNECTION_FAILED once; try again then.
+        let mut last = String::new();
+        for _ in 0..20 {
+            let ping = client
+                .post(format!(
+                    "{}/_matrix/client/v1/appservice/{}/ping",
+                    hs_url(),
+                    self.slot_id
+                ))
+                .bearer_auth(&self.as_token)
+                .json(&json!({"transaction_id": format!("ping-{}", random_suffix())}))
+                .send()
+                .await
+                .expect("ping through Synapse");
+            if ping.status().is_success() {
+                return;
+            }
+            last = ping.text().await.unwrap_or_default();
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        panic!("Synapse cannot reach ferry: {last}");
     }
 
     /// SIGKILL: no chance to clean up.
@@ -587,6 +594,47 @@ impl User {
     }
 }
 
+impl User {
+    /// A user's avatar, fetched through authenticated media: (bytes, content type).
+    pub async fn avatar(&self, user: &str) -> Option<(Vec<u8>, String)> {
+        let path = format!("/_matrix/client/v3/profile/{}/avatar_url", enc(user));
+        let response = self
+            .client
+            .get(format!("{}{path}", hs_url()))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .ok()?;
+        let value: Value = response.json().await.ok()?;
+        let mxc = value["avatar_url"]
+            .as_str()?
+            .strip_prefix("mxc://")?
+            .to_owned();
+        let response = self
+            .client
+            .get(format!(
+                "{}/_matrix/client/v1/media/download/{mxc}",
+                hs_url()
+            ))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .ok()?;
+        assert!(
+            response.status().is_success(),
+            "media download failed: {}",
+            response.status()
+        );
+        let content_type = response
+            .headers()
+            .get("content-type")?
+            .to_str()
+            .ok()?
+            .to_owned();
+        Some((response.bytes().await.ok()?.to_vec(), content_type))
+    }
+}
+
 pub fn enc(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
@@ -629,6 +677,18 @@ impl Sim {
             Some(json!({"id": id, "name": name})),
         )
         .await;
+    }
+
+    pub async fn avatar(&self, user: &str, content_type: &str, data: Vec<u8>) {
+        let response = self
+            .client
+            .put(format!("{}/control/users/{user}/avatar", self.url()))
+            .header("content-type", content_type)
+            .body(data)
+            .send()
+            .await
+            .expect("sim avatar");
+        assert!(response.status().is_success());
     }
 
     pub async fn dm(&self, a: &str, b: &str) -> String {

@@ -147,6 +147,48 @@ impl SimApi {
         .await
     }
 
+    /// An avatar image: (bytes, content type). Bounded so a hostile server cannot exhaust memory.
+    pub async fn media(&self, id: &str) -> Result<(Vec<u8>, String), NetworkError> {
+        const MAX_AVATAR: usize = 10 * 1024 * 1024;
+        let mut request = self
+            .http
+            .get(format!("{}/v1/media/{}", self.base, encode(id)))
+            .timeout(Duration::from_secs(60));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let mut response = request
+            .send()
+            .await
+            .map_err(|_| NetworkError::Transient("cannot reach the sim server".to_owned()))?;
+        if !response.status().is_success() {
+            return Err(NetworkError::Rejected(format!(
+                "avatar download failed: {}",
+                response.status()
+            )));
+        }
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/octet-stream")
+            .to_owned();
+        let mut data = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|_| NetworkError::Transient("sim server connection broke".to_owned()))?
+        {
+            if data.len() + chunk.len() > MAX_AVATAR {
+                return Err(NetworkError::Rejected(
+                    "avatar is larger than 10 MiB".to_owned(),
+                ));
+            }
+            data.extend_from_slice(&chunk);
+        }
+        Ok((data, content_type))
+    }
+
     /// The event socket URL (`ws://.../v1/events?since=N`).
     pub fn events_url(&self, since: i64) -> String {
         let ws = if let Some(rest) = self.base.strip_prefix("https://") {

@@ -37,7 +37,7 @@ struct Inner {
     me: RemoteUserId,
     sink: EventSink,
     state: Mutex<ConnectionState>,
-    names: Mutex<HashMap<String, String>>,
+    users: Mutex<HashMap<String, UserInfo>>,
     kinds: Mutex<HashMap<String, ChatKind>>,
 }
 
@@ -50,7 +50,7 @@ impl SimSession {
             me,
             sink,
             state: Mutex::new(ConnectionState::Connecting),
-            names: Mutex::default(),
+            users: Mutex::default(),
             kinds: Mutex::default(),
         };
         Self {
@@ -135,21 +135,27 @@ impl Inner {
                 .lock()
                 .expect("kinds lock")
                 .insert(chat.id.clone(), wire::chat_kind(&chat.kind));
-            self.remember_names(&chat.members);
+            self.remember_users(&chat.members);
         }
         if let wire::FrameBody::MemberJoined { user, .. } = &frame.body {
-            self.remember_names(std::slice::from_ref(user));
+            self.remember_users(std::slice::from_ref(user));
         }
         let kind = self.chat_kind(&chat_id).await;
         let sender = match &frame.body {
             wire::FrameBody::Message { message } => Some(message.sender.clone()),
             _ => None,
         };
-        let sender_name = match sender {
-            Some(id) => self.user_name(&id).await,
-            None => String::new(),
+        let sender = match sender {
+            Some(id) => Some(self.user_info(&id).await),
+            None => None,
         };
-        let event = wire::to_remote_event(frame.body, |_| sender_name);
+        let event = wire::to_remote_event(frame.body, |id| {
+            sender.unwrap_or_else(|| UserInfo {
+                id: RemoteUserId::new(id),
+                name: id.to_owned(),
+                avatar: None,
+            })
+        });
         self.sink
             .event(RemoteEnvelope {
                 network: SIM,
@@ -161,10 +167,10 @@ impl Inner {
             .await
     }
 
-    fn remember_names(&self, users: &[wire::User]) {
-        let mut names = self.names.lock().expect("names lock");
+    fn remember_users(&self, users: &[wire::User]) {
+        let mut known = self.users.lock().expect("users lock");
         for user in users {
-            names.insert(user.id.clone(), user.name.clone());
+            known.insert(user.id.clone(), UserInfo::from(user.clone()));
         }
     }
 
@@ -179,7 +185,7 @@ impl Inner {
                     .lock()
                     .expect("kinds lock")
                     .insert(chat.to_owned(), kind);
-                self.remember_names(&info.members);
+                self.remember_users(&info.members);
                 kind
             }
             // A chat we cannot see any more (left): treat as a group so it maps to the shared
@@ -188,19 +194,21 @@ impl Inner {
         }
     }
 
-    async fn user_name(&self, id: &str) -> String {
-        if let Some(name) = self.names.lock().expect("names lock").get(id) {
-            return name.clone();
+    /// A user's profile, from what the socket and chat lists told us, else from the server.
+    async fn user_info(&self, id: &str) -> UserInfo {
+        if let Some(info) = self.users.lock().expect("users lock").get(id) {
+            return info.clone();
         }
         match self.api.user(id).await {
             Ok(user) => {
-                self.names
-                    .lock()
-                    .expect("names lock")
-                    .insert(id.to_owned(), user.name.clone());
-                user.name
+                self.remember_users(std::slice::from_ref(&user));
+                user.into()
             }
-            Err(_) => id.to_owned(),
+            Err(_) => UserInfo {
+                id: RemoteUserId::new(id),
+                name: id.to_owned(),
+                avatar: None,
+            },
         }
     }
 }
@@ -255,7 +263,7 @@ impl Session for SimSession {
                 .lock()
                 .expect("kinds lock")
                 .insert(chat.id.clone(), wire::chat_kind(&chat.kind));
-            self.inner.remember_names(&chat.members);
+            self.inner.remember_users(&chat.members);
         }
         Ok(chats.into_iter().map(ChatInfo::from).collect())
     }
@@ -284,6 +292,10 @@ impl Session for SimSession {
 
     async fn logout(&self) -> Result<(), NetworkError> {
         self.inner.api.logout().await
+    }
+
+    async fn download_avatar(&self, avatar: &str) -> Result<(Vec<u8>, String), NetworkError> {
+        self.inner.api.media(avatar).await
     }
 }
 

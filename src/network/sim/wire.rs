@@ -11,6 +11,8 @@ use crate::network::{
 pub struct User {
     pub id: String,
     pub name: String,
+    #[serde(default)]
+    pub avatar: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -77,6 +79,7 @@ impl From<User> for UserInfo {
         Self {
             id: RemoteUserId::new(user.id),
             name: user.name,
+            avatar: user.avatar,
         }
     }
 }
@@ -100,19 +103,16 @@ impl From<Chat> for ChatInfo {
     }
 }
 
-/// Converts a frame body to a neutral event. Messages need the sender's display name, which the
-/// caller resolves (`sender_name`).
-pub fn to_remote_event(body: FrameBody, sender_name: impl FnOnce(&str) -> String) -> RemoteEvent {
+/// Converts a frame body to a neutral event. Messages need the sender's profile, which the
+/// caller resolves (`sender`).
+pub fn to_remote_event(body: FrameBody, sender: impl FnOnce(&str) -> UserInfo) -> RemoteEvent {
     match body {
         FrameBody::Message { message } => {
-            let name = sender_name(&message.sender);
+            let sender = sender(&message.sender);
             RemoteEvent::Message {
                 chat: ChatId::new(message.chat_id),
                 id: MessageId::new(message.id),
-                sender: UserInfo {
-                    id: RemoteUserId::new(message.sender),
-                    name,
-                },
+                sender,
                 content: MessageContent::text(message.text),
                 timestamp: message.ts,
             }
@@ -150,7 +150,11 @@ mod tests {
         )
         .expect("message frame");
         assert_eq!(frame.seq, 5);
-        let event = to_remote_event(frame.body, |id| format!("name of {id}"));
+        let event = to_remote_event(frame.body, |id| UserInfo {
+            id: RemoteUserId::new(id),
+            name: format!("name of {id}"),
+            avatar: None,
+        });
         let RemoteEvent::Message {
             sender, content, ..
         } = event

@@ -27,6 +27,17 @@ pub(crate) fn routes() -> Router<Arc<Sim>> {
         .route("/v1/chats/{id}", get(chat))
         .route("/v1/chats/{id}/messages", post(send))
         .route("/v1/users/{id}", get(user))
+        .route("/v1/media/{id}", get(media))
+}
+
+async fn media(
+    State(sim): State<Arc<Sim>>,
+    _authed: Authed,
+    PathParams(id): PathParams<String>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let (content_type, data) = sim.media(&id)?;
+    Ok(([(axum::http::header::CONTENT_TYPE, content_type)], data).into_response())
 }
 
 #[derive(Debug, Deserialize)]

@@ -20,6 +20,7 @@ use super::state::Sim;
 pub(crate) fn routes() -> Router<Arc<Sim>> {
     Router::new()
         .route("/control/users", post(create_user))
+        .route("/control/users/{id}/avatar", axum::routing::put(set_avatar))
         .route("/control/login-code/{username}", get(login_code))
         .route("/control/dms", post(ensure_dm))
         .route("/control/groups", post(create_group))
@@ -46,6 +47,19 @@ async fn create_user(
     JsonBody(body): JsonBody<CreateUser>,
 ) -> Result<Json<User>, ApiError> {
     sim.create_user(&body.id, &body.name).map(Json)
+}
+
+async fn set_avatar(
+    State(sim): State<Arc<Sim>>,
+    PathParams(id): PathParams<String>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<User>, ApiError> {
+    let content_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    sim.set_avatar(&id, content_type, body.to_vec()).map(Json)
 }
 
 async fn login_code(

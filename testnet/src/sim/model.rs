@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 pub struct User {
     pub id: String,
     pub name: String,
+    /// The id of the user's avatar image (`GET /v1/media/{id}`); a new id on every change.
+    #[serde(default)]
+    pub avatar: Option<String>,
 }
 
 /// Whether a chat is a direct chat of two users or a named group.

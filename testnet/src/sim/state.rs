@@ -48,6 +48,8 @@ struct State {
     sent: BTreeMap<(String, String), Message>,
     sockets: BTreeMap<u64, SocketEntry>,
     sockets_opened: u64,
+    /// Avatar images by media id: (content type, bytes).
+    media: BTreeMap<String, (String, Vec<u8>)>,
 }
 
 #[derive(Debug)]
@@ -134,10 +136,14 @@ impl Sim {
         let user = User {
             id: id.to_owned(),
             name: name.to_owned(),
+            avatar: None,
         };
         let mut state = self.lock();
         match state.accounts.get_mut(id) {
-            Some(account) => account.user.name = user.name.clone(),
+            Some(account) => {
+                account.user.name = user.name.clone();
+                return Ok(account.user.clone());
+            }
             None => {
                 let (changed, _) = watch::channel(0);
                 let account = Account {
@@ -154,6 +160,41 @@ impl Sim {
     /// A user by id.
     pub fn user(&self, id: &str) -> Result<User, ApiError> {
         Ok(self.lock().account(id)?.user.clone())
+    }
+
+    /// Gives a user a new avatar image (a new media id, so clients notice the change).
+    pub fn set_avatar(
+        &self,
+        id: &str,
+        content_type: &str,
+        data: Vec<u8>,
+    ) -> Result<User, ApiError> {
+        if data.is_empty() || content_type.is_empty() || content_type.len() > 128 {
+            return Err(ApiError::bad_request(
+                "an avatar needs a content type and some bytes",
+            ));
+        }
+        let mut state = self.lock();
+        state.account(id)?;
+        let media_id = format!("a{}", state.media.len() + 1);
+        state
+            .media
+            .insert(media_id.clone(), (content_type.to_owned(), data));
+        let account = state
+            .accounts
+            .get_mut(id)
+            .ok_or_else(|| ApiError::not_found("no such user"))?;
+        account.user.avatar = Some(media_id);
+        Ok(account.user.clone())
+    }
+
+    /// An avatar image: (content type, bytes).
+    pub fn media(&self, media_id: &str) -> Result<(String, Vec<u8>), ApiError> {
+        self.lock()
+            .media
+            .get(media_id)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found("no such media"))
     }
 
     /// Opens a login flow for `username` with a fresh random code.
@@ -515,6 +556,7 @@ impl State {
                 None => User {
                     id: id.clone(),
                     name: id.clone(),
+                    avatar: None,
                 },
             })
             .collect();
