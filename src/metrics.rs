@@ -62,7 +62,7 @@ impl Metrics {
         };
         let transactions = counter(
             "ferry_transactions_total",
-            "Appservice transactions received, by outcome (stored, duplicate, rejected)",
+            "Appservice transactions received, by outcome (stored, duplicate, rejected, unauthorized, failed)",
             &["outcome"],
         );
         let txn_ack_seconds = Histogram::with_opts(
