@@ -6,8 +6,9 @@ times out, prints what it saw and exits non-zero.
 
   demo_conversation.py [run]                      the conversation (default; see run_demo)
   demo_conversation.py configure CONFIG           set the demo's addresses in a generated config
-  demo_conversation.py reset-sim-state CONFIG     forget the previous sim server's world in
-                                                  ferry's SQLite database (ferry must be stopped)
+  demo_conversation.py reset-state CONFIG         fit ferry's SQLite database to a restarted
+                                                  sim server and Synapse (ferry must be stopped;
+                                                  see reset_state)
   demo_conversation.py wait-http URL --what NAME [--pid PID] [--log FILE] [--any-status]
   demo_conversation.py ping --registration FILE   POST the appservice ping through Synapse
 
@@ -38,6 +39,7 @@ HARNESS = REPO / "scripts" / "harness.py"
 
 HS_URL = "http://127.0.0.1:8008"
 SIM_URL = "http://127.0.0.1:29399"
+FERRY_URL = "http://127.0.0.1:29318"
 SERVER_NAME = "localhost"
 GHOST_PREFIX = "sim_"
 MATRIX_USER = "demo"
@@ -324,8 +326,7 @@ def bot_reply(mx, room, bot, event_id, expect, timeout=WAIT):
 def command(mx, room, bot, text, expect, timeout=WAIT):
     event_id = mx.send_text(room, text)
     body = bot_reply(mx, room, bot, event_id, expect, timeout)
-    shown = text if not text.isdigit() else "(the code)"
-    say(f"{shown!r:14} -> bot: {body.splitlines()[0]}")
+    say(f"{text!r:12} -> bot: {body.splitlines()[0]}")
     return body
 
 
@@ -441,6 +442,10 @@ def run_demo(a):
     names = dict(SIM_USERS)
 
     print("ferry demo: setting up", flush=True)
+    for name, url in (("Synapse", f"{a.hs}/health"), ("ferry", f"{a.ferry}/health")):
+        status, body = http("GET", url, raw=True)
+        if status != 200:
+            raise DemoError(f"{name} is not healthy: GET {url} answered HTTP {status}: {body[:200]}")
     for uid, name in SIM_USERS:
         sim.call("POST", "/control/users", {"id": uid, "name": name})
     dm_chat = sim.call("POST", "/control/dms", {"a": "alice", "b": "bob"})["id"]
@@ -450,10 +455,11 @@ def run_demo(a):
         group = sim.call("POST", "/control/groups", {"name": GROUP_NAME, "members": ["alice", "bob", "carol"]})
         how = "created"
     group_chat = group["id"]
-    say(f"sim: users alice, bob, carol; DM alice-bob is {dm_chat}; group {GROUP_NAME!r} is {group_chat} ({how})")
+    say(f'sim: users alice, bob, carol; DM alice-bob is {dm_chat}; group "{GROUP_NAME}" is {group_chat} ({how})')
 
     mx, how = matrix_user(a.hs)
     say(f"Matrix user {mx.user_id} {how}")
+    leave_stale_rooms(mx)
 
     room = existing_management_room(mx, bot)
     if room:
@@ -475,7 +481,7 @@ def run_demo(a):
     command(mx, room, bot, "sync", "syncing")
 
     dm_room, group_room = find_portals(mx, bot, bob, carol, exclude={room})
-    say(f"portals joined: DM with Bob {dm_room}, {GROUP_NAME!r} {group_room}")
+    say(f'portals joined: the DM with bob {dm_room}, "{GROUP_NAME}" {group_room}')
 
     state = {"management_room": room, "dm_chat": dm_chat, "group_chat": group_chat,
              "dm_room": dm_room, "group_room": group_room, "user_id": mx.user_id, "bot": bot}
@@ -508,7 +514,7 @@ def run_demo(a):
     sent = sim.send(group_chat, "carol", CAROL_SAYS)
     got = wait_matrix_message(mx, group_room, carol, CAROL_SAYS, before,
                               f"carol's message in the group portal {group_room} from {carol}")
-    line("sim → Matrix", f"{names['carol']} in {GROUP_NAME!r}", CAROL_SAYS, (got["ts"] - sent["ts"]) / 1000,
+    line("sim → Matrix", f'{names["carol"]} in "{GROUP_NAME}"', CAROL_SAYS, (got["ts"] - sent["ts"]) / 1000,
          f"in {group_room} from {carol}")
     print(f"\nConversation done in {time.monotonic() - T0:.1f} s.", flush=True)
 
@@ -588,10 +594,25 @@ def sqlite_path(config):
     return p if p.is_absolute() else Path(config).resolve().parent / p
 
 
-def reset_sim_state(a):
-    """The sim server keeps its world in memory, and a new one reuses ids (c1, m1, event seq 1):
-    forget what ferry remembers of the previous one (logins and their checkpoints, message id
-    mappings). Portals, ghosts and the management room stay, so the same rooms are reused."""
+# The portals a new sim server gets back under the same chat ids: the conversation creates the
+# DM alice-bob first (c1) and then the group (c2) on a fresh server. (chat_id, kind, receiver
+# or group name.)
+REUSED_PORTALS = {("c1", "dm", "alice"), ("c2", "group", GROUP_NAME)}
+STALE_ROOMS = DATA / "stale-rooms.json"
+
+
+def reset_state(a):
+    """Makes ferry's database fit the freshly restarted sim server and Synapse (ferry stopped).
+
+    - The sim server keeps its world in memory only, and a new one reuses ids (c1, m1, event
+      seq 1): forget what ferry remembers of the previous one (logins with their checkpoints,
+      message id mappings, and the portals of chats that will not come back under the same
+      id: their rooms go to demo-data/stale-rooms.json, which the conversation leaves). The
+      DM with bob, "Book club", the ghosts and the management room stay, so those rooms are
+      reused once alice logs in again.
+    - Synapse on SQLite numbers appservice transactions from 1 again after a restart, while
+      ferry remembers the transaction ids it has seen (for 7 days) and would answer the new
+      transactions as repeats without handling them: forget those ids too."""
     db_path = sqlite_path(a.config)
     if not db_path.exists():
         print(f"no {db_path} yet; nothing to reset")
@@ -599,19 +620,51 @@ def reset_sim_state(a):
     try:
         db = sqlite3.connect(str(db_path), timeout=10)
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if not {"remote_login", "message"} <= tables:
-            raise sqlite3.DatabaseError(f"tables remote_login and message expected, found {sorted(tables)}")
+        if not {"remote_login", "message", "portal", "as_txn"} <= tables:
+            raise sqlite3.DatabaseError(
+                f"tables remote_login, message, portal and as_txn expected, found {sorted(tables)}")
+        counts = {}
+        stale = []
         with db:
-            counts = {}
             for table in ("reaction", "message", "remote_login"):
                 if table in tables:
                     counts[table] = db.execute(f"DELETE FROM {table} WHERE network = 'sim'").rowcount
+            rows = db.execute("SELECT chat_id, kind, receiver, name, room_id FROM portal WHERE network = 'sim'")
+            for chat_id, kind, receiver, name, room_id in rows.fetchall():
+                if (chat_id, kind, receiver if kind == "dm" else name) in REUSED_PORTALS:
+                    continue
+                db.execute("DELETE FROM portal WHERE network = 'sim' AND chat_id = ? AND receiver = ?",
+                           (chat_id, receiver))
+                if room_id:
+                    stale.append(room_id)
+            counts["as_txn"] = db.execute("DELETE FROM as_txn").rowcount
         db.close()
     except sqlite3.Error as e:
-        raise DemoError(f"cannot reset the sim state in {db_path}: {e}\n"
+        raise DemoError(f"cannot reset the bridge state in {db_path}: {e}\n"
                         "Start over with: scripts/demo-down.sh --wipe && scripts/demo.sh")
-    print(f"forgot {counts.get('remote_login', 0)} sim logins and {counts.get('message', 0)} message mappings "
-          f"of the previous sim server (portals, ghosts and the management room are kept)")
+    if stale:
+        try:
+            stale = json.loads(STALE_ROOMS.read_text()) + stale
+        except (OSError, ValueError):
+            pass
+        STALE_ROOMS.write_text(json.dumps(stale) + "\n")
+    print(f"ferry's database: forgot {counts.get('remote_login', 0)} sim logins, "
+          f"{counts.get('message', 0)} message mappings and {len(stale)} other portal(s) of the previous "
+          f"sim server, and {counts['as_txn']} transaction ids of the previous Synapse run")
+
+
+def leave_stale_rooms(mx):
+    """Leaves (and forgets) the rooms of chats that ended with a previous sim server."""
+    try:
+        rooms = json.loads(STALE_ROOMS.read_text())
+    except (OSError, ValueError):
+        return
+    for room in rooms:
+        mx.call("POST", f"/_matrix/client/v3/rooms/{enc(room)}/leave", {}, ok=(200, 403, 404))
+        mx.call("POST", f"/_matrix/client/v3/rooms/{enc(room)}/forget", {}, ok=(200, 400, 403, 404))
+    STALE_ROOMS.unlink()
+    say(f"left {len(rooms)} portal room{'s' if len(rooms) != 1 else ''} of chats that ended "
+        "with the previous sim server")
 
 
 def pid_alive(pid):
@@ -672,6 +725,7 @@ def main(argv=None):
     def run_args(p):
         p.add_argument("--hs", default=HS_URL)
         p.add_argument("--sim", default=SIM_URL)
+        p.add_argument("--ferry", default=FERRY_URL, help="ferry's appservice address (for /health)")
         p.add_argument("--registration", default=str(DATA / "registration.yaml"))
         p.set_defaults(fn=run_demo)
 
@@ -680,9 +734,9 @@ def main(argv=None):
     p = sub.add_parser("configure", help="set the demo's values in a generated config")
     p.add_argument("config")
     p.set_defaults(fn=configure)
-    p = sub.add_parser("reset-sim-state", help="forget the previous sim server's world (ferry stopped)")
+    p = sub.add_parser("reset-state", help="fit ferry's database to the restarted sim server and Synapse")
     p.add_argument("config")
-    p.set_defaults(fn=reset_sim_state)
+    p.set_defaults(fn=reset_state)
     p = sub.add_parser("wait-http", help="wait until a URL answers")
     p.add_argument("url")
     p.add_argument("--what", required=True)
