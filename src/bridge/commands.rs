@@ -7,9 +7,17 @@ use std::sync::Arc;
 
 use ruma::UserId;
 
-use crate::{config::PermissionLevel, matrix::event::MatrixEvent};
+use crate::{
+    config::PermissionLevel,
+    matrix::event::MatrixEvent,
+    network::{ChatId, LoginId, PortalKey},
+};
 
-use super::Bridge;
+use super::{
+    Bridge,
+    login::LoginHandle,
+    router::{PortalAction, PortalCommand},
+};
 
 /// A command the bot knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,10 +30,18 @@ enum Command {
     Ping,
     Sync,
     Cancel,
+    StartChat,
+    ResolveIdentifier,
+    CreateGroup,
+    SetRelay,
+    UnsetRelay,
+    DeletePortal,
+    DeleteAllPortals,
+    SetManagementRoom,
 }
 
 impl Command {
-    const ALL: [Self; 8] = [
+    const ALL: [Self; 16] = [
         Self::Help,
         Self::Version,
         Self::Login,
@@ -34,6 +50,14 @@ impl Command {
         Self::Ping,
         Self::Sync,
         Self::Cancel,
+        Self::StartChat,
+        Self::ResolveIdentifier,
+        Self::CreateGroup,
+        Self::SetRelay,
+        Self::UnsetRelay,
+        Self::DeletePortal,
+        Self::DeleteAllPortals,
+        Self::SetManagementRoom,
     ];
 
     fn parse(word: &str) -> Option<Self> {
@@ -46,6 +70,14 @@ impl Command {
             "ping" => Self::Ping,
             "sync" => Self::Sync,
             "cancel" => Self::Cancel,
+            "start-chat" | "pm" => Self::StartChat,
+            "resolve-identifier" => Self::ResolveIdentifier,
+            "create-group" => Self::CreateGroup,
+            "set-relay" => Self::SetRelay,
+            "unset-relay" => Self::UnsetRelay,
+            "delete-portal" => Self::DeletePortal,
+            "delete-all-portals" => Self::DeleteAllPortals,
+            "set-management-room" => Self::SetManagementRoom,
             _ => return None,
         })
     }
@@ -60,15 +92,51 @@ impl Command {
             Self::Ping => ("ping", "show the connection state of each of your logins"),
             Self::Sync => ("sync", "create or update rooms for all your remote chats"),
             Self::Cancel => ("cancel", "cancel a login in progress"),
+            Self::StartChat => (
+                "start-chat [network] <identifier>",
+                "open a chat with a remote user (alias `pm`)",
+            ),
+            Self::ResolveIdentifier => (
+                "resolve-identifier [network] <identifier>",
+                "check who a remote identifier is",
+            ),
+            Self::CreateGroup => (
+                "create-group <name> with <identifier>...",
+                "create a remote group and its room",
+            ),
+            Self::SetRelay => (
+                "set-relay [login]",
+                "in a portal: relay messages of users without a login through yours",
+            ),
+            Self::UnsetRelay => ("unset-relay", "in a portal: stop relaying"),
+            Self::DeletePortal => (
+                "delete-portal",
+                "in a portal: remove the bridge from this room and forget it",
+            ),
+            Self::DeleteAllPortals => ("delete-all-portals", "remove the bridge from every portal"),
+            Self::SetManagementRoom => {
+                ("set-management-room", "make this room your management room")
+            }
         }
     }
 
     fn required_level(self) -> PermissionLevel {
         match self {
-            Self::Help | Self::Version | Self::Cancel | Self::ListLogins | Self::Ping => {
-                PermissionLevel::Commands
-            }
-            Self::Login | Self::Logout | Self::Sync => PermissionLevel::User,
+            Self::Help
+            | Self::Version
+            | Self::Cancel
+            | Self::ListLogins
+            | Self::Ping
+            | Self::SetManagementRoom => PermissionLevel::Commands,
+            Self::Login
+            | Self::Logout
+            | Self::Sync
+            | Self::StartChat
+            | Self::ResolveIdentifier
+            | Self::CreateGroup
+            | Self::SetRelay
+            | Self::UnsetRelay => PermissionLevel::User,
+            Self::DeletePortal | Self::DeleteAllPortals => PermissionLevel::Admin,
         }
     }
 }
@@ -167,6 +235,67 @@ impl Bridge {
                 }
             },
             Command::Logout => self.logout_command(user, args).await,
+            Command::StartChat => self.start_chat_command(user, args).await,
+            Command::ResolveIdentifier => match self.pick_login(user, args) {
+                Ok((login, identifier)) => match login.session.resolve_identifier(identifier).await
+                {
+                    Ok(info) => format!(
+                        "`{identifier}` is {} (`{}`) on {}.",
+                        info.name, info.id, login.network
+                    ),
+                    Err(err) => format!("Cannot resolve `{identifier}`: {err}"),
+                },
+                Err(reply) => reply,
+            },
+            Command::CreateGroup => self.create_group_command(user, args).await,
+            Command::SetRelay => {
+                self.relay_command(user, room, args.first().copied(), true)
+                    .await
+            }
+            Command::UnsetRelay => self.relay_command(user, room, None, false).await,
+            Command::DeletePortal => match self.portal_of_room(room).await {
+                Ok(Some(key)) => {
+                    let command = PortalCommand {
+                        action: PortalAction::Delete,
+                        reply_room: room.to_string(),
+                    };
+                    self.queue_portal_command(key, command).await;
+                    String::new()
+                }
+                _ => "This room is not a portal.".to_owned(),
+            },
+            Command::DeleteAllPortals => match self.db.all_portals().await {
+                Ok(portals) => {
+                    let count = portals.len();
+                    for row in portals {
+                        let Some(network) = self.network(&row.network) else {
+                            continue;
+                        };
+                        let key = PortalKey {
+                            network: network.id(),
+                            chat: ChatId::new(row.chat_id),
+                            receiver: (!row.receiver.is_empty())
+                                .then(|| LoginId::new(row.receiver)),
+                        };
+                        let command = PortalCommand {
+                            action: PortalAction::Delete,
+                            reply_room: room.to_string(),
+                        };
+                        self.queue_portal_command(key, command).await;
+                    }
+                    format!("Deleting {count} portals.")
+                }
+                Err(err) => format!("Cannot list portals: {err}"),
+            },
+            Command::SetManagementRoom => match self
+                .db
+                .set_management_room(user.as_str(), room.as_str())
+                .await
+            {
+                Ok(()) => "This is now your management room: send commands here without a prefix."
+                    .to_owned(),
+                Err(err) => format!("Cannot store the management room: {err}"),
+            },
             Command::ListLogins => {
                 let logins = self.logins_of(user);
                 if logins.is_empty() {
@@ -210,6 +339,129 @@ impl Bridge {
                 lines.join("\n")
             }
         }
+    }
+
+    /// The login a command acts through: `[network] <rest>`, defaulting to the user's first.
+    fn pick_login<'a>(
+        &self,
+        user: &UserId,
+        args: &'a [&'a str],
+    ) -> Result<(LoginHandle, &'a str), String> {
+        let logins = self.logins_of(user);
+        let (network, rest) = match args {
+            [first, rest @ ..]
+                if !rest.is_empty() && self.network(&first.to_lowercase()).is_some() =>
+            {
+                (Some(first.to_lowercase()), rest)
+            }
+            _ => (None, args),
+        };
+        let Some(identifier) = rest.first().copied() else {
+            return Err("Say who: give an identifier (see `help`).".to_owned());
+        };
+        let login = logins
+            .into_iter()
+            .find(|h| network.as_deref().is_none_or(|n| h.network.as_str() == n));
+        match login {
+            Some(login) => Ok((login, identifier)),
+            None => Err("You have no login for that; use `login <network>` first.".to_owned()),
+        }
+    }
+
+    async fn start_chat_command(self: &Arc<Self>, user: &UserId, args: &[&str]) -> String {
+        let (login, identifier) = match self.pick_login(user, args) {
+            Ok(picked) => picked,
+            Err(reply) => return reply,
+        };
+        let info = match login.session.resolve_identifier(identifier).await {
+            Ok(info) => info,
+            Err(err) => return format!("Cannot find `{identifier}`: {err}"),
+        };
+        match login.session.start_dm(&info.id).await {
+            Ok(chat) => {
+                let key = PortalKey {
+                    network: login.network,
+                    chat: chat.id.clone(),
+                    receiver: Some(login.id.clone()),
+                };
+                self.queue_sync(key, login.id.clone(), chat).await;
+                format!(
+                    "Opening your chat with {} ({}): you will be invited to its room.",
+                    info.name, info.id
+                )
+            }
+            Err(err) => format!("Cannot start a chat with {}: {err}", info.name),
+        }
+    }
+
+    async fn create_group_command(self: &Arc<Self>, user: &UserId, args: &[&str]) -> String {
+        let Some(split) = args.iter().position(|w| w.eq_ignore_ascii_case("with")) else {
+            return "Usage: `create-group <name> with <identifier> [identifier...]`".to_owned();
+        };
+        let name = args[..split].join(" ");
+        let identifiers = &args[split + 1..];
+        if name.is_empty() || identifiers.is_empty() {
+            return "Usage: `create-group <name> with <identifier> [identifier...]`".to_owned();
+        }
+        let Some(login) = self.logins_of(user).into_iter().next() else {
+            return "You have no login; use `login <network>` first.".to_owned();
+        };
+        let mut members = Vec::new();
+        for identifier in identifiers {
+            match login.session.resolve_identifier(identifier).await {
+                Ok(info) => members.push(info.id),
+                Err(err) => return format!("Cannot find `{identifier}`: {err}"),
+            }
+        }
+        match login.session.create_group(&name, &members).await {
+            Ok(chat) => {
+                let key = PortalKey {
+                    network: login.network,
+                    chat: chat.id.clone(),
+                    receiver: None,
+                };
+                self.queue_sync(key, login.id.clone(), chat).await;
+                format!("Created the group {name}: you will be invited to its room.")
+            }
+            Err(err) => format!("Cannot create the group: {err}"),
+        }
+    }
+
+    async fn relay_command(
+        self: &Arc<Self>,
+        user: &UserId,
+        room: &ruma::RoomId,
+        login: Option<&str>,
+        set: bool,
+    ) -> String {
+        let Ok(Some(key)) = self.portal_of_room(room).await else {
+            return "Run this in a portal room.".to_owned();
+        };
+        let admin = self.permission(user) >= PermissionLevel::Admin;
+        let relay = if set {
+            let chosen = match login {
+                Some(id) => self.login_handle(key.network, &LoginId::new(id)),
+                None => self
+                    .logins_of(user)
+                    .into_iter()
+                    .find(|h| h.network == key.network),
+            };
+            let Some(chosen) = chosen else {
+                return "No such login on this portal's network.".to_owned();
+            };
+            if chosen.user != user && !admin {
+                return "Only bridge admins may relay through someone else's login.".to_owned();
+            }
+            Some(chosen.id.to_string())
+        } else {
+            None
+        };
+        let command = PortalCommand {
+            action: PortalAction::SetRelay(relay),
+            reply_room: room.to_string(),
+        };
+        self.queue_portal_command(key, command).await;
+        String::new()
     }
 
     async fn logout_command(&self, user: &UserId, args: &[&str]) -> String {

@@ -137,8 +137,8 @@ impl Bridge {
     ) -> Result<Option<String>, BridgeError> {
         let mxc = match avatar {
             Some(avatar) => {
-                let (data, content_type) = session.download_avatar(avatar).await?;
-                Some(self.intents.upload(data, &content_type, None).await?)
+                let media = session.download_media(avatar).await?;
+                Some(self.intents.client().upload_media(media, "avatar").await?)
             }
             None => None,
         };

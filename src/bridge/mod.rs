@@ -6,6 +6,7 @@
 
 pub mod checkpoint;
 pub mod commands;
+pub mod convert;
 pub mod ghost;
 pub mod login;
 pub mod permissions;
@@ -147,14 +148,45 @@ impl Bridge {
     pub async fn run_sessions(self: Arc<Self>, mut signals: mpsc::Receiver<SessionSignal>) {
         while let Some(signal) = signals.recv().await {
             match signal {
-                SessionSignal::Event(envelope) => self.route_remote(envelope).await,
+                SessionSignal::Event(envelope) => self.route_remote(*envelope).await,
                 SessionSignal::State {
                     network,
                     login,
                     state,
                 } => self.session_state(network, login, state).await,
+                SessionSignal::Presence {
+                    network,
+                    user,
+                    online,
+                } => self.remote_presence(network, user, online),
             }
         }
+    }
+
+    /// Mirrors a remote user's presence on their ghost (in the background: presence is not
+    /// ordered with chat events and must not hold up the session).
+    fn remote_presence(
+        self: &Arc<Self>,
+        network: NetworkId,
+        user: crate::network::RemoteUserId,
+        online: bool,
+    ) {
+        let Some(net) = self.network(network.as_str()).cloned() else {
+            return;
+        };
+        let Some(ghost) = ghost::ghost_user_id(net.as_ref(), &self.config.homeserver.domain, &user)
+        else {
+            return;
+        };
+        let bridge = self.clone();
+        tokio::spawn(async move {
+            // Only ghosts that exist: presence alone does not create users.
+            if matches!(bridge.db.get_ghost_by_mxid(ghost.as_str()).await, Ok(Some(g)) if g.registered)
+                && let Err(err) = bridge.intents.presence(&ghost, online).await
+            {
+                tracing::debug!(%err, "presence not bridged");
+            }
+        });
     }
 
     pub(crate) fn sink(&self) -> EventSink {
@@ -164,6 +196,10 @@ impl Bridge {
     /// Remembers a portal's room for routing Matrix events.
     pub(crate) fn remember_room(&self, room: OwnedRoomId, key: PortalKey) {
         self.rooms.write().expect("rooms lock").insert(room, key);
+    }
+
+    pub(crate) fn forget_room(&self, room: &ruma::RoomId) {
+        self.rooms.write().expect("rooms lock").remove(room);
     }
 
     /// The portal of a room, from memory or the database.

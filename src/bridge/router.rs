@@ -37,6 +37,24 @@ pub enum QueueItem {
     },
     /// Bring the portal in line with the chat's current state (from `sync` or a login).
     Sync { login: LoginId, info: Box<ChatInfo> },
+    /// A typing or receipt EDU for the portal's room.
+    Ephemeral { event: Box<serde_json::Value> },
+    /// A bot command acting on the portal.
+    Command(PortalCommand),
+}
+
+/// A command for a portal's lane; the answer goes to `reply_room`.
+#[derive(Debug)]
+pub struct PortalCommand {
+    pub action: PortalAction,
+    pub reply_room: String,
+}
+
+#[derive(Debug)]
+pub enum PortalAction {
+    Delete,
+    /// Set (or with `None` clear) the relay login.
+    SetRelay(Option<String>),
 }
 
 /// The per-queue state: portal state for portals, nothing for rooms.
@@ -181,6 +199,21 @@ impl Bridge {
             .await;
     }
 
+    /// Queues a command on a portal's lane.
+    pub(crate) async fn queue_portal_command(
+        self: &Arc<Self>,
+        key: PortalKey,
+        command: PortalCommand,
+    ) {
+        self.queues
+            .push(
+                &self.worker(),
+                QueueKey::Portal(key),
+                QueueItem::Command(command),
+            )
+            .await;
+    }
+
     /// Queues a sync of one chat for `login` (creates the portal if it has no room yet).
     pub(crate) async fn queue_sync(
         self: &Arc<Self>,
@@ -275,6 +308,35 @@ impl Bridge {
 impl AppserviceHandler for Arc<Bridge> {
     async fn events(&self, entries: Vec<InboxEntry>) {
         self.route_matrix(entries).await;
+    }
+
+    async fn ephemeral(&self, events: Vec<String>) {
+        for raw in events {
+            let Ok(event) = serde_json::from_str::<serde_json::Value>(&raw) else {
+                continue;
+            };
+            if !matches!(
+                event.get("type").and_then(|t| t.as_str()),
+                Some("m.typing" | "m.receipt")
+            ) {
+                continue;
+            }
+            let Some(room) = event
+                .get("room_id")
+                .and_then(|r| r.as_str())
+                .and_then(|r| OwnedRoomId::try_from(r).ok())
+            else {
+                continue;
+            };
+            if let Ok(Some(key)) = self.portal_of_room(&room).await {
+                let item = QueueItem::Ephemeral {
+                    event: Box::new(event),
+                };
+                self.queues
+                    .push(&self.worker(), QueueKey::Portal(key), item)
+                    .await;
+            }
+        }
     }
 
     async fn query_user(&self, user_id: &str) -> bool {

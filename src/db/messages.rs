@@ -119,3 +119,32 @@ impl Db {
         Ok(row.map(from_raw))
     }
 }
+
+impl Db {
+    /// Forgets a remote message's mapping (after it was deleted).
+    pub async fn delete_message(
+        &self,
+        network: &str,
+        chat_id: &str,
+        receiver: &str,
+        remote_id: &str,
+    ) -> Result<()> {
+        sqlx::query("DELETE FROM message WHERE network = $1 AND chat_id = $2 AND receiver = $3 AND remote_id = $4")
+            .bind(network)
+            .bind(chat_id)
+            .bind(receiver)
+            .bind(remote_id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Counts an edit of a message.
+    pub async fn count_edit(&self, event_id: &str) -> Result<()> {
+        sqlx::query("UPDATE message SET edit_count = edit_count + 1 WHERE event_id = $1")
+            .bind(event_id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+}

@@ -141,3 +141,34 @@ impl Db {
         Ok(n)
     }
 }
+
+impl Db {
+    /// Every portal with a room (for `delete-all-portals`).
+    pub async fn all_portals(&self) -> Result<Vec<PortalRow>> {
+        let rows: Vec<Raw> = sqlx::query_as(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM portal WHERE room_id IS NOT NULL"
+        ))
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.into_iter().map(from_raw).collect())
+    }
+
+    pub async fn set_portal_relay(
+        &self,
+        network: &str,
+        chat_id: &str,
+        receiver: &str,
+        relay: Option<&str>,
+    ) -> Result<()> {
+        sqlx::query("UPDATE portal SET relay_login = $4 WHERE network = $1 AND chat_id = $2 AND receiver = $3")
+            .bind(network)
+            .bind(chat_id)
+            .bind(receiver)
+            .bind(relay)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+}

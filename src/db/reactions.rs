@@ -90,3 +90,31 @@ impl Db {
         Ok(done.rows_affected() > 0)
     }
 }
+
+impl Db {
+    /// The reaction of one sender with one emoji on one message part, if bridged.
+    pub async fn reaction_by_key(
+        &self,
+        portal: (&str, &str, &str),
+        message_id: &str,
+        sender_remote: &str,
+        emoji: &str,
+    ) -> Result<Option<ReactionRow>> {
+        let (network, chat_id, receiver) = portal;
+        let row: Option<Raw> = sqlx::query_as(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM reaction WHERE network = $1 AND chat_id = $2 AND receiver = $3 AND message_id = $4 \
+             AND sender_remote = $5 AND emoji = $6 ORDER BY part_id LIMIT 1"
+        ))
+        .bind(network)
+        .bind(chat_id)
+        .bind(receiver)
+        .bind(message_id)
+        .bind(sender_remote)
+        .bind(emoji)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.map(from_raw))
+    }
+}

@@ -32,6 +32,9 @@ use crate::{
 pub trait AppserviceHandler: Send + Sync + 'static {
     /// Stored events to handle, in order. May wait (back-pressure) but must not lose them.
     async fn events(&self, entries: Vec<InboxEntry>);
+    /// Ephemeral events (typing, receipts, presence) of a new transaction. Not stored: the
+    /// homeserver itself drops them while the appservice is down, so they are best-effort.
+    async fn ephemeral(&self, _events: Vec<String>) {}
     /// Does this user id exist in our namespace (creating the ghost if it can)?
     async fn query_user(&self, user_id: &str) -> bool;
     /// Does this alias exist in our namespace?
@@ -120,6 +123,11 @@ fn authorize(
 struct Transaction<'a> {
     #[serde(borrow, default)]
     events: Vec<&'a RawValue>,
+    #[serde(borrow, default)]
+    ephemeral: Vec<&'a RawValue>,
+    /// Synapse sends ephemeral events under both names; the unstable one is the fallback.
+    #[serde(borrow, default, rename = "de.sorunome.msc2409.ephemeral")]
+    unstable_ephemeral: Vec<&'a RawValue>,
 }
 
 /// The least an event must have to be routed.
@@ -127,6 +135,28 @@ struct Transaction<'a> {
 struct EventShape<'a> {
     #[serde(rename = "type", borrow)]
     kind: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    event_id: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// The key a transaction is remembered by: its id plus a digest of its events' ids.
+///
+/// The spec makes transaction ids unique, but Synapse on SQLite numbers them from 1 again after
+/// every restart (its in-memory sequence restarts from the highest id still stored, and
+/// delivered transactions are deleted). Keyed by id alone, every transaction after such a
+/// restart would be taken for a repeat and dropped. A real repeat (a retry) carries the same
+/// events, so it still matches; a reused id with new events does not.
+fn dedupe_key(txn_id: &str, event_ids: &[&str], body: &[u8]) -> String {
+    let mut digest = Sha256::new();
+    if event_ids.is_empty() {
+        digest.update(body);
+    } else {
+        for id in event_ids {
+            digest.update(id.as_bytes());
+            digest.update([0]);
+        }
+    }
+    format!("{txn_id}#{}", hex::encode(&digest.finalize()[..12]))
 }
 
 async fn transaction(
@@ -191,9 +221,13 @@ async fn transaction(
         }
     };
     let mut events = Vec::with_capacity(txn.events.len());
+    let mut event_ids = Vec::with_capacity(txn.events.len());
     for raw in &txn.events {
         match serde_json::from_str::<EventShape<'_>>(raw.get()) {
             Ok(shape) => {
+                if let Some(id) = &shape.event_id {
+                    event_ids.push(id.clone());
+                }
                 state
                     .metrics
                     .events_received
@@ -204,7 +238,9 @@ async fn transaction(
             Err(err) => tracing::warn!(%txn_id, %err, "skipping an event that does not parse"),
         }
     }
-    let stored = match state.db.store_transaction(&txn_id, &events).await {
+    let ids: Vec<&str> = event_ids.iter().map(|id| id.as_ref()).collect();
+    let key = dedupe_key(&txn_id, &ids, &body);
+    let stored = match state.db.store_transaction(&key, &events).await {
         Ok(stored) => stored,
         Err(err) => {
             tracing::error!(%txn_id, %err, "cannot store transaction; the homeserver will retry");
@@ -237,6 +273,17 @@ async fn transaction(
                 .inc();
             if !entries.is_empty() {
                 state.handler.events(entries).await;
+            }
+            let ephemeral = if txn.ephemeral.is_empty() {
+                &txn.unstable_ephemeral
+            } else {
+                &txn.ephemeral
+            };
+            if !ephemeral.is_empty() {
+                state
+                    .handler
+                    .ephemeral(ephemeral.iter().map(|raw| raw.get().to_owned()).collect())
+                    .await;
             }
         }
     }
@@ -315,4 +362,30 @@ async fn ping(
         return *resp;
     }
     (StatusCode::OK, Json(json!({}))).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dedupe_key;
+
+    #[test]
+    fn retries_match_and_reused_ids_with_new_events_do_not() {
+        let a = dedupe_key("1", &["$a", "$b"], b"x");
+        assert_eq!(
+            a,
+            dedupe_key("1", &["$a", "$b"], b"other body, same events")
+        );
+        assert_ne!(
+            a,
+            dedupe_key("1", &["$c"], b"x"),
+            "Synapse reused the id for new events"
+        );
+        assert_ne!(a, dedupe_key("2", &["$a", "$b"], b"x"));
+        assert_ne!(
+            dedupe_key("1", &["$ab"], b""),
+            dedupe_key("1", &["$a", "b"], b""),
+            "ids are delimited"
+        );
+        assert_eq!(dedupe_key("9", &[], b"{}"), dedupe_key("9", &[], b"{}"));
+    }
 }

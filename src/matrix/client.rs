@@ -99,6 +99,11 @@ impl MatrixClient {
         &self.http
     }
 
+    /// The appservice token, for the raw (streamed) media requests in `media.rs`.
+    pub(super) fn token(&self) -> &str {
+        &self.as_token
+    }
+
     /// Sends a typed request, as `user` when given (else as the bot).
     pub async fn send<R>(&self, request: R, user: Option<&UserId>) -> Result<R::IncomingResponse>
     where

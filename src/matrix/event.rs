@@ -20,6 +20,9 @@ pub struct MatrixEvent {
     pub content: JsonValue,
     #[serde(default)]
     pub origin_server_ts: Option<u64>,
+    /// Redactions in room versions before 11 name their target here, not in `content`.
+    #[serde(default)]
+    pub redacts: Option<OwnedEventId>,
 }
 
 impl MatrixEvent {

@@ -9,15 +9,21 @@ use std::{
 };
 
 use ruma::{
-    OwnedEventId, OwnedMxcUri, OwnedRoomId, OwnedTransactionId, OwnedUserId, RoomId, UserId,
+    EventId, OwnedEventId, OwnedMxcUri, OwnedRoomId, OwnedTransactionId, OwnedUserId, RoomId,
+    UserId,
     api::client::{
         account::register,
         media::create_content,
         membership::{invite_user, join_room_by_id, kick_user, leave_room},
         message::send_message_event,
+        presence::set_presence,
         profile::{set_avatar_url, set_display_name},
+        receipt::create_receipt,
+        redact::redact_event,
         room::create_room,
+        state::get_state_event_for_key,
         state::send_state_event,
+        typing::create_typing_event,
     },
     events::{AnyInitialStateEvent, MessageLikeEventType, StateEventType},
     serde::Raw,
@@ -270,6 +276,128 @@ impl Intents {
             .send(request, self.as_user(user))
             .await?
             .event_id)
+    }
+
+    /// Redacts an event as `user` (their own, or anyone's when they have the power).
+    pub async fn redact(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+        event: &EventId,
+        reason: Option<&str>,
+    ) -> Result<()> {
+        let mut request = redact_event::v3::Request::new(
+            room.to_owned(),
+            event.to_owned(),
+            ruma::TransactionId::new(),
+        );
+        request.reason = reason.map(str::to_owned);
+        self.client
+            .send(request, self.as_user(user))
+            .await
+            .map(drop)
+    }
+
+    /// A read receipt as `user`.
+    pub async fn read_receipt(&self, room: &RoomId, user: &UserId, event: &EventId) -> Result<()> {
+        let request = create_receipt::v3::Request::new(
+            room.to_owned(),
+            create_receipt::v3::ReceiptType::Read,
+            event.to_owned(),
+        );
+        self.client
+            .send(request, self.as_user(user))
+            .await
+            .map(drop)
+    }
+
+    pub async fn typing(&self, room: &RoomId, user: &UserId, typing: bool) -> Result<()> {
+        let state = if typing {
+            create_typing_event::v3::Typing::Yes(create_typing_event::v3::TypingInfo::new(
+                std::time::Duration::from_secs(30),
+            ))
+        } else {
+            create_typing_event::v3::Typing::No
+        };
+        let request =
+            create_typing_event::v3::Request::new(user.to_owned(), room.to_owned(), state);
+        self.client
+            .send(request, self.as_user(user))
+            .await
+            .map(drop)
+    }
+
+    pub async fn presence(&self, user: &UserId, online: bool) -> Result<()> {
+        let state = if online {
+            ruma::presence::PresenceState::Online
+        } else {
+            ruma::presence::PresenceState::Offline
+        };
+        let request = set_presence::v3::Request::new(user.to_owned(), state);
+        self.client
+            .send(request, self.as_user(user))
+            .await
+            .map(drop)
+    }
+
+    /// A room state event's content, `None` when the room has none of that type.
+    pub async fn state(
+        &self,
+        room: &RoomId,
+        event_type: &str,
+        state_key: &str,
+    ) -> Result<Option<JsonValue>> {
+        let request = get_state_event_for_key::v3::Request::new(
+            room.to_owned(),
+            StateEventType::from(event_type),
+            state_key.to_owned(),
+        );
+        match self.client.send(request, None).await {
+            Ok(response) => serde_json::from_str(response.event_or_content.get())
+                .map(Some)
+                .map_err(|e| MatrixError::Response(e.to_string())),
+            Err(MatrixError::Api { status: 404, .. }) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Sets one user's power level in a room (as the bot), leaving everything else as it is.
+    pub async fn set_power_level(&self, room: &RoomId, user: &UserId, level: i64) -> Result<()> {
+        let mut levels = self
+            .state(room, "m.room.power_levels", "")
+            .await?
+            .unwrap_or_else(|| json!({}));
+        let current = levels.pointer(&format!(
+            "/users/{}",
+            user.as_str().replace('~', "~0").replace('/', "~1")
+        ));
+        let default = levels
+            .get("users_default")
+            .and_then(JsonValue::as_i64)
+            .unwrap_or(0);
+        if current.and_then(JsonValue::as_i64).unwrap_or(default) == level {
+            return Ok(());
+        }
+        if !levels.get("users").is_some_and(JsonValue::is_object) {
+            levels["users"] = json!({});
+        }
+        levels["users"][user.as_str()] = json!(level);
+        self.send_state(room, &self.bot.clone(), "m.room.power_levels", "", &levels)
+            .await
+            .map(drop)
+    }
+
+    /// A user's display name, if they have one.
+    #[allow(deprecated)]
+    pub async fn displayname(&self, user: &UserId) -> Option<String> {
+        let request =
+            ruma::api::client::profile::get_display_name::v3::Request::new(user.to_owned());
+        self.client
+            .send(request, None)
+            .await
+            .ok()?
+            .displayname
+            .filter(|n| !n.trim().is_empty())
     }
 
     /// A notice from the bot (commands' answers, errors shown to users).

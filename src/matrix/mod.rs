@@ -3,5 +3,7 @@
 pub mod appservice;
 pub mod client;
 pub mod event;
+pub mod format;
 pub mod intent;
+pub mod media;
 pub mod registration;

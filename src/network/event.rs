@@ -3,7 +3,10 @@
 //! Networks translate their protocol into these types and back; the core translates them into
 //! Matrix events. Neither side sees the other's wire format.
 
-use super::ids::{ChatId, MessageId, RemoteUserId};
+use super::{
+    ids::{ChatId, MessageId, RemoteUserId},
+    richtext::FormattedText,
+};
 
 /// A remote user's public profile.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -11,7 +14,7 @@ pub struct UserInfo {
     pub id: RemoteUserId,
     pub name: String,
     /// The network's id of the user's avatar image (a new id when the image changes); fetched
-    /// with [`crate::network::Session::download_avatar`].
+    /// with [`crate::network::Session::download_media`].
     pub avatar: Option<String>,
 }
 
@@ -36,37 +39,131 @@ pub struct ChatInfo {
     pub id: ChatId,
     pub kind: ChatKind,
     pub name: Option<String>,
+    pub topic: Option<String>,
+    /// The network's id of the chat's picture.
+    pub avatar: Option<String>,
     pub members: Vec<UserInfo>,
+    /// Members with admin rights (mirrored as Matrix power level 50).
+    pub admins: Vec<RemoteUserId>,
+}
+
+/// The kinds of media a message can carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaKind {
+    Image,
+    Video,
+    Audio,
+    /// A voice note (shown as one in Matrix clients: MSC3245).
+    Voice,
+    File,
+    Sticker,
+}
+
+/// A file attached to a message. `id` is the network's id, used to fetch or having uploaded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Media {
+    pub id: String,
+    pub kind: MediaKind,
+    pub name: String,
+    pub content_type: String,
+    pub size: u64,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub duration_ms: Option<u64>,
+    /// Voice-note waveform, values 0..=1024 as in MSC3246.
+    pub waveform: Option<Vec<u16>>,
 }
 
 /// The content of a message, independent of any network's or Matrix's encoding.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum MessageContent {
-    /// Plain text.
-    Text { body: String },
+    Text(FormattedText),
+    Media {
+        media: Media,
+        caption: Option<FormattedText>,
+    },
+    Location {
+        latitude: f64,
+        longitude: f64,
+        name: Option<String>,
+    },
+    Contact {
+        name: String,
+        phone: Option<String>,
+        user: Option<RemoteUserId>,
+    },
 }
 
 impl MessageContent {
     pub fn text(body: impl Into<String>) -> Self {
-        Self::Text { body: body.into() }
+        Self::Text(FormattedText::plain(body))
+    }
+
+    /// A short name for logs and refusals.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Text(_) => "text",
+            Self::Media { .. } => "media",
+            Self::Location { .. } => "location",
+            Self::Contact { .. } => "contact",
+        }
     }
 }
 
+/// A message as it appears on the remote side.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemoteMessage {
+    pub id: MessageId,
+    pub sender: UserInfo,
+    pub content: MessageContent,
+    pub reply_to: Option<MessageId>,
+    /// Milliseconds since the Unix epoch.
+    pub timestamp: i64,
+}
+
 /// Something that happened on the remote network and should appear in Matrix.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum RemoteEvent {
     Message {
         chat: ChatId,
+        message: RemoteMessage,
+    },
+    Edit {
+        chat: ChatId,
         id: MessageId,
         sender: UserInfo,
         content: MessageContent,
-        /// Milliseconds since the Unix epoch.
         timestamp: i64,
+    },
+    Delete {
+        chat: ChatId,
+        id: MessageId,
+        by: RemoteUserId,
+    },
+    Reaction {
+        chat: ChatId,
+        target: MessageId,
+        sender: UserInfo,
+        emoji: String,
+        removed: bool,
+    },
+    Read {
+        chat: ChatId,
+        user: RemoteUserId,
+        up_to: MessageId,
+    },
+    Typing {
+        chat: ChatId,
+        user: RemoteUserId,
+        typing: bool,
     },
     /// The login was added to a chat, or the chat's details changed.
     Chat(ChatInfo),
+    ChatDeleted {
+        chat: ChatId,
+    },
     MemberJoined {
         chat: ChatId,
         user: UserInfo,
@@ -82,6 +179,12 @@ impl RemoteEvent {
     pub fn chat(&self) -> &ChatId {
         match self {
             Self::Message { chat, .. }
+            | Self::Edit { chat, .. }
+            | Self::Delete { chat, .. }
+            | Self::Reaction { chat, .. }
+            | Self::Read { chat, .. }
+            | Self::Typing { chat, .. }
+            | Self::ChatDeleted { chat }
             | Self::MemberJoined { chat, .. }
             | Self::MemberLeft { chat, .. } => chat,
             Self::Chat(info) => &info.id,
@@ -92,11 +195,24 @@ impl RemoteEvent {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Message { .. } => "message",
+            Self::Edit { .. } => "edit",
+            Self::Delete { .. } => "delete",
+            Self::Reaction { .. } => "reaction",
+            Self::Read { .. } => "read",
+            Self::Typing { .. } => "typing",
             Self::Chat(_) => "chat",
+            Self::ChatDeleted { .. } => "chat_deleted",
             Self::MemberJoined { .. } => "member_joined",
             Self::MemberLeft { .. } => "member_left",
         }
     }
+}
+
+/// A message to send from Matrix.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutgoingMessage {
+    pub content: MessageContent,
+    pub reply_to: Option<MessageId>,
 }
 
 /// The remote message created by a send from Matrix.
@@ -104,4 +220,13 @@ impl RemoteEvent {
 pub struct SentMessage {
     pub id: MessageId,
     pub timestamp: i64,
+}
+
+/// Changes to a chat's details requested from Matrix (`None` = unchanged).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChatChanges {
+    pub name: Option<String>,
+    pub topic: Option<String>,
+    /// `Some(None)` removes the picture.
+    pub avatar: Option<Option<String>>,
 }

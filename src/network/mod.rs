@@ -7,6 +7,7 @@
 
 pub mod event;
 pub mod ids;
+pub mod richtext;
 pub mod sim;
 
 use std::sync::Arc;
@@ -15,7 +16,10 @@ use async_trait::async_trait;
 use tokio::sync::mpsc;
 
 pub use self::{
-    event::{ChatInfo, ChatKind, MessageContent, RemoteEvent, SentMessage, UserInfo},
+    event::{
+        ChatChanges, ChatInfo, ChatKind, Media, MediaKind, MessageContent, OutgoingMessage,
+        RemoteEvent, RemoteMessage, SentMessage, UserInfo,
+    },
     ids::{ChatId, LoginId, MessageId, NetworkId, PortalKey, RemoteUserId},
 };
 
@@ -44,15 +48,24 @@ impl NetworkError {
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct Capabilities {
-    pub text: bool,
+    pub formatting: bool,
     pub group_membership: bool,
     pub edits: bool,
     pub reactions: bool,
+    /// Several reactions per user on one message.
+    pub multiple_reactions: bool,
     pub replies: bool,
-    pub redactions: bool,
+    pub deletes: bool,
     pub receipts: bool,
     pub typing: bool,
+    pub presence: bool,
     pub media: bool,
+    pub locations: bool,
+    pub contacts: bool,
+    pub chat_details: bool,
+    pub create_groups: bool,
+    /// Largest file the network accepts, in bytes.
+    pub max_file_size: u64,
 }
 
 /// One way to log in, as offered by `login <network> [flow]`.
@@ -136,12 +149,35 @@ pub struct EventSink {
 /// What a session tells the core.
 #[derive(Debug)]
 pub enum SessionSignal {
-    Event(RemoteEnvelope),
+    Event(Box<RemoteEnvelope>),
     State {
         network: NetworkId,
         login: LoginId,
         state: ConnectionState,
     },
+    /// A user's presence changed (not tied to a chat, so not ordered with chat events).
+    Presence {
+        network: NetworkId,
+        user: RemoteUserId,
+        online: bool,
+    },
+}
+
+/// A media body in flight, streamed so large files are never held whole in memory.
+pub struct MediaStream {
+    pub content_type: String,
+    /// Known length, when the source tells it.
+    pub size: Option<u64>,
+    pub body: futures_util::stream::BoxStream<'static, Result<bytes::Bytes, NetworkError>>,
+}
+
+impl std::fmt::Debug for MediaStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MediaStream")
+            .field("content_type", &self.content_type)
+            .field("size", &self.size)
+            .finish()
+    }
 }
 
 impl EventSink {
@@ -152,7 +188,21 @@ impl EventSink {
     /// Delivers an event; waits when the core is busy (back-pressure on the network).
     /// Returns false when the bridge is shutting down.
     pub async fn event(&self, envelope: RemoteEnvelope) -> bool {
-        self.tx.send(SessionSignal::Event(envelope)).await.is_ok()
+        self.tx
+            .send(SessionSignal::Event(Box::new(envelope)))
+            .await
+            .is_ok()
+    }
+
+    pub async fn presence(&self, network: NetworkId, user: RemoteUserId, online: bool) {
+        let _ = self
+            .tx
+            .send(SessionSignal::Presence {
+                network,
+                user,
+                online,
+            })
+            .await;
     }
 
     pub async fn state(&self, network: NetworkId, login: LoginId, state: ConnectionState) {
@@ -208,13 +258,78 @@ pub trait Session: Send + Sync {
         &self,
         chat: &ChatId,
         txn_id: &str,
-        content: &MessageContent,
+        message: &OutgoingMessage,
     ) -> Result<SentMessage, NetworkError>;
     /// Ends the login on the remote side.
     async fn logout(&self) -> Result<(), NetworkError>;
-    /// Fetches an avatar image by the id in [`UserInfo::avatar`]: (bytes, content type).
-    async fn download_avatar(&self, _avatar: &str) -> Result<(Vec<u8>, String), NetworkError> {
-        Err(NetworkError::Unsupported("avatars"))
+
+    // Optional features: the defaults refuse, and `Capabilities` tells the core beforehand.
+
+    /// Fetches media (attachments, avatars) by the network's id.
+    async fn download_media(&self, _id: &str) -> Result<MediaStream, NetworkError> {
+        Err(NetworkError::Unsupported("media"))
+    }
+    /// Uploads media for a following send; returns the network's id for it.
+    async fn upload_media(&self, _media: MediaStream, _name: &str) -> Result<String, NetworkError> {
+        Err(NetworkError::Unsupported("media"))
+    }
+    async fn edit_message(
+        &self,
+        _chat: &ChatId,
+        _id: &MessageId,
+        _content: &MessageContent,
+    ) -> Result<(), NetworkError> {
+        Err(NetworkError::Unsupported("edits"))
+    }
+    async fn delete_message(&self, _chat: &ChatId, _id: &MessageId) -> Result<(), NetworkError> {
+        Err(NetworkError::Unsupported("deleting messages"))
+    }
+    async fn react(
+        &self,
+        _chat: &ChatId,
+        _id: &MessageId,
+        _emoji: &str,
+        _remove: bool,
+    ) -> Result<(), NetworkError> {
+        Err(NetworkError::Unsupported("reactions"))
+    }
+    async fn mark_read(&self, _chat: &ChatId, _up_to: &MessageId) -> Result<(), NetworkError> {
+        Err(NetworkError::Unsupported("read receipts"))
+    }
+    async fn set_typing(&self, _chat: &ChatId, _typing: bool) -> Result<(), NetworkError> {
+        Err(NetworkError::Unsupported("typing notifications"))
+    }
+    async fn update_chat(
+        &self,
+        _chat: &ChatId,
+        _changes: &ChatChanges,
+    ) -> Result<(), NetworkError> {
+        Err(NetworkError::Unsupported("changing chat details"))
+    }
+    async fn add_member(&self, _chat: &ChatId, _user: &RemoteUserId) -> Result<(), NetworkError> {
+        Err(NetworkError::Unsupported("adding members"))
+    }
+    async fn remove_member(
+        &self,
+        _chat: &ChatId,
+        _user: &RemoteUserId,
+    ) -> Result<(), NetworkError> {
+        Err(NetworkError::Unsupported("removing members"))
+    }
+    /// Finds a user by an identifier the user typed (id, phone number, username).
+    async fn resolve_identifier(&self, _identifier: &str) -> Result<UserInfo, NetworkError> {
+        Err(NetworkError::Unsupported("looking up users"))
+    }
+    /// Opens (or finds) the DM with a user.
+    async fn start_dm(&self, _user: &RemoteUserId) -> Result<ChatInfo, NetworkError> {
+        Err(NetworkError::Unsupported("starting chats"))
+    }
+    async fn create_group(
+        &self,
+        _name: &str,
+        _members: &[RemoteUserId],
+    ) -> Result<ChatInfo, NetworkError> {
+        Err(NetworkError::Unsupported("creating groups"))
     }
 }
 

@@ -150,17 +150,22 @@ async fn hostile_and_repeated_transactions(backend: Backend) {
     })
     .await;
 
-    // A repeated transaction id is answered 200 and not handled again, even with other content.
+    // A repeated transaction (a retry: same id, same events) is answered 200 and not handled
+    // again. A reused id with new events (Synapse on SQLite restarts its numbering after a
+    // restart) is a new transaction: its events must not be lost.
     let first = json!({"events": [text_event(&room, &user.user_id, "$dup1", "only once")]});
-    let (status, _) = put_txn(&slot, "t-dup", Some(&slot.hs_token), first.to_string()).await;
+    for _ in 0..3 {
+        let (status, _) = put_txn(&slot, "t-dup", Some(&slot.hs_token), first.to_string()).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let reused =
+        json!({"events": [text_event(&room, &user.user_id, "$dup2", "same id, new event")]});
+    let (status, _) = put_txn(&slot, "t-dup", Some(&slot.hs_token), reused.to_string()).await;
     assert_eq!(status, StatusCode::OK);
-    let (status, _) = put_txn(&slot, "t-dup", Some(&slot.hs_token), first.to_string()).await;
-    assert_eq!(status, StatusCode::OK);
-    let second = json!({"events": [text_event(&room, &user.user_id, "$dup2", "must not appear")]});
-    let (status, _) = put_txn(&slot, "t-dup", Some(&slot.hs_token), second.to_string()).await;
-    assert_eq!(status, StatusCode::OK);
-    sim.wait_message(&dm, "the deduplicated event", |_, t| t == "only once")
-        .await;
+    sim.wait_message(&dm, "the event of the reused id", |_, t| {
+        t == "same id, new event"
+    })
+    .await;
     // A marker sent after: once it has crossed, everything before it has been handled.
     user.send_text(&room, "marker").await;
     sim.wait_message(&dm, "the marker", |_, t| t == "marker")
@@ -176,12 +181,7 @@ async fn hostile_and_repeated_transactions(backend: Backend) {
         1,
         "{texts:?}"
     );
-    assert!(
-        !texts
-            .iter()
-            .any(|t| t == "must not appear" || t == "forged"),
-        "{texts:?}"
-    );
+    assert!(!texts.iter().any(|t| t == "forged"), "{texts:?}");
 
     // User queries: our ghosts exist (created on demand), others do not.
     let ask = |user: String| {

@@ -404,6 +404,149 @@ impl User {
         value["event_id"].as_str().expect("event id").to_owned()
     }
 
+    /// Every event in the room's timeline, oldest first (redacted ones included, stripped).
+    pub async fn events(&self, room: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut from: Option<String> = None;
+        loop {
+            let mut path = format!(
+                "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=500",
+                enc(room)
+            );
+            if let Some(from) = &from {
+                path.push_str(&format!("&from={}", enc(from)));
+            }
+            let value = self.call(reqwest::Method::GET, &path, None).await;
+            let chunk = value["chunk"].as_array().cloned().unwrap_or_default();
+            out.extend(chunk.iter().cloned());
+            match value["end"].as_str() {
+                Some(end) if !chunk.is_empty() => from = Some(end.to_owned()),
+                _ => break,
+            }
+        }
+        out.reverse();
+        out
+    }
+
+    /// Waits for a timeline event satisfying `pred`.
+    pub async fn wait_event(&self, room: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let events = self.events(room).await;
+            if let Some(event) = events.iter().rev().find(|e| pred(e)) {
+                return event.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; last events: {:#?}",
+                &events[events.len().saturating_sub(8)..]
+            );
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    }
+
+    /// Sends any event content; returns the event id.
+    pub async fn send_event(&self, room: &str, event_type: &str, content: Value) -> String {
+        let txn = random_suffix();
+        let path = format!(
+            "/_matrix/client/v3/rooms/{}/send/{event_type}/{txn}",
+            enc(room)
+        );
+        let value = self.call(reqwest::Method::PUT, &path, Some(content)).await;
+        value["event_id"].as_str().expect("event id").to_owned()
+    }
+
+    /// Uploads media to the homeserver; returns the mxc URI.
+    pub async fn upload(&self, content_type: &str, data: Vec<u8>) -> String {
+        let response = self
+            .client
+            .post(format!("{}/_matrix/media/v3/upload?filename=f", hs_url()))
+            .bearer_auth(&self.token)
+            .header("content-type", content_type)
+            .body(data)
+            .send()
+            .await
+            .expect("upload");
+        let value: Value = response.json().await.expect("upload json");
+        value["content_uri"]
+            .as_str()
+            .expect("content_uri")
+            .to_owned()
+    }
+
+    /// Downloads media through authenticated media.
+    pub async fn download(&self, mxc: &str) -> Vec<u8> {
+        let path = mxc.strip_prefix("mxc://").expect("mxc");
+        let response = self
+            .client
+            .get(format!(
+                "{}/_matrix/client/v1/media/download/{path}",
+                hs_url()
+            ))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("download");
+        assert!(
+            response.status().is_success(),
+            "download {mxc}: {}",
+            response.status()
+        );
+        response.bytes().await.expect("bytes").to_vec()
+    }
+
+    /// Ephemeral events (typing, receipts) of `room` seen by syncing until `pred` holds.
+    pub async fn wait_ephemeral(
+        &self,
+        room: &str,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let mut since = self.since.lock().await;
+            let path = match since.as_deref() {
+                Some(token) => format!("/_matrix/client/v3/sync?timeout=500&since={}", enc(token)),
+                None => "/_matrix/client/v3/sync?timeout=0".to_owned(),
+            };
+            let value = self.call(reqwest::Method::GET, &path, None).await;
+            *since = value["next_batch"].as_str().map(str::to_owned);
+            drop(since);
+            let found = value["rooms"]["join"][room]["ephemeral"]["events"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|e| pred(e))
+                .cloned();
+            if let Some(event) = found {
+                return event;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        }
+    }
+
+    /// The room's name, if it has one.
+    pub async fn room_name(&self, room: &str) -> Option<String> {
+        let url = format!(
+            "{}/_matrix/client/v3/rooms/{}/state/m.room.name/",
+            hs_url(),
+            enc(room)
+        );
+        let response = self
+            .client
+            .get(url)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .ok()?;
+        let value: Value = response.json().await.ok()?;
+        value["name"].as_str().map(str::to_owned)
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> Value {
+        self.call(reqwest::Method::PUT, path, Some(body)).await
+    }
+
     /// Every m.room.message in the room, oldest first: (sender, msgtype, body).
     pub async fn messages(&self, room: &str) -> Vec<(String, String, String)> {
         let mut out = Vec::new();
@@ -689,6 +832,20 @@ impl Sim {
             .await
             .expect("sim avatar");
         assert!(response.status().is_success());
+    }
+
+    /// Uploads media to the sim server; returns its id.
+    pub async fn upload_media(&self, content_type: &str, data: Vec<u8>) -> String {
+        let response = self
+            .client
+            .post(format!("{}/control/media", self.url()))
+            .header("content-type", content_type)
+            .body(data)
+            .send()
+            .await
+            .expect("sim media upload");
+        let value: Value = response.json().await.expect("media json");
+        value["id"].as_str().expect("media id").to_owned()
     }
 
     pub async fn dm(&self, a: &str, b: &str) -> String {

@@ -6,8 +6,12 @@ use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::{Value as JsonValue, json};
 
-use super::wire::{Chat, ChatList, ErrorBody, LoginFinished, LoginStarted, Message, User};
-use crate::network::{NetworkError, NetworkId};
+use futures_util::{StreamExt, TryStreamExt};
+
+use super::wire::{
+    Chat, ChatList, ErrorBody, LoginFinished, LoginStarted, MediaInfo, Message, User,
+};
+use crate::network::{MediaStream, NetworkError, NetworkId};
 
 pub const SIM: NetworkId = NetworkId::new("sim");
 
@@ -137,33 +141,167 @@ impl SimApi {
         &self,
         chat: &str,
         txn_id: &str,
-        text: &str,
+        mut body: JsonValue,
     ) -> Result<Message, NetworkError> {
+        body["txn_id"] = json!(txn_id);
         self.call(
             Method::POST,
             &format!("/v1/chats/{}/messages", encode(chat)),
-            Some(json!({"txn_id": txn_id, "text": text})),
+            Some(body),
         )
         .await
     }
 
-    /// An avatar image: (bytes, content type). Bounded so a hostile server cannot exhaust memory.
-    pub async fn media(&self, id: &str) -> Result<(Vec<u8>, String), NetworkError> {
-        const MAX_AVATAR: usize = 10 * 1024 * 1024;
+    pub async fn edit(
+        &self,
+        chat: &str,
+        message: &str,
+        body: JsonValue,
+    ) -> Result<(), NetworkError> {
+        let path = format!("/v1/chats/{}/messages/{}", encode(chat), encode(message));
+        self.call::<JsonValue>(Method::PATCH, &path, Some(body))
+            .await
+            .map(drop)
+    }
+
+    pub async fn delete(&self, chat: &str, message: &str) -> Result<(), NetworkError> {
+        let path = format!("/v1/chats/{}/messages/{}", encode(chat), encode(message));
+        self.call::<JsonValue>(Method::DELETE, &path, None)
+            .await
+            .map(drop)
+    }
+
+    pub async fn react(
+        &self,
+        chat: &str,
+        message: &str,
+        emoji: &str,
+        remove: bool,
+    ) -> Result<(), NetworkError> {
+        let path = format!(
+            "/v1/chats/{}/messages/{}/reactions/{}",
+            encode(chat),
+            encode(message),
+            encode(emoji)
+        );
+        let method = if remove { Method::DELETE } else { Method::PUT };
+        self.call::<JsonValue>(method, &path, None).await.map(drop)
+    }
+
+    pub async fn read(&self, chat: &str, up_to: &str) -> Result<(), NetworkError> {
+        let path = format!("/v1/chats/{}/read", encode(chat));
+        self.call::<JsonValue>(Method::POST, &path, Some(json!({"up_to": up_to})))
+            .await
+            .map(drop)
+    }
+
+    pub async fn typing(&self, chat: &str, typing: bool) -> Result<(), NetworkError> {
+        let path = format!("/v1/chats/{}/typing", encode(chat));
+        self.call::<JsonValue>(Method::POST, &path, Some(json!({"typing": typing})))
+            .await
+            .map(drop)
+    }
+
+    pub async fn update_chat(&self, chat: &str, body: JsonValue) -> Result<(), NetworkError> {
+        self.call::<JsonValue>(
+            Method::PATCH,
+            &format!("/v1/chats/{}", encode(chat)),
+            Some(body),
+        )
+        .await
+        .map(drop)
+    }
+
+    pub async fn add_member(&self, chat: &str, user: &str) -> Result<(), NetworkError> {
+        let path = format!("/v1/groups/{}/members", encode(chat));
+        self.call::<JsonValue>(Method::POST, &path, Some(json!({"user_id": user})))
+            .await
+            .map(drop)
+    }
+
+    pub async fn remove_member(&self, chat: &str, user: &str) -> Result<(), NetworkError> {
+        let path = format!("/v1/groups/{}/members/{}", encode(chat), encode(user));
+        self.call::<JsonValue>(Method::DELETE, &path, None)
+            .await
+            .map(drop)
+    }
+
+    pub async fn resolve(&self, identifier: &str) -> Result<User, NetworkError> {
+        self.call(
+            Method::GET,
+            &format!("/v1/resolve/{}", encode(identifier)),
+            None,
+        )
+        .await
+    }
+
+    pub async fn dm(&self, user: &str) -> Result<Chat, NetworkError> {
+        self.call(Method::POST, "/v1/dms", Some(json!({"user_id": user})))
+            .await
+    }
+
+    pub async fn create_group(&self, name: &str, members: &[&str]) -> Result<Chat, NetworkError> {
+        self.call(
+            Method::POST,
+            "/v1/groups",
+            Some(json!({"name": name, "members": members})),
+        )
+        .await
+    }
+
+    /// Uploads a media body as a stream.
+    pub async fn upload(&self, media: MediaStream) -> Result<String, NetworkError> {
         let mut request = self
             .http
-            .get(format!("{}/v1/media/{}", self.base, encode(id)))
-            .timeout(Duration::from_secs(60));
+            .post(format!("{}/v1/media", self.base))
+            .timeout(Duration::from_secs(600))
+            .header(reqwest::header::CONTENT_TYPE, media.content_type.as_str());
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
-        let mut response = request
+        if let Some(size) = media.size {
+            request = request.header(reqwest::header::CONTENT_LENGTH, size);
+        }
+        let body = reqwest::Body::wrap_stream(media.body.map_err(std::io::Error::other));
+        let response = request.body(body).send().await.map_err(|_| {
+            NetworkError::Transient("media upload to the sim server failed".to_owned())
+        })?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|_| NetworkError::Transient("sim server connection broke".to_owned()))?;
+        if !status.is_success() {
+            let error: Option<ErrorBody> = serde_json::from_slice(&bytes).ok();
+            let message = error.map_or_else(|| status.to_string(), |e| e.message);
+            return Err(if status.is_client_error() {
+                NetworkError::Rejected(format!("the sim server refused the file: {message}"))
+            } else {
+                NetworkError::Transient(message)
+            });
+        }
+        let info: MediaInfo = serde_json::from_slice(&bytes).map_err(|e| {
+            NetworkError::Rejected(format!("unexpected answer from the sim server: {e}"))
+        })?;
+        Ok(info.id)
+    }
+
+    /// Streams a media body (attachments, avatars).
+    pub async fn download(&self, id: &str) -> Result<MediaStream, NetworkError> {
+        let mut request = self
+            .http
+            .get(format!("{}/v1/media/{}", self.base, encode(id)))
+            .timeout(Duration::from_secs(600));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request
             .send()
             .await
             .map_err(|_| NetworkError::Transient("cannot reach the sim server".to_owned()))?;
         if !response.status().is_success() {
             return Err(NetworkError::Rejected(format!(
-                "avatar download failed: {}",
+                "media download failed: {}",
                 response.status()
             )));
         }
@@ -173,20 +311,18 @@ impl SimApi {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("application/octet-stream")
             .to_owned();
-        let mut data = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|_| NetworkError::Transient("sim server connection broke".to_owned()))?
-        {
-            if data.len() + chunk.len() > MAX_AVATAR {
-                return Err(NetworkError::Rejected(
-                    "avatar is larger than 10 MiB".to_owned(),
-                ));
-            }
-            data.extend_from_slice(&chunk);
-        }
-        Ok((data, content_type))
+        let size = response.content_length();
+        let body = response
+            .bytes_stream()
+            .map_err(|_| {
+                NetworkError::Transient("media download from the sim server broke off".to_owned())
+            })
+            .boxed();
+        Ok(MediaStream {
+            content_type,
+            size,
+            body,
+        })
     }
 
     /// The event socket URL (`ws://.../v1/events?since=N`).

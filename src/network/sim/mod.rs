@@ -4,6 +4,7 @@
 
 mod api;
 mod login;
+pub mod markup;
 mod session;
 mod wire;
 
@@ -60,9 +61,22 @@ impl Network for SimNetwork {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            text: true,
+            formatting: true,
             group_membership: true,
-            ..Capabilities::default()
+            edits: true,
+            reactions: true,
+            multiple_reactions: true,
+            replies: true,
+            deletes: true,
+            receipts: true,
+            typing: true,
+            presence: true,
+            media: true,
+            locations: true,
+            contacts: true,
+            chat_details: true,
+            create_groups: true,
+            max_file_size: 25 * 1024 * 1024,
         }
     }
 

@@ -11,6 +11,7 @@ use std::{
 
 use async_trait::async_trait;
 use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value as JsonValue, json};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
 
@@ -19,8 +20,9 @@ use super::{
     wire::{self, Frame},
 };
 use crate::network::{
-    ChatId, ChatInfo, ChatKind, ConnectionState, EventSink, LoginId, MessageContent, NetworkError,
-    RemoteEnvelope, RemoteUserId, SentMessage, Session, UserInfo,
+    ChatChanges, ChatId, ChatInfo, ChatKind, ConnectionState, EventSink, LoginId, MediaStream,
+    MessageContent, MessageId, NetworkError, OutgoingMessage, RemoteEnvelope, RemoteUserId,
+    SentMessage, Session, UserInfo,
 };
 
 /// Largest frame accepted from the server.
@@ -129,7 +131,16 @@ impl Inner {
     }
 
     async fn deliver(&self, frame: Frame) -> bool {
-        let chat_id = frame.body.chat_id().to_owned();
+        if let wire::FrameBody::Presence { user_id, presence } = &frame.body {
+            self.sink
+                .presence(
+                    SIM,
+                    RemoteUserId::new(user_id.clone()),
+                    presence == "online",
+                )
+                .await;
+            return true;
+        }
         if let wire::FrameBody::Chat { chat } = &frame.body {
             self.kinds
                 .lock()
@@ -140,13 +151,12 @@ impl Inner {
         if let wire::FrameBody::MemberJoined { user, .. } = &frame.body {
             self.remember_users(std::slice::from_ref(user));
         }
-        let kind = self.chat_kind(&chat_id).await;
-        let sender = match &frame.body {
-            wire::FrameBody::Message { message } => Some(message.sender.clone()),
-            _ => None,
+        let Some(chat_id) = frame.body.chat_id().map(str::to_owned) else {
+            return true;
         };
-        let sender = match sender {
-            Some(id) => Some(self.user_info(&id).await),
+        let kind = self.chat_kind(&chat_id).await;
+        let sender = match frame.body.sender() {
+            Some(id) => Some(self.user_info(id).await),
             None => None,
         };
         let event = wire::to_remote_event(frame.body, |id| {
@@ -156,6 +166,7 @@ impl Inner {
                 avatar: None,
             })
         });
+        let Some(event) = event else { return true };
         self.sink
             .event(RemoteEnvelope {
                 network: SIM,
@@ -280,10 +291,13 @@ impl Session for SimSession {
         &self,
         chat: &ChatId,
         txn_id: &str,
-        content: &MessageContent,
+        message: &OutgoingMessage,
     ) -> Result<SentMessage, NetworkError> {
-        let MessageContent::Text { body } = content;
-        let sent = self.inner.api.send(chat.as_str(), txn_id, body).await?;
+        let sent = self
+            .inner
+            .api
+            .send(chat.as_str(), txn_id, wire::message_body(message))
+            .await?;
         Ok(SentMessage {
             id: crate::network::MessageId::new(sent.id),
             timestamp: sent.ts,
@@ -294,8 +308,111 @@ impl Session for SimSession {
         self.inner.api.logout().await
     }
 
-    async fn download_avatar(&self, avatar: &str) -> Result<(Vec<u8>, String), NetworkError> {
-        self.inner.api.media(avatar).await
+    async fn download_media(&self, id: &str) -> Result<MediaStream, NetworkError> {
+        self.inner.api.download(id).await
+    }
+
+    async fn upload_media(&self, media: MediaStream, _name: &str) -> Result<String, NetworkError> {
+        self.inner.api.upload(media).await
+    }
+
+    async fn edit_message(
+        &self,
+        chat: &ChatId,
+        id: &MessageId,
+        content: &MessageContent,
+    ) -> Result<(), NetworkError> {
+        let MessageContent::Text(text) = content else {
+            return Err(NetworkError::Unsupported("editing media"));
+        };
+        let body = json!({"text": text.text, "entities": super::markup::to_sim(text)});
+        self.inner.api.edit(chat.as_str(), id.as_str(), body).await
+    }
+
+    async fn delete_message(&self, chat: &ChatId, id: &MessageId) -> Result<(), NetworkError> {
+        self.inner.api.delete(chat.as_str(), id.as_str()).await
+    }
+
+    async fn react(
+        &self,
+        chat: &ChatId,
+        id: &MessageId,
+        emoji: &str,
+        remove: bool,
+    ) -> Result<(), NetworkError> {
+        self.inner
+            .api
+            .react(chat.as_str(), id.as_str(), emoji, remove)
+            .await
+    }
+
+    async fn mark_read(&self, chat: &ChatId, up_to: &MessageId) -> Result<(), NetworkError> {
+        self.inner.api.read(chat.as_str(), up_to.as_str()).await
+    }
+
+    async fn set_typing(&self, chat: &ChatId, typing: bool) -> Result<(), NetworkError> {
+        self.inner.api.typing(chat.as_str(), typing).await
+    }
+
+    async fn update_chat(&self, chat: &ChatId, changes: &ChatChanges) -> Result<(), NetworkError> {
+        let mut body = json!({});
+        if let Some(name) = &changes.name {
+            body["name"] = json!(name);
+        }
+        if let Some(topic) = &changes.topic {
+            body["topic"] = if topic.is_empty() {
+                JsonValue::Null
+            } else {
+                json!(topic)
+            };
+        }
+        if let Some(avatar) = &changes.avatar {
+            body["avatar"] = json!(avatar);
+        }
+        self.inner.api.update_chat(chat.as_str(), body).await
+    }
+
+    async fn add_member(&self, chat: &ChatId, user: &RemoteUserId) -> Result<(), NetworkError> {
+        self.inner
+            .api
+            .add_member(chat.as_str(), user.as_str())
+            .await
+    }
+
+    async fn remove_member(&self, chat: &ChatId, user: &RemoteUserId) -> Result<(), NetworkError> {
+        self.inner
+            .api
+            .remove_member(chat.as_str(), user.as_str())
+            .await
+    }
+
+    async fn resolve_identifier(&self, identifier: &str) -> Result<UserInfo, NetworkError> {
+        Ok(self.inner.api.resolve(identifier.trim()).await?.into())
+    }
+
+    async fn start_dm(&self, user: &RemoteUserId) -> Result<ChatInfo, NetworkError> {
+        let chat = self.inner.api.dm(user.as_str()).await?;
+        self.inner
+            .kinds
+            .lock()
+            .expect("kinds lock")
+            .insert(chat.id.clone(), wire::chat_kind(&chat.kind));
+        Ok(chat.into())
+    }
+
+    async fn create_group(
+        &self,
+        name: &str,
+        members: &[RemoteUserId],
+    ) -> Result<ChatInfo, NetworkError> {
+        let ids: Vec<&str> = members.iter().map(RemoteUserId::as_str).collect();
+        let chat = self.inner.api.create_group(name, &ids).await?;
+        self.inner
+            .kinds
+            .lock()
+            .expect("kinds lock")
+            .insert(chat.id.clone(), wire::chat_kind(&chat.kind));
+        Ok(chat.into())
     }
 }
 

@@ -7,6 +7,7 @@ use std::fmt;
 
 use axum::Json;
 use axum::http::StatusCode;
+use axum::http::header::RETRY_AFTER;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -23,6 +24,10 @@ pub enum ErrorCode {
     BadCode,
     /// The account (or sender) is not a member of the chat.
     NotMember,
+    /// A member, but not allowed to do this: someone else's message, not an admin.
+    Forbidden,
+    /// The account is rate limited (simulated through the control API).
+    RateLimited,
     /// The network has been taken down through the control API.
     NetworkDown,
 }
@@ -36,6 +41,8 @@ impl ErrorCode {
             Self::NotFound => "not_found",
             Self::BadCode => "bad_code",
             Self::NotMember => "not_member",
+            Self::Forbidden => "forbidden",
+            Self::RateLimited => "rate_limited",
             Self::NetworkDown => "network_down",
         }
     }
@@ -46,7 +53,8 @@ impl ErrorCode {
             Self::BadRequest => StatusCode::BAD_REQUEST,
             Self::Unauthorized | Self::BadCode => StatusCode::UNAUTHORIZED,
             Self::NotFound => StatusCode::NOT_FOUND,
-            Self::NotMember => StatusCode::FORBIDDEN,
+            Self::NotMember | Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::NetworkDown => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -58,6 +66,8 @@ pub struct ApiError {
     status: StatusCode,
     code: ErrorCode,
     message: String,
+    /// For `rate_limited`: how long to wait before retrying.
+    retry_after_ms: Option<u64>,
 }
 
 impl ApiError {
@@ -67,6 +77,7 @@ impl ApiError {
             status: code.status(),
             code,
             message: message.into(),
+            retry_after_ms: None,
         }
     }
 
@@ -93,6 +104,16 @@ impl ApiError {
         Self::new(ErrorCode::NotMember, message)
     }
 
+    pub(crate) fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Forbidden, message)
+    }
+
+    pub(crate) fn rate_limited(retry_after_ms: u64) -> Self {
+        let mut error = Self::new(ErrorCode::RateLimited, "too many requests, slow down");
+        error.retry_after_ms = Some(retry_after_ms);
+        error
+    }
+
     pub(crate) fn network_down() -> Self {
         Self::new(ErrorCode::NetworkDown, "the network is down")
     }
@@ -110,6 +131,11 @@ impl ApiError {
     /// The human-readable message.
     pub fn message(&self) -> &str {
         &self.message
+    }
+
+    /// For `rate_limited`: how long the client should wait, in milliseconds.
+    pub fn retry_after_ms(&self) -> Option<u64> {
+        self.retry_after_ms
     }
 }
 
@@ -129,7 +155,15 @@ impl std::error::Error for ApiError {}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({ "error": self.code.as_str(), "message": self.message });
-        (self.status, Json(body)).into_response()
+        let mut body = json!({ "error": self.code.as_str(), "message": self.message });
+        match self.retry_after_ms {
+            Some(ms) => {
+                body["retry_after_ms"] = ms.into();
+                // Retry-After counts whole seconds; round up so a client never retries early.
+                let seconds = ms.div_ceil(1000).max(1).to_string();
+                (self.status, [(RETRY_AFTER, seconds)], Json(body)).into_response()
+            }
+            None => (self.status, Json(body)).into_response(),
+        }
     }
 }

@@ -1,11 +1,12 @@
 //! Request extractors that fail with the protocol's JSON errors instead of axum's plain-text
-//! rejections: a JSON body and the bearer-token account.
+//! rejections: a JSON body, a raw body, query and path parameters, and the bearer-token account
+//! (plain, or spending the simulated rate limit).
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Path, Request};
-use axum::http::header::AUTHORIZATION;
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
@@ -26,17 +27,50 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            let error = ApiError::bad_request(rejection.body_text());
-            match rejection.status() {
-                StatusCode::PAYLOAD_TOO_LARGE => error.with_status(StatusCode::PAYLOAD_TOO_LARGE),
-                _ => error,
-            }
-        })?;
+        let bytes = read_body(req, state).await?;
         serde_json::from_slice(&bytes)
             .map(JsonBody)
             .map_err(|error| ApiError::bad_request(format!("invalid JSON body: {error}")))
     }
+}
+
+/// A raw body with its `Content-Type` (empty if missing or not text). The route's body limit
+/// applies; a larger body answers 413 `bad_request`.
+#[derive(Debug)]
+pub(crate) struct RawBody {
+    pub(crate) content_type: String,
+    pub(crate) bytes: Bytes,
+}
+
+impl<S> FromRequest<S> for RawBody
+where
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let content_type = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let bytes = read_body(req, state).await?;
+        Ok(Self {
+            content_type,
+            bytes,
+        })
+    }
+}
+
+async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|rejection| {
+        let error = ApiError::bad_request(rejection.body_text());
+        match rejection.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => error.with_status(StatusCode::PAYLOAD_TOO_LARGE),
+            _ => error,
+        }
+    })
 }
 
 /// The account behind the request's `Authorization: Bearer <token>`, with the token itself.
@@ -60,6 +94,46 @@ impl FromRequestParts<Arc<Sim>> for Authed {
             account,
             token: token.to_owned(),
         })
+    }
+}
+
+/// The account behind the request's bearer token, for a call subject to the simulated rate
+/// limit: spends one of the account's rate-limited calls (429 `rate_limited` while it lasts),
+/// after the token is checked and before the path and body are.
+#[derive(Debug)]
+pub(crate) struct Throttled {
+    pub(crate) account: String,
+}
+
+impl FromRequestParts<Arc<Sim>> for Throttled {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        sim: &Arc<Sim>,
+    ) -> Result<Self, Self::Rejection> {
+        let Authed { account, .. } = Authed::from_request_parts(parts, sim).await?;
+        sim.take_send_allowance(&account)?;
+        Ok(Self { account })
+    }
+}
+
+/// Query parameters; a query that does not parse answers 400 `bad_request`.
+#[derive(Debug)]
+pub(crate) struct QueryParams<T>(pub(crate) T);
+
+impl<S, T> FromRequestParts<S> for QueryParams<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Send,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(params)| QueryParams(params))
+            .map_err(|rejection| ApiError::bad_request(rejection.body_text()))
     }
 }
 

@@ -1,0 +1,116 @@
+//! Telling a Matrix user what happened to their event: a `com.beeper.message_send_status`
+//! event for every handled event, and a notice in the room when it failed.
+
+use ruma::{EventId, RoomId};
+use serde_json::json;
+
+use crate::bridge::Bridge;
+
+/// The outcome of handling one Matrix event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Success,
+    /// Could not be sent now; sending it again may work.
+    Retriable {
+        reason: &'static str,
+        message: String,
+    },
+    /// Will never be sent (unsupported, not allowed, malformed).
+    Permanent {
+        reason: &'static str,
+        message: String,
+    },
+}
+
+impl Outcome {
+    pub(crate) fn unsupported(message: impl Into<String>) -> Self {
+        Self::Permanent {
+            reason: "com.beeper.unsupported_event",
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn no_permission(message: impl Into<String>) -> Self {
+        Self::Permanent {
+            reason: "m.no_permission",
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn from_network(err: &crate::network::NetworkError) -> Self {
+        use crate::network::NetworkError;
+        match err {
+            NetworkError::Unsupported(what) => {
+                Self::unsupported(format!("{what} is not supported by this network"))
+            }
+            NetworkError::Rejected(why) => Self::Permanent {
+                reason: "m.foreign_network_error",
+                message: why.clone(),
+            },
+            NetworkError::LoggedOut(why) => Self::Retriable {
+                reason: "m.bridge_unavailable",
+                message: format!("your login has ended ({why}); log in again"),
+            },
+            NetworkError::NotConnected(_) | NetworkError::Transient(_) => Self::Retriable {
+                reason: "m.foreign_network_error",
+                message: err.to_string(),
+            },
+        }
+    }
+
+    fn label(&self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Retriable { .. } | Self::Permanent { .. } => "failed",
+        }
+    }
+}
+
+impl Bridge {
+    /// Reports the outcome of `event` in `room` (status event, plus a notice on failure).
+    pub(crate) async fn report(
+        &self,
+        room: &RoomId,
+        event: &EventId,
+        network: &str,
+        outcome: &Outcome,
+    ) {
+        self.metrics
+            .events_handled
+            .with_label_values(&["matrix_to_remote", outcome.label()])
+            .inc();
+        let (status, reason, message) = match outcome {
+            Outcome::Success => ("SUCCESS", None, None),
+            Outcome::Retriable { reason, message } => {
+                ("FAIL_RETRIABLE", Some(*reason), Some(message.as_str()))
+            }
+            Outcome::Permanent { reason, message } => {
+                ("FAIL_PERMANENT", Some(*reason), Some(message.as_str()))
+            }
+        };
+        let mut content = json!({
+            "network": network,
+            "m.relates_to": {"rel_type": "m.reference", "event_id": event},
+            "status": status,
+        });
+        if let Some(reason) = reason {
+            content["reason"] = json!(reason);
+        }
+        if let Some(message) = message {
+            content["message"] = json!(message);
+        }
+        let txn = format!("ferry-status-{}", ruma::TransactionId::new());
+        let bot = self.intents.bot().to_owned();
+        if let Err(err) = self
+            .intents
+            .send_event(room, &bot, "com.beeper.message_send_status", &txn, &content)
+            .await
+        {
+            tracing::warn!(%err, %room, "cannot send message status");
+        }
+        if let Some(message) = message {
+            self.notice(room, &format!("⚠️ Your message was not bridged: {message}"))
+                .await;
+        }
+    }
+}
