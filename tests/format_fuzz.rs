@@ -679,3 +679,77 @@ fn fixed_hostile_inputs() {
     assert_eq!(huge.entities.len(), MAX_ENTITIES);
     write_checked(&huge);
 }
+
+/// Arbitrary JSON of bounded depth, biased towards the keys Matrix message content uses.
+fn arb_json() -> impl Strategy<Value = serde_json::Value> {
+    let leaf = prop_oneof![
+        Just(serde_json::Value::Null),
+        any::<bool>().prop_map(serde_json::Value::from),
+        any::<i64>().prop_map(serde_json::Value::from),
+        any::<f64>().prop_map(|f| serde_json::Number::from_f64(f)
+            .map_or(serde_json::Value::Null, serde_json::Value::Number)),
+        ".{0,40}".prop_map(serde_json::Value::from),
+        prop_oneof![
+            Just("m.image"),
+            Just("m.audio"),
+            Just("m.file"),
+            Just("m.location"),
+            Just("m.text"),
+            Just("geo:1,2"),
+            Just("mxc://a/b"),
+            Just("geo:91,-200"),
+            Just("org.matrix.custom.html")
+        ]
+        .prop_map(serde_json::Value::from),
+    ];
+    leaf.prop_recursive(4, 64, 8, |inner| {
+        let keys = prop_oneof![
+            Just("msgtype".to_owned()),
+            Just("body".to_owned()),
+            Just("url".to_owned()),
+            Just("info".to_owned()),
+            Just("size".to_owned()),
+            Just("w".to_owned()),
+            Just("h".to_owned()),
+            Just("duration".to_owned()),
+            Just("mimetype".to_owned()),
+            Just("filename".to_owned()),
+            Just("geo_uri".to_owned()),
+            Just("format".to_owned()),
+            Just("formatted_body".to_owned()),
+            Just("org.matrix.msc3245.voice".to_owned()),
+            Just("org.matrix.msc1767.audio".to_owned()),
+            Just("waveform".to_owned()),
+            ".{0,8}".prop_map(|s| s),
+        ];
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::from),
+            prop::collection::btree_map(keys, inner, 0..8)
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1500))]
+
+    /// Hostile message content and media metadata: never a panic, and whatever is accepted is
+    /// within bounds (sizes and dimensions as given, waveform values clamped, coordinates valid).
+    #[test]
+    fn matrix_content_with_hostile_media_metadata_never_panics(content in arb_json(), sticker in any::<bool>()) {
+        use ferry::bridge::convert::{MatrixContent, from_matrix_content};
+        let kind = if sticker { "m.sticker" } else { "m.room.message" };
+        if let Ok(parsed) = from_matrix_content(kind, &content, "Someone", &|_| None) {
+            match parsed {
+                MatrixContent::Media { media, .. } => {
+                    prop_assert!(media.waveform.as_ref().is_none_or(|w| w.len() <= 1024 && w.iter().all(|v| *v <= 1024)));
+                    prop_assert!(!media.name.is_empty());
+                }
+                MatrixContent::Location { latitude, longitude, .. } => {
+                    prop_assert!((-90.0..=90.0).contains(&latitude) && (-180.0..=180.0).contains(&longitude));
+                }
+                MatrixContent::Text(text) => prop_assert!(text.is_normalized()),
+            }
+        }
+    }
+}

@@ -174,6 +174,7 @@ bridge:
     "localhost": user
     "@blocked{tag}:localhost": block
     "@cmdonly{tag}:localhost": commands
+    "@admin{tag}:localhost": admin
   max_retry_seconds: 120
 networks:
   sim:

@@ -707,3 +707,171 @@ async fn every_event_kind_both_ways(backend: Backend) {
     }
 }
 both_backends!(every_event_kind_both_ways);
+
+async fn room_changes_members_and_admin_commands(backend: Backend) {
+    let slot = Slot::claim();
+    let sim = Sim::start().await;
+    for (id, name) in [("alice", "Alice"), ("bob", "Bob"), ("dave", "Dave")] {
+        sim.user(id, name).await;
+    }
+    // alice creates the group, so her account is its admin.
+    let group = sim.group("Club", &["alice", "bob"]).await;
+    let ferry = Ferry::start(&slot, backend, &sim.url()).await;
+    let bot = slot.bot();
+    let (user, management) = logged_in_user(&slot, &sim, "alice").await;
+    let room = user.wait_portals(1, &management).await[0].clone();
+    let ghost_dave = slot.ghost("dave");
+    let chat = |sim: &Sim| {
+        let path = format!("/control/chats/{group}");
+        let sim_url = sim.url();
+        async move {
+            crate::common::http()
+                .get(format!("{sim_url}{path}"))
+                .send()
+                .await
+                .expect("chat")
+                .json::<Value>()
+                .await
+                .expect("json")
+        }
+    };
+    async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
+        let deadline = std::time::Instant::now() + crate::common::WAIT;
+        while !check().await {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        }
+    }
+
+    // Inviting a ghost in Matrix adds the remote user; kicking removes them.
+    user.call(
+        Method::POST,
+        &format!("/_matrix/client/v3/rooms/{}/invite", enc(&room)),
+        Some(json!({"user_id": ghost_dave})),
+    )
+    .await;
+    until("dave to be added on sim", async || {
+        chat(&sim).await["members"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|u| u["id"] == "dave"))
+    })
+    .await;
+    user.wait_members(&room, "dave's ghost to join", |m| m.contains(&ghost_dave))
+        .await;
+    user.call(
+        Method::POST,
+        &format!("/_matrix/client/v3/rooms/{}/kick", enc(&room)),
+        Some(json!({"user_id": ghost_dave, "reason": "bye"})),
+    )
+    .await;
+    until("dave to be removed on sim", async || {
+        !chat(&sim).await["members"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|u| u["id"] == "dave"))
+    })
+    .await;
+
+    // Renaming and a new picture in Matrix reach the remote group.
+    user.put(
+        &format!("/_matrix/client/v3/rooms/{}/state/m.room.name/", enc(&room)),
+        json!({"name": "Club Deluxe"}),
+    )
+    .await;
+    until("the new name on sim", async || {
+        chat(&sim).await["name"] == "Club Deluxe"
+    })
+    .await;
+    let picture = vec![0x89, b'P', b'N', b'G', 7, 7, 7];
+    let mxc = user.upload("image/png", picture.clone()).await;
+    user.put(
+        &format!(
+            "/_matrix/client/v3/rooms/{}/state/m.room.avatar/",
+            enc(&room)
+        ),
+        json!({"url": mxc}),
+    )
+    .await;
+    until("the new picture on sim", async || {
+        chat(&sim).await["avatar"].is_string()
+    })
+    .await;
+    let avatar = chat(&sim).await["avatar"]
+        .as_str()
+        .expect("avatar id")
+        .to_owned();
+    let bytes = crate::common::http()
+        .get(format!("{}/control/media/{avatar}", sim.url()))
+        .send()
+        .await
+        .expect("get")
+        .bytes()
+        .await
+        .expect("bytes");
+    assert_eq!(bytes.to_vec(), picture);
+
+    // Another room can become the management room.
+    let other = user.create_dm(&bot).await;
+    user.wait_message(&other, "the bot's greeting", |s, _| s == bot)
+        .await;
+    user.command(
+        &other,
+        &bot,
+        "!ferry set-management-room",
+        "now your management room",
+    )
+    .await;
+    user.command(&other, &bot, "list-logins", "alice").await;
+
+    // Only admins may delete portals; an admin's delete-portal removes the bridge from the room.
+    user.command(
+        &room,
+        &bot,
+        "!ferry delete-portal",
+        "do not have permission",
+    )
+    .await;
+    let admin = User::register_exact(&format!("admin{}", ferry.tag)).await;
+    user.call(
+        Method::POST,
+        &format!("/_matrix/client/v3/rooms/{}/invite", enc(&room)),
+        Some(json!({"user_id": admin.user_id})),
+    )
+    .await;
+    admin
+        .call(
+            Method::POST,
+            &format!("/_matrix/client/v3/join/{}", enc(&room)),
+            Some(json!({})),
+        )
+        .await;
+    admin.send_text(&room, "!ferry delete-portal").await;
+    until(
+        "the user to be removed from the deleted portal",
+        async || !user.joined_rooms().await.contains(&room),
+    )
+    .await;
+    // The chat itself lives on; a new message creates a fresh portal.
+    sim.send(&group, "bob", "still here").await;
+    let known = [room.clone(), management.clone(), other.clone()];
+    let mut fresh = Vec::new();
+    until("a fresh portal", async || {
+        user.accept_invites().await;
+        fresh = user
+            .joined_rooms()
+            .await
+            .into_iter()
+            .filter(|r| !known.contains(r))
+            .collect();
+        !fresh.is_empty()
+    })
+    .await;
+    assert_eq!(fresh.len(), 1, "{fresh:?}");
+    user.wait_message(&fresh[0], "bob's message in the new portal", |_, b| {
+        b == "still here"
+    })
+    .await;
+}
+both_backends!(room_changes_members_and_admin_commands);
