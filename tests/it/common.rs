@@ -550,40 +550,19 @@ impl User {
 
     /// Every m.room.message in the room, oldest first: (sender, msgtype, body).
     pub async fn messages(&self, room: &str) -> Vec<(String, String, String)> {
-        let mut out = Vec::new();
-        let mut from: Option<String> = None;
-        loop {
-            let mut path = format!(
-                "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=500",
-                enc(room)
-            );
-            if let Some(from) = &from {
-                path.push_str(&format!("&from={}", enc(from)));
-            }
-            let value = self.call(reqwest::Method::GET, &path, None).await;
-            let chunk = value["chunk"].as_array().cloned().unwrap_or_default();
-            for event in &chunk {
-                if event["type"] == "m.room.message" {
-                    out.push((
-                        event["sender"].as_str().unwrap_or_default().to_owned(),
-                        event["content"]["msgtype"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .to_owned(),
-                        event["content"]["body"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .to_owned(),
-                    ));
-                }
-            }
-            match value["end"].as_str() {
-                Some(end) if !chunk.is_empty() => from = Some(end.to_owned()),
-                _ => break,
-            }
-        }
-        out.reverse();
-        out
+        let field = |event: &Value, key: &str| event[key].as_str().unwrap_or_default().to_owned();
+        self.events(room)
+            .await
+            .iter()
+            .filter(|event| event["type"] == "m.room.message")
+            .map(|event| {
+                (
+                    field(event, "sender"),
+                    field(&event["content"], "msgtype"),
+                    field(&event["content"], "body"),
+                )
+            })
+            .collect()
     }
 
     /// Waits for a message in `room` whose body satisfies `pred`; returns (sender, body).
