@@ -875,3 +875,158 @@ async fn room_changes_members_and_admin_commands(backend: Backend) {
     .await;
 }
 both_backends!(room_changes_members_and_admin_commands);
+
+async fn media_kinds_and_replies_across_a_restart(backend: Backend) {
+    let slot = Slot::claim();
+    let sim = Sim::start().await;
+    sim.user("alice", "Alice").await;
+    sim.user("bob", "Bob").await;
+    let dm = sim.dm("alice", "bob").await;
+    let mut ferry = Ferry::start(&slot, backend, &sim.url()).await;
+    let (user, management) = logged_in_user(&slot, &sim, "alice").await;
+    let room = user.wait_portals(1, &management).await[0].clone();
+
+    // A reply to a message bridged before a restart still points at it.
+    let before = sim.send(&dm, "bob", "from before the restart").await;
+    let old = user
+        .wait_event(&room, "the old message", |e| {
+            e["content"]["body"] == "from before the restart"
+        })
+        .await;
+    ferry.kill();
+    ferry.spawn().await;
+    user.send_event(
+        &room,
+        "m.room.message",
+        json!({"msgtype": "m.text", "body": "answering the old one",
+        "m.relates_to": {"m.in_reply_to": {"event_id": old["event_id"]}}}),
+    )
+    .await;
+    let reply = wait_sim(&sim, &dm, "the reply", |m| {
+        m["text"] == "answering the old one"
+    })
+    .await;
+    assert_eq!(reply["reply_to"], before.as_str());
+    sim.control(
+        Method::POST,
+        &format!("/control/chats/{dm}/messages"),
+        Some(json!({"sender": "bob", "text": "and back", "reply_to": reply["id"]})),
+    )
+    .await;
+    let back = user
+        .wait_event(&room, "bob's reply after the restart", |e| {
+            e["content"]["body"] == "and back"
+        })
+        .await;
+    assert!(back["content"]["m.relates_to"]["m.in_reply_to"]["event_id"].is_string());
+
+    // Remote -> Matrix: video, audio, sticker, contact card.
+    for (kind, mime, name) in [
+        ("video", "video/mp4", "clip.mp4"),
+        ("audio", "audio/mpeg", "song.mp3"),
+        ("sticker", "image/webp", "wave.webp"),
+    ] {
+        let id = sim
+            .upload_media(mime, format!("{kind} bytes").into_bytes())
+            .await;
+        sim.control(Method::POST, &format!("/control/chats/{dm}/messages"), Some(json!({"sender": "bob",
+            "media": {"id": id, "kind": kind, "name": name, "width": 4, "height": 4, "duration_ms": 1000}}))).await;
+    }
+    let video = user
+        .wait_event(&room, "the video", |e| e["content"]["msgtype"] == "m.video")
+        .await;
+    assert_eq!(
+        (
+            video["content"]["info"]["mimetype"].as_str(),
+            video["content"]["info"]["duration"].as_u64()
+        ),
+        (Some("video/mp4"), Some(1000))
+    );
+    assert_eq!(
+        user.download(video["content"]["url"].as_str().expect("url"))
+            .await,
+        b"video bytes"
+    );
+    let audio = user
+        .wait_event(&room, "the audio", |e| e["content"]["msgtype"] == "m.audio")
+        .await;
+    assert!(
+        audio["content"]["org.matrix.msc3245.voice"].is_null(),
+        "plain audio is not a voice note"
+    );
+    let sticker = user
+        .wait_event(&room, "the sticker", |e| e["type"] == "m.sticker")
+        .await;
+    assert_eq!(sticker["content"]["info"]["mimetype"], "image/webp");
+    assert_eq!(
+        user.download(sticker["content"]["url"].as_str().expect("url"))
+            .await,
+        b"sticker bytes"
+    );
+    sim.control(
+        Method::POST,
+        &format!("/control/chats/{dm}/messages"),
+        Some(json!({"sender": "bob", "contact": {"name": "Carol Card", "phone": "+15550100"}})),
+    )
+    .await;
+    let card = user
+        .wait_event(&room, "the contact card", |e| {
+            e["content"]["body"]
+                .as_str()
+                .is_some_and(|b| b.contains("Carol Card"))
+        })
+        .await;
+    assert!(
+        card["content"]["body"]
+            .as_str()
+            .unwrap_or("")
+            .contains("+15550100")
+    );
+
+    // Matrix -> remote: video, audio, sticker keep their kind and bytes.
+    for (msgtype, mime, name, kind) in [
+        ("m.video", "video/mp4", "mine.mp4", "video"),
+        ("m.audio", "audio/mpeg", "mine.mp3", "audio"),
+    ] {
+        let mxc = user
+            .upload(mime, format!("{name} bytes").into_bytes())
+            .await;
+        user.send_event(
+            &room,
+            "m.room.message",
+            json!({"msgtype": msgtype, "body": name, "url": mxc,
+            "info": {"mimetype": mime, "duration": 1500}}),
+        )
+        .await;
+        let sent = wait_sim(&sim, &dm, name, |m| m["media"]["name"] == name).await;
+        assert_eq!(
+            (
+                sent["media"]["kind"].as_str(),
+                sent["media"]["duration_ms"].as_u64()
+            ),
+            (Some(kind), Some(1500))
+        );
+    }
+    let mxc = user.upload("image/webp", b"my sticker".to_vec()).await;
+    user.send_event(
+        &room,
+        "m.sticker",
+        json!({"body": "hi", "url": mxc, "info": {"mimetype": "image/webp", "w": 8, "h": 8}}),
+    )
+    .await;
+    let sent = wait_sim(&sim, &dm, "the sticker", |m| {
+        m["sender"] == "alice" && m["media"]["kind"] == "sticker"
+    })
+    .await;
+    let media_id = sent["media"]["id"].as_str().expect("media id");
+    let bytes = crate::common::http()
+        .get(format!("{}/control/media/{media_id}", sim.url()))
+        .send()
+        .await
+        .expect("get")
+        .bytes()
+        .await
+        .expect("bytes");
+    assert_eq!(bytes.to_vec(), b"my sticker");
+}
+both_backends!(media_kinds_and_replies_across_a_restart);
