@@ -8,6 +8,7 @@
 pub mod event;
 pub mod ids;
 pub mod richtext;
+pub mod signal;
 pub mod sim;
 
 use std::sync::Arc;
