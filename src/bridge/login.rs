@@ -7,12 +7,28 @@ use ruma::{OwnedRoomId, OwnedUserId, UserId};
 use crate::{
     db::logins::LoginRow,
     network::{
-        CompletedLogin, ConnectionState, LoginId, LoginProcess, LoginStep, Network, NetworkError,
-        NetworkId, PortalKey, RemoteUserId, Session, StoredLogin,
+        CompletedLogin, ConnectionState, DisplayKind, LoginId, LoginProcess, LoginStep, Network,
+        NetworkError, NetworkId, PortalKey, RemoteUserId, Session, StoredLogin,
     },
 };
 
 use super::{Bridge, BridgeError};
+
+const QR_SIZE: u32 = 384;
+
+/// Renders `data` as a PNG QR code of about QR_SIZE pixels.
+pub fn qr_png(data: &str) -> Result<Vec<u8>, String> {
+    let code = qrcode::QrCode::new(data.as_bytes()).map_err(|e| e.to_string())?;
+    let image = code
+        .render::<image::Luma<u8>>()
+        .min_dimensions(QR_SIZE, QR_SIZE)
+        .build();
+    let mut png = std::io::Cursor::new(Vec::new());
+    image::DynamicImage::ImageLuma8(image)
+        .write_to(&mut png, image::ImageFormat::Png)
+        .map_err(|e| e.to_string())?;
+    Ok(png.into_inner())
+}
 
 /// A live login: its session and the Matrix user it belongs to.
 #[derive(Clone)]
@@ -247,18 +263,64 @@ impl Bridge {
     }
 
     pub(crate) async fn cancel_login(&self, user: &UserId) -> bool {
-        self.pending_logins.lock().await.remove(user).is_some()
+        let waiting = self
+            .waiting_logins
+            .lock()
+            .expect("waiting lock")
+            .remove(user);
+        if let Some(task) = &waiting {
+            task.abort();
+        }
+        self.pending_logins.lock().await.remove(user).is_some() || waiting.is_some()
     }
 
-    async fn continue_login(
-        self: &Arc<Self>,
-        user: &UserId,
-        room: &ruma::RoomId,
+    /// Shows a QR code as an image (and its text below, for copying).
+    async fn send_qr(&self, room: &ruma::RoomId, data: &str) {
+        let png = match qr_png(data) {
+            Ok(png) => png,
+            Err(err) => {
+                tracing::warn!(%err, "cannot render QR code");
+                return;
+            }
+        };
+        let size = png.len();
+        let mxc = match self
+            .intents
+            .upload(png, "image/png", Some("login-qr.png".to_owned()))
+            .await
+        {
+            Ok(mxc) => mxc,
+            Err(err) => {
+                tracing::warn!(%err, "cannot upload QR code");
+                return;
+            }
+        };
+        let content = serde_json::json!({
+            "msgtype": "m.image", "body": "login-qr.png", "url": mxc,
+            "info": {"mimetype": "image/png", "size": size, "w": QR_SIZE, "h": QR_SIZE},
+        });
+        let txn = format!("ferry-qr-{}", ruma::TransactionId::new());
+        let bot = self.intents.bot().to_owned();
+        if let Err(err) = self
+            .intents
+            .send_event(room, &bot, "m.room.message", &txn, &content)
+            .await
+        {
+            tracing::warn!(%err, "cannot send QR code");
+        }
+    }
+
+    /// Drives a login from `step` on. Returns a boxed future: it can restart itself from a
+    /// background task (after a QR scan), which an `async fn` cannot name.
+    fn continue_login<'a>(
+        self: &'a Arc<Self>,
+        user: &'a UserId,
+        room: &'a ruma::RoomId,
         network: NetworkId,
         mut process: Box<dyn LoginProcess>,
-        mut step: Result<LoginStep, NetworkError>,
-    ) -> String {
-        loop {
+        step: Result<LoginStep, NetworkError>,
+    ) -> futures_util::future::BoxFuture<'a, String> {
+        Box::pin(async move {
             match step {
                 Err(NetworkError::Rejected(reason)) => {
                     // A wrong answer: the same step may be tried again.
@@ -270,9 +332,9 @@ impl Bridge {
                             process,
                         },
                     );
-                    return format!("{reason}. Try again, or send `cancel`.");
+                    format!("{reason}. Try again, or send `cancel`.")
                 }
-                Err(err) => return format!("Login failed: {err}"),
+                Err(err) => format!("Login failed: {err}"),
                 Ok(LoginStep::Input { prompt, .. }) => {
                     self.pending_logins.lock().await.insert(
                         user.to_owned(),
@@ -282,20 +344,44 @@ impl Bridge {
                             process,
                         },
                     );
-                    return format!("{prompt} (or send `cancel`)");
+                    format!("{prompt} (or send `cancel`)")
                 }
                 Ok(LoginStep::DisplayAndWait {
-                    data, instructions, ..
+                    kind,
+                    data,
+                    instructions,
                 }) => {
+                    if let DisplayKind::Qr = kind {
+                        self.send_qr(room, &data).await;
+                    }
                     self.notice(room, &format!("{instructions}\n\n{data}"))
                         .await;
-                    step = process.wait().await;
+                    // Waiting (for a scan, for a phone) happens off the command lane, so `cancel`
+                    // and other commands still work meanwhile.
+                    let bridge = self.clone();
+                    let waiter = user.to_owned();
+                    let (user, room) = (user.to_owned(), room.to_owned());
+                    let task = tokio::spawn(async move {
+                        let step = process.wait().await;
+                        bridge
+                            .waiting_logins
+                            .lock()
+                            .expect("waiting lock")
+                            .remove(&user);
+                        let reply = bridge
+                            .continue_login(&user, &room, network, process, step)
+                            .await;
+                        bridge.notice(&room, &reply).await;
+                    });
+                    self.waiting_logins
+                        .lock()
+                        .expect("waiting lock")
+                        .insert(waiter, task.abort_handle());
+                    "Waiting…".to_owned()
                 }
-                Ok(LoginStep::Complete(done)) => {
-                    return self.finish_login(user, network, done).await;
-                }
+                Ok(LoginStep::Complete(done)) => self.finish_login(user, network, done).await,
             }
-        }
+        })
     }
 
     async fn finish_login(
@@ -409,5 +495,22 @@ impl Bridge {
         for handle in handles {
             handle.session.disconnect().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qr_codes_render_as_png() {
+        let png = qr_png("sgnl://linkdevice?uuid=abc&pub_key=def").expect("renders");
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+        let decoded = image::load_from_memory(&png).expect("decodes");
+        assert!(decoded.width() >= QR_SIZE && decoded.height() >= QR_SIZE);
+        assert!(
+            qr_png(&"x".repeat(10_000)).is_err(),
+            "too long for a QR code: an error, not a panic"
+        );
     }
 }

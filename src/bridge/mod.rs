@@ -61,6 +61,8 @@ pub struct Bridge {
     sessions: RwLock<HashMap<(NetworkId, LoginId), LoginHandle>>,
     trackers: Mutex<HashMap<(NetworkId, LoginId), CheckpointTracker>>,
     pending_logins: tokio::sync::Mutex<HashMap<OwnedUserId, PendingLogin>>,
+    /// Logins waiting in the background (for a QR scan): aborted by `cancel`.
+    waiting_logins: Mutex<HashMap<OwnedUserId, tokio::task::AbortHandle>>,
     /// Room id -> portal, for portals whose room is known (filled lazily from the database).
     rooms: RwLock<HashMap<OwnedRoomId, PortalKey>>,
     queues: Queues<QueueKey, QueueItem>,
@@ -92,6 +94,7 @@ impl Bridge {
             sessions: RwLock::default(),
             trackers: Mutex::default(),
             pending_logins: tokio::sync::Mutex::default(),
+            waiting_logins: Mutex::default(),
             rooms: RwLock::default(),
             queues,
             sink: EventSink::new(tx),
