@@ -152,6 +152,34 @@ impl Default for BridgeConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct NetworksConfig {
     pub sim: SimConfig,
+    pub signal: SignalConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SignalConfig {
+    pub enabled: bool,
+    /// `tcp://host:port` or `unix:///path/to/socket` of `signal-cli daemon`.
+    pub daemon: String,
+    pub ghost_prefix: String,
+    pub displayname_template: String,
+    /// The name of the linked device shown in the phone's Signal settings.
+    pub device_name: String,
+    /// How long one call to the daemon may take, in seconds.
+    pub request_timeout_seconds: u64,
+}
+
+impl Default for SignalConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            daemon: "tcp://127.0.0.1:7583".to_owned(),
+            ghost_prefix: "signal_".to_owned(),
+            displayname_template: "{name} (Signal)".to_owned(),
+            device_name: "ferry".to_owned(),
+            request_timeout_seconds: 60,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -320,6 +348,31 @@ impl Config {
                 return Err(ConfigError::invalid(
                     "networks.sim.ghost_prefix",
                     "must differ from appservice.bot.username",
+                ));
+            }
+        }
+        let signal = &self.networks.signal;
+        if signal.enabled {
+            validate_prefix("networks.signal.ghost_prefix", &signal.ghost_prefix)?;
+            if crate::network::signal::rpc::Endpoint::parse(&signal.daemon).is_none() {
+                return Err(ConfigError::invalid(
+                    "networks.signal.daemon",
+                    "must be tcp://host:port or unix:///absolute/path",
+                ));
+            }
+            if sim.enabled
+                && (sim.ghost_prefix.starts_with(&signal.ghost_prefix)
+                    || signal.ghost_prefix.starts_with(&sim.ghost_prefix))
+            {
+                return Err(ConfigError::invalid(
+                    "networks.signal.ghost_prefix",
+                    "must not overlap another network's ghost_prefix",
+                ));
+            }
+            if signal.request_timeout_seconds == 0 {
+                return Err(ConfigError::invalid(
+                    "networks.signal.request_timeout_seconds",
+                    "must be at least 1",
                 ));
             }
         }

@@ -298,6 +298,7 @@ async fn migrations_apply_once(db: Db, config: DatabaseConfig) {
         "reaction",
         "as_txn",
         "inbox",
+        "remote_inbox",
     ];
     for table in tables {
         let sql = format!("SELECT COUNT(*) FROM {table}");
@@ -308,7 +309,10 @@ async fn migrations_apply_once(db: Db, config: DatabaseConfig) {
         assert_eq!(n, 0, "table {table} starts empty");
     }
     let applied = count(&db, "SELECT COUNT(*) FROM _sqlx_migrations WHERE success").await;
-    assert_eq!(applied, 1, "exactly the one migration is recorded");
+    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite"))
+        .expect("migrations")
+        .count() as i64;
+    assert_eq!(applied, files, "every migration is recorded once");
 
     db.kv_set("survives", "reconnect").await.expect("kv_set");
 
@@ -318,7 +322,7 @@ async fn migrations_apply_once(db: Db, config: DatabaseConfig) {
         .expect("second connect to the same database re-runs migrations as a no-op");
     assert_eq!(
         count(&again, "SELECT COUNT(*) FROM _sqlx_migrations").await,
-        1,
+        files,
         "reconnecting records no further migration"
     );
     assert_eq!(
@@ -1541,4 +1545,58 @@ async fn hostile_data_roundtrips(db: Db) {
         db.store_transaction(nasty[3], &[]).await.expect("store"),
         None
     );
+}
+
+async fn remote_inbox_keeps_events_until_pruned(db: Db) {
+    let a = db
+        .remote_inbox_push("signal", "+1", "{\"n\":1}")
+        .await
+        .expect("push");
+    let b = db
+        .remote_inbox_push("signal", "+1", "{\"n\":2}")
+        .await
+        .expect("push");
+    let other = db
+        .remote_inbox_push("signal", "+2", "{\"n\":3}")
+        .await
+        .expect("push");
+    assert!(a < b && b < other, "positions grow");
+    let all = db
+        .remote_inbox_after("signal", "+1", 0, 100)
+        .await
+        .expect("after");
+    assert_eq!(
+        all,
+        vec![(a, "{\"n\":1}".to_owned()), (b, "{\"n\":2}".to_owned())]
+    );
+    assert_eq!(
+        db.remote_inbox_after("signal", "+1", a, 100)
+            .await
+            .expect("after")
+            .len(),
+        1
+    );
+    assert_eq!(
+        db.remote_inbox_prune("signal", "+1", a)
+            .await
+            .expect("prune"),
+        1
+    );
+    assert_eq!(
+        db.remote_inbox_after("signal", "+1", 0, 100)
+            .await
+            .expect("after"),
+        vec![(b, "{\"n\":2}".to_owned())]
+    );
+    assert_eq!(
+        db.remote_inbox_after("signal", "+2", 0, 100)
+            .await
+            .expect("after")
+            .len(),
+        1,
+        "other logins untouched"
+    );
+}
+store_tests! {
+    remote_inbox_keeps_events_until_pruned => remote_inbox_sqlite, remote_inbox_postgres;
 }

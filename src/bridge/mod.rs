@@ -242,13 +242,22 @@ impl Bridge {
                 .get_mut(&(network, login.clone()))
                 .and_then(|t| t.finished(position))
         };
-        if let Some(position) = to_store
-            && let Err(err) = self
-                .db
-                .advance_checkpoint(network.as_str(), login.as_str(), position)
-                .await
+        let Some(position) = to_store else { return };
+        if let Err(err) = self
+            .db
+            .advance_checkpoint(network.as_str(), login.as_str(), position)
+            .await
         {
             tracing::warn!(%err, "cannot store checkpoint; events after it will be re-checked at restart");
+            return;
+        }
+        // Events kept for replay up to the checkpoint are no longer needed.
+        if let Err(err) = self
+            .db
+            .remote_inbox_prune(network.as_str(), login.as_str(), position)
+            .await
+        {
+            tracing::warn!(%err, "cannot prune handled remote events");
         }
     }
 }

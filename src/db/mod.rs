@@ -12,6 +12,7 @@ pub mod logins;
 pub mod messages;
 pub mod portals;
 pub mod reactions;
+pub mod remote_inbox;
 pub mod users;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -159,6 +159,9 @@ fn enabled_ghost_prefixes(config: &Config) -> Vec<&str> {
     if config.networks.sim.enabled {
         prefixes.push(config.networks.sim.ghost_prefix.as_str());
     }
+    if config.networks.signal.enabled {
+        prefixes.push(config.networks.signal.ghost_prefix.as_str());
+    }
     prefixes
 }
 
