@@ -2,3 +2,4 @@
 //! keys; ferry is the Matrix-side endpoint.
 
 pub mod rpc;
+pub mod wire;
