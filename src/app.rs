@@ -10,7 +10,7 @@ use crate::{
     db::Db,
     matrix::{appservice, client::MatrixClient, intent::Intents, registration::Registration},
     metrics::Metrics,
-    network::{Network, sim::SimNetwork},
+    network::{Network, signal::SignalNetwork, sim::SimNetwork},
 };
 
 /// Runs the bridge: returns when SIGINT/SIGTERM arrives (after a clean stop) or on a fatal error.
@@ -32,6 +32,12 @@ pub async fn run(config: Config, config_dir: &Path) -> anyhow::Result<()> {
     let mut networks: Vec<Arc<dyn Network>> = Vec::new();
     if config.networks.sim.enabled {
         networks.push(Arc::new(SimNetwork::new(config.networks.sim.clone())));
+    }
+    if config.networks.signal.enabled {
+        networks.push(Arc::new(SignalNetwork::new(
+            config.networks.signal.clone(),
+            db.clone(),
+        )));
     }
     let (bridge, signals) = Bridge::new(
         config.clone(),

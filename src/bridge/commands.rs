@@ -86,7 +86,10 @@ impl Command {
         match self {
             Self::Help => ("help", "show this help"),
             Self::Version => ("version", "show ferry's version"),
-            Self::Login => ("login <network>", "log in to a network"),
+            Self::Login => (
+                "login <network> [flow]",
+                "log in to a network (Signal: `qr` or `existing`)",
+            ),
             Self::Logout => ("logout <network> [login]", "log out of a network"),
             Self::ListLogins => ("list-logins", "list your logins"),
             Self::Ping => ("ping", "show the connection state of each of your logins"),
@@ -225,7 +228,11 @@ impl Bridge {
                 }
             }
             Command::Login => match args.first() {
-                Some(network) => self.begin_login(user, room, &network.to_lowercase()).await,
+                Some(network) => {
+                    let flow = args.get(1).map(|f| f.to_lowercase());
+                    self.begin_login(user, room, &network.to_lowercase(), flow.as_deref())
+                        .await
+                }
                 None => {
                     let names: Vec<_> = self.networks.keys().copied().collect();
                     format!(

@@ -215,6 +215,7 @@ impl Bridge {
         user: &UserId,
         room: &ruma::RoomId,
         network_name: &str,
+        flow_name: Option<&str>,
     ) -> String {
         let Some(network) = self.network(network_name).cloned() else {
             let names: Vec<_> = self.networks.keys().copied().collect();
@@ -223,8 +224,17 @@ impl Bridge {
                 names.join(", ")
             );
         };
-        let Some(flow) = network.login_flows().into_iter().next() else {
-            return format!("{} has no login flow.", network.display_name());
+        let flows = network.login_flows();
+        let chosen = match flow_name {
+            Some(name) => flows.iter().find(|f| f.id == name),
+            None => flows.first(),
+        };
+        let Some(flow) = chosen else {
+            let names: Vec<_> = flows
+                .iter()
+                .map(|f| format!("`{}` ({})", f.id, f.description))
+                .collect();
+            return format!("{} logins: {}.", network.display_name(), names.join(", "));
         };
         let mut process = match network.start_login(flow.id) {
             Ok(process) => process,
