@@ -129,6 +129,17 @@ struct EventShape<'a> {
     kind: std::borrow::Cow<'a, str>,
 }
 
+/// Parses a transaction body. It must be a JSON object: serde would also read the struct from
+/// an array (its fields in order), so `[[...]]` would pass as `{"events": [...]}`.
+fn parse_transaction(body: &[u8]) -> Result<Transaction<'_>, serde_json::Error> {
+    if !body.trim_ascii_start().starts_with(b"{") {
+        return Err(serde::de::Error::custom(
+            "a transaction must be a JSON object",
+        ));
+    }
+    serde_json::from_slice(body)
+}
+
 async fn transaction(
     State(state): State<Arc<AppState>>,
     Path(txn_id): Path<String>,
@@ -174,7 +185,7 @@ async fn transaction(
             "Invalid transaction id",
         );
     }
-    let txn: Transaction<'_> = match serde_json::from_slice(&body) {
+    let txn: Transaction<'_> = match parse_transaction(&body) {
         Ok(txn) => txn,
         Err(err) => {
             state
@@ -315,4 +326,20 @@ async fn ping(
         return *resp;
     }
     (StatusCode::OK, Json(json!({}))).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_json_object_is_a_transaction() {
+        let txn = parse_transaction(br#" {"events": [{"type": "x"}]}"#).expect("object");
+        assert_eq!(txn.events.len(), 1);
+        // An array would otherwise be read as the struct's fields in order.
+        assert!(parse_transaction(br#"[[{"type": "x"}]]"#).is_err());
+        assert!(parse_transaction(b"[]").is_err());
+        assert!(parse_transaction(b"").is_err());
+        assert!(parse_transaction(b"null").is_err());
+    }
 }

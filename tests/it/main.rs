@@ -7,6 +7,7 @@ mod bridge;
 mod cli;
 mod common;
 mod crash;
+mod drills;
 
 /// Instantiates an async scenario `fn(Backend)` once per database backend.
 #[macro_export]
