@@ -25,18 +25,51 @@ impl Db {
         txn_id: &str,
         events: &[String],
     ) -> Result<Option<Vec<InboxEntry>>> {
+        self.store_transaction_with(txn_id, None, events).await
+    }
+
+    /// Like [`Db::store_transaction`], but a stored id counts as a repeat only if it carried
+    /// the same `fingerprint` (of its events): a homeserver that reuses an id for different
+    /// events (Synapse on SQLite after a restart) gets them handled, not dropped. A stored id
+    /// without a fingerprint (or none given) repeats by id alone.
+    pub async fn store_transaction_with(
+        &self,
+        txn_id: &str,
+        fingerprint: Option<&str>,
+        events: &[String],
+    ) -> Result<Option<Vec<InboxEntry>>> {
         let now = now_ms();
         let mut tx = self.pool().begin().await?;
         let inserted = sqlx::query(
-            "INSERT INTO as_txn (txn_id, received_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            "INSERT INTO as_txn (txn_id, received_at, fingerprint) VALUES ($1, $2, $3) \
+             ON CONFLICT DO NOTHING",
         )
         .bind(txn_id)
         .bind(now)
+        .bind(fingerprint)
         .execute(&mut *tx)
         .await?;
         if inserted.rows_affected() == 0 {
-            tx.rollback().await?;
-            return Ok(None);
+            let (stored,): (Option<String>,) =
+                sqlx::query_as("SELECT fingerprint FROM as_txn WHERE txn_id = $1")
+                    .bind(txn_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            let reused = matches!((&stored, fingerprint), (Some(a), Some(b)) if a != b);
+            if !reused {
+                tx.rollback().await?;
+                return Ok(None);
+            }
+            tracing::warn!(
+                txn_id,
+                "the homeserver reused a transaction id for other events; handling them as new"
+            );
+            sqlx::query("UPDATE as_txn SET fingerprint = $1, received_at = $2 WHERE txn_id = $3")
+                .bind(fingerprint)
+                .bind(now)
+                .bind(txn_id)
+                .execute(&mut *tx)
+                .await?;
         }
         let mut entries = Vec::with_capacity(events.len());
         // Chunks keep the statement well under SQLite's bind-parameter limit.
@@ -96,5 +129,66 @@ impl Db {
             .execute(self.pool())
             .await?;
         Ok(done.rows_affected())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{DatabaseConfig, DatabaseType};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_reused_transaction_id_with_other_events_is_handled() {
+        let dir = std::env::temp_dir().join(format!("ferry-inbox-{:016x}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let db = Db::connect(&DatabaseConfig {
+            kind: DatabaseType::Sqlite,
+            uri: format!("sqlite://{}", dir.join("t.db").display()),
+            max_connections: 2,
+        })
+        .await
+        .expect("db");
+        let events = |s: &str| vec![format!("{{\"event_id\": \"{s}\"}}")];
+        let first = db
+            .store_transaction_with("1", Some("fp-a"), &events("a"))
+            .await
+            .expect("store");
+        assert_eq!(first.map(|e| e.len()), Some(1));
+        // A retry (same fingerprint) is a repeat.
+        let retry = db
+            .store_transaction_with("1", Some("fp-a"), &events("a"))
+            .await
+            .expect("store");
+        assert!(retry.is_none());
+        // The same id for other events (the homeserver counted from 1 again) is new.
+        let reused = db
+            .store_transaction_with("1", Some("fp-b"), &events("b"))
+            .await
+            .expect("store");
+        assert_eq!(reused.map(|e| e.len()), Some(1));
+        // ... and its own retry is a repeat again.
+        assert!(
+            db.store_transaction_with("1", Some("fp-b"), &events("b"))
+                .await
+                .expect("store")
+                .is_none()
+        );
+        // Without fingerprints, ids alone decide (rows from before the migration).
+        assert!(
+            db.store_transaction("2", &events("c"))
+                .await
+                .expect("store")
+                .is_some()
+        );
+        assert!(
+            db.store_transaction_with("2", Some("fp-d"), &events("d"))
+                .await
+                .expect("store")
+                .is_none()
+        );
+        assert_eq!(db.pending_inbox().await.expect("inbox").len(), 3);
+        db.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -127,6 +127,19 @@ struct Transaction<'a> {
 struct EventShape<'a> {
     #[serde(rename = "type", borrow)]
     kind: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    event_id: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// What identifies a transaction's content across the homeserver's retries: its events' ids in
+/// order (a retry re-serialises the events, so their JSON may differ, e.g. `unsigned.age`).
+fn fingerprint<'a>(event_ids: impl Iterator<Item = &'a str>) -> String {
+    let mut hasher = Sha256::new();
+    for id in event_ids {
+        hasher.update(id.as_bytes());
+        hasher.update(b"\n");
+    }
+    hex::encode(hasher.finalize())
 }
 
 /// Parses a transaction body. It must be a JSON object: serde would also read the struct from
@@ -202,6 +215,7 @@ async fn transaction(
         }
     };
     let mut events = Vec::with_capacity(txn.events.len());
+    let mut event_ids = Vec::with_capacity(txn.events.len());
     for raw in &txn.events {
         match serde_json::from_str::<EventShape<'_>>(raw.get()) {
             Ok(shape) => {
@@ -211,11 +225,17 @@ async fn transaction(
                     .with_label_values(&[metric_event_type(&shape.kind)])
                     .inc();
                 events.push(raw.get().to_owned());
+                event_ids.push(shape.event_id.unwrap_or_default());
             }
             Err(err) => tracing::warn!(%txn_id, %err, "skipping an event that does not parse"),
         }
     }
-    let stored = match state.db.store_transaction(&txn_id, &events).await {
+    let fingerprint = fingerprint(event_ids.iter().map(|id| id.as_ref()));
+    let stored = match state
+        .db
+        .store_transaction_with(&txn_id, Some(&fingerprint), &events)
+        .await
+    {
         Ok(stored) => stored,
         Err(err) => {
             tracing::error!(%txn_id, %err, "cannot store transaction; the homeserver will retry");
@@ -341,5 +361,14 @@ mod tests {
         assert!(parse_transaction(b"[]").is_err());
         assert!(parse_transaction(b"").is_err());
         assert!(parse_transaction(b"null").is_err());
+    }
+
+    #[test]
+    fn fingerprints_follow_event_ids_and_their_order() {
+        let a = fingerprint(["$1", "$2"].into_iter());
+        assert_eq!(a, fingerprint(["$1", "$2"].into_iter()));
+        assert_ne!(a, fingerprint(["$2", "$1"].into_iter()));
+        assert_ne!(a, fingerprint(["$1$2"].into_iter()));
+        assert_ne!(fingerprint(std::iter::empty()), a);
     }
 }
