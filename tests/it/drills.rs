@@ -779,6 +779,8 @@ async fn database_restarted_requests_fail_cleanly_then_recover() {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    // No restart: events whose handling failed while the database was away are retried in
+    // place, so they arrive, and in order.
 
     send_matrix(&user, &lanes, 15..25).await;
     post_remote(&sim.url(), &ids, 20..30).await;

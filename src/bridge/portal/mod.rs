@@ -99,7 +99,23 @@ impl Bridge {
                 event, received, ..
             } => self.portal_matrix_event(portal, &event, received).await,
             QueueItem::Remote { envelope, received } => {
-                let result = self.portal_remote_event(portal, &envelope).await;
+                // A transient failure (database or homeserver away) is retried here, holding
+                // the lane: moving on would put this event after later ones, and nothing would
+                // deliver it before the next restart (the session has read past it).
+                let deadline = Instant::now()
+                    + std::time::Duration::from_secs(self.config.bridge.max_retry_seconds);
+                let mut backoff = std::time::Duration::from_millis(250);
+                let result = loop {
+                    let result = self.portal_remote_event(portal, &envelope).await;
+                    match &result {
+                        Err(err) if !is_permanent(err) && Instant::now() + backoff < deadline => {
+                            tracing::warn!(%err, portal = %portal.key, ?backoff, "remote event failed; retrying");
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(std::time::Duration::from_secs(15));
+                        }
+                        _ => break result,
+                    }
+                };
                 let done = match &result {
                     Ok(()) => {
                         self.metrics
@@ -121,8 +137,8 @@ impl Bridge {
                         true
                     }
                     Err(err) => {
-                        // Not marked done: the checkpoint stays before it and a reconnect or
-                        // restart delivers it again.
+                        // Still failing at the retry deadline. Not marked done: the
+                        // checkpoint stays before it and a restart delivers it again.
                         tracing::error!(%err, portal = %portal.key, kind = envelope.event.kind(), "remote event failed; kept for retry");
                         self.metrics
                             .events_handled
