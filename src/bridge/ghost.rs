@@ -49,6 +49,15 @@ pub fn unescape_localpart(text: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// The remote id behind a ghost localpart (after the prefix), only if that localpart is the one
+/// [`escape_localpart`] makes for it: `=61` is not another spelling of `a`, and an empty id is
+/// no user. Otherwise one remote user would answer to several Matrix ids, and the homeserver
+/// would be told ids exist that ferry never registers.
+pub fn canonical_remote_id(escaped: &str) -> Option<String> {
+    let id = unescape_localpart(escaped)?;
+    (!id.is_empty() && escape_localpart(&id) == escaped).then_some(id)
+}
+
 /// The ghost user id for a remote user of `network`.
 pub fn ghost_user_id(
     network: &dyn Network,
@@ -153,7 +162,7 @@ impl Bridge {
         }
         self.networks.values().find_map(|network| {
             let rest = user.localpart().strip_prefix(network.ghost_prefix())?;
-            let id = unescape_localpart(rest)?;
+            let id = canonical_remote_id(rest)?;
             Some((network.as_ref(), RemoteUserId::new(id)))
         })
     }
@@ -172,6 +181,15 @@ impl Bridge {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_canonical_escapes_name_a_remote_user() {
+        assert_eq!(canonical_remote_id("bob").as_deref(), Some("bob"));
+        assert_eq!(canonical_remote_id("=42ob").as_deref(), Some("Bob"));
+        assert_eq!(canonical_remote_id("=62ob"), None, "b spelled as =62");
+        assert_eq!(canonical_remote_id(""), None, "empty remote id");
+        assert_eq!(canonical_remote_id("=zz"), None);
+    }
 
     #[test]
     fn escaping_round_trips_and_yields_valid_localparts() {

@@ -121,6 +121,7 @@ impl Bridge {
                 }
             };
             let Some(key) = self.lane_for(&event).await else {
+                tracing::debug!(event = %event.event_id, kind = %event.kind, "Matrix event needs no handling");
                 self.inbox_done(entry.id).await;
                 continue;
             };

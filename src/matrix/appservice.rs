@@ -123,11 +123,12 @@ fn authorize(
 struct Transaction<'a> {
     #[serde(borrow, default)]
     events: Vec<&'a RawValue>,
+    /// Best-effort data: kept raw so a malformed one never fails the transaction.
     #[serde(borrow, default)]
-    ephemeral: Vec<&'a RawValue>,
+    ephemeral: Option<&'a RawValue>,
     /// Synapse sends ephemeral events under both names; the unstable one is the fallback.
     #[serde(borrow, default, rename = "de.sorunome.msc2409.ephemeral")]
-    unstable_ephemeral: Vec<&'a RawValue>,
+    unstable_ephemeral: Option<&'a RawValue>,
 }
 
 /// The least an event must have to be routed.
@@ -157,6 +158,17 @@ fn dedupe_key(txn_id: &str, event_ids: &[&str], body: &[u8]) -> String {
         }
     }
     format!("{txn_id}#{}", hex::encode(&digest.finalize()[..12]))
+}
+
+/// Parses a transaction body. It must be a JSON object: serde would also read the struct from
+/// an array (its fields in order), so `[[...]]` would pass as `{"events": [...]}`.
+fn parse_transaction(body: &[u8]) -> Result<Transaction<'_>, serde_json::Error> {
+    if !body.trim_ascii_start().starts_with(b"{") {
+        return Err(serde::de::Error::custom(
+            "a transaction must be a JSON object",
+        ));
+    }
+    serde_json::from_slice(body)
 }
 
 async fn transaction(
@@ -204,7 +216,7 @@ async fn transaction(
             "Invalid transaction id",
         );
     }
-    let txn: Transaction<'_> = match serde_json::from_slice(&body) {
+    let txn: Transaction<'_> = match parse_transaction(&body) {
         Ok(txn) => txn,
         Err(err) => {
             state
@@ -234,6 +246,7 @@ async fn transaction(
                     .with_label_values(&[metric_event_type(&shape.kind)])
                     .inc();
                 events.push(raw.get().to_owned());
+                event_ids.push(shape.event_id.unwrap_or_default());
             }
             Err(err) => tracing::warn!(%txn_id, %err, "skipping an event that does not parse"),
         }
@@ -274,11 +287,17 @@ async fn transaction(
             if !entries.is_empty() {
                 state.handler.events(entries).await;
             }
-            let ephemeral = if txn.ephemeral.is_empty() {
-                &txn.unstable_ephemeral
+            fn list(raw: Option<&RawValue>) -> Vec<&RawValue> {
+                raw.and_then(|r| serde_json::from_str::<Vec<&RawValue>>(r.get()).ok())
+                    .unwrap_or_default()
+            }
+            let stable = list(txn.ephemeral);
+            let ephemeral = if stable.is_empty() {
+                list(txn.unstable_ephemeral)
             } else {
-                &txn.ephemeral
+                stable
             };
+            let ephemeral = &ephemeral;
             if !ephemeral.is_empty() {
                 state
                     .handler
@@ -383,7 +402,7 @@ async fn ping(
 
 #[cfg(test)]
 mod tests {
-    use super::dedupe_key;
+    use super::*;
 
     #[test]
     fn retries_match_and_reused_ids_with_new_events_do_not() {
@@ -404,5 +423,16 @@ mod tests {
             "ids are delimited"
         );
         assert_eq!(dedupe_key("9", &[], b"{}"), dedupe_key("9", &[], b"{}"));
+    }
+
+    #[test]
+    fn only_a_json_object_is_a_transaction() {
+        let txn = parse_transaction(br#" {"events": [{"type": "x"}]}"#).expect("object");
+        assert_eq!(txn.events.len(), 1);
+        // An array would otherwise be read as the struct's fields in order.
+        assert!(parse_transaction(br#"[[{"type": "x"}]]"#).is_err());
+        assert!(parse_transaction(b"[]").is_err());
+        assert!(parse_transaction(b"").is_err());
+        assert!(parse_transaction(b"null").is_err());
     }
 }

@@ -39,7 +39,10 @@ pub struct Slot {
     pub bot_localpart: String,
     pub prefix: String,
     pub registration_path: String,
-    _lock: File,
+    /// The homeserver this slot is registered with, and its registration shared secret.
+    pub hs: String,
+    pub reg_secret: String,
+    _lock: Option<File>,
 }
 
 impl Slot {
@@ -69,11 +72,41 @@ impl Slot {
                     bot_localpart: s("bot_localpart"),
                     prefix: s("namespace_prefix"),
                     registration_path: s("registration_path"),
-                    _lock: lock,
+                    hs: hs_url(),
+                    reg_secret: env("FERRY_TEST_REG_SECRET"),
+                    _lock: Some(lock),
                 };
             }
             assert!(Instant::now() < deadline, "no free appservice slot");
             std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// A registration on a private homeserver (fault drills), not taken from the shared pool.
+    #[allow(clippy::too_many_arguments)]
+    pub fn private(
+        index: usize,
+        id: String,
+        as_token: String,
+        hs_token: String,
+        port: u16,
+        prefix: String,
+        registration_path: String,
+        hs: String,
+        reg_secret: String,
+    ) -> Slot {
+        Slot {
+            index,
+            id,
+            as_token,
+            hs_token,
+            port,
+            bot_localpart: format!("{prefix}bot"),
+            prefix,
+            registration_path,
+            hs,
+            reg_secret,
+            _lock: None,
         }
     }
 
@@ -135,6 +168,7 @@ pub struct Ferry {
     slot_url: String,
     slot_id: String,
     as_token: String,
+    hs: String,
     starts: u32,
     /// A random tag naming this run's special users (see the permissions in the config).
     pub tag: String,
@@ -187,7 +221,7 @@ metrics:
 logging:
   level: info,ferry=debug
 "#,
-            hs = hs_url(),
+            hs = slot.hs,
             url = slot.url(),
             port = slot.port,
             id = slot.id,
@@ -205,6 +239,7 @@ logging:
             slot_url: slot.url(),
             slot_id: slot.id.clone(),
             as_token: slot.as_token.clone(),
+            hs: slot.hs.clone(),
             starts: 0,
             tag,
         };
@@ -268,8 +303,7 @@ logging:
             let ping = client
                 .post(format!(
                     "{}/_matrix/client/v1/appservice/{}/ping",
-                    hs_url(),
-                    self.slot_id
+                    self.hs, self.slot_id
                 ))
                 .bearer_auth(&self.as_token)
                 .json(&json!({"transaction_id": format!("ping-{}", random_suffix())}))
@@ -312,6 +346,7 @@ impl Drop for Ferry {
 pub struct User {
     pub user_id: String,
     token: String,
+    hs: String,
     client: reqwest::Client,
     /// The /sync position: Synapse caches identical sync requests for minutes, so a poll must
     /// always move the token forward.
@@ -325,8 +360,13 @@ impl User {
     }
 
     pub async fn register_exact(username: &str) -> User {
+        Self::register_at(&hs_url(), &env("FERRY_TEST_REG_SECRET"), username).await
+    }
+
+    /// Registers `username` on the homeserver at `hs` with its shared secret.
+    pub async fn register_at(hs: &str, secret: &str, username: &str) -> User {
         let client = http();
-        let hs = hs_url();
+        let hs = hs.to_owned();
         let password = random_suffix();
         let nonce: Value = client
             .get(format!("{hs}/_synapse/admin/v1/register"))
@@ -337,8 +377,7 @@ impl User {
             .await
             .expect("nonce json");
         let nonce = nonce["nonce"].as_str().expect("nonce field").to_owned();
-        let mut mac = Hmac::<sha1::Sha1>::new_from_slice(env("FERRY_TEST_REG_SECRET").as_bytes())
-            .expect("hmac key");
+        let mut mac = Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes()).expect("hmac key");
         mac.update(format!("{nonce}\0{username}\0{password}\0notadmin").as_bytes());
         let mac = hex::encode(mac.finalize().into_bytes());
         let body: Value = client
@@ -356,6 +395,7 @@ impl User {
                 .unwrap_or_else(|| panic!("registration failed: {body}"))
                 .to_owned(),
             token: body["access_token"].as_str().expect("token").to_owned(),
+            hs,
             client,
             since: tokio::sync::Mutex::new(None),
         }
@@ -364,7 +404,7 @@ impl User {
     pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
         let mut request = self
             .client
-            .request(method, format!("{}{path}", hs_url()))
+            .request(method, format!("{}{path}", self.hs))
             .bearer_auth(&self.token);
         if let Some(body) = body {
             request = request.json(&body);
@@ -707,7 +747,7 @@ impl User {
         let path = format!("/_matrix/client/v3/profile/{}/displayname", enc(user));
         let response = self
             .client
-            .get(format!("{}{path}", hs_url()))
+            .get(format!("{}{path}", self.hs))
             .bearer_auth(&self.token)
             .send()
             .await
@@ -723,7 +763,7 @@ impl User {
         let path = format!("/_matrix/client/v3/profile/{}/avatar_url", enc(user));
         let response = self
             .client
-            .get(format!("{}{path}", hs_url()))
+            .get(format!("{}{path}", self.hs))
             .bearer_auth(&self.token)
             .send()
             .await
@@ -737,7 +777,7 @@ impl User {
             .client
             .get(format!(
                 "{}/_matrix/client/v1/media/download/{mxc}",
-                hs_url()
+                self.hs
             ))
             .bearer_auth(&self.token)
             .send()
@@ -910,7 +950,8 @@ impl Sim {
 
 /// A Matrix user logged in to sim as `remote` through the bot; returns (user, management room).
 pub async fn logged_in_user(slot: &Slot, sim: &Sim, remote: &str) -> (User, String) {
-    let user = User::register("user").await;
+    let name = format!("user{}", &random_suffix()[..8]);
+    let user = User::register_at(&slot.hs, &slot.reg_secret, &name).await;
     let room = user.create_dm(&slot.bot()).await;
     let bot = slot.bot();
     user.wait_message(&room, "the bot's welcome", |s, b| {

@@ -7,11 +7,27 @@ mod bridge;
 mod cli;
 mod common;
 mod crash;
+mod drills;
 mod events;
 
 /// Instantiates an async scenario `fn(Backend)` once per database backend.
 #[macro_export]
 macro_rules! both_backends {
+    ($name:ident, ignore = $why:literal) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[ignore = $why]
+            async fn sqlite() {
+                super::$name($crate::common::Backend::Sqlite).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[ignore = $why]
+            async fn postgres() {
+                super::$name($crate::common::Backend::Postgres).await;
+            }
+        }
+    };
     ($name:ident) => {
         mod $name {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

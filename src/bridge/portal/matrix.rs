@@ -54,6 +54,9 @@ impl Bridge {
             _ => None,
         };
         let Some(outcome) = outcome else { return };
+        if outcome != Outcome::Success {
+            tracing::info!(event = %event.event_id, ?outcome, "Matrix event not bridged");
+        }
         if outcome == Outcome::Success {
             self.metrics
                 .bridge_latency
@@ -129,7 +132,10 @@ impl Bridge {
 
     async fn matrix_message(&self, portal: &mut PortalState, event: &MatrixEvent) -> Outcome {
         match self.db.message_by_event(event.event_id.as_str()).await {
-            Ok(Some(_)) => return Outcome::Success,
+            Ok(Some(_)) => {
+                tracing::debug!(event = %event.event_id, "Matrix message already sent");
+                return Outcome::Success;
+            }
             Ok(None) => {}
             Err(err) => {
                 return Outcome::Retriable {
@@ -292,6 +298,7 @@ impl Bridge {
         if let Err(err) = self.db.insert_message(&row).await {
             tracing::warn!(%err, "message sent but its mapping could not be stored");
         }
+        tracing::debug!(event = %event.event_id, remote = %sent.id, "Matrix message sent");
         Outcome::Success
     }
 

@@ -12,7 +12,7 @@ mod remote;
 mod room;
 mod status;
 
-use std::{collections::HashSet, sync::Arc};
+use std::{collections::HashSet, sync::Arc, time::Instant};
 
 use ruma::{OwnedRoomId, OwnedUserId};
 use sha2::{Digest, Sha256};
@@ -109,7 +109,23 @@ impl Bridge {
             } => self.portal_matrix_event(portal, &event, received).await,
             QueueItem::Ephemeral { event } => self.portal_ephemeral(portal, &event).await,
             QueueItem::Remote { envelope, received } => {
-                let result = self.portal_remote_event(portal, &envelope).await;
+                // A transient failure (database or homeserver away) is retried here, holding
+                // the lane: moving on would put this event after later ones, and nothing would
+                // deliver it before the next restart (the session has read past it).
+                let deadline = Instant::now()
+                    + std::time::Duration::from_secs(self.config.bridge.max_retry_seconds);
+                let mut backoff = std::time::Duration::from_millis(250);
+                let result = loop {
+                    let result = self.portal_remote_event(portal, &envelope).await;
+                    match &result {
+                        Err(err) if !is_permanent(err) && Instant::now() + backoff < deadline => {
+                            tracing::warn!(%err, portal = %portal.key, ?backoff, "remote event failed; retrying");
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(std::time::Duration::from_secs(15));
+                        }
+                        _ => break result,
+                    }
+                };
                 let outcome = match &result {
                     Ok(()) => "success",
                     Err(err) if is_permanent(err) => {
@@ -117,8 +133,8 @@ impl Bridge {
                         "failed"
                     }
                     Err(err) => {
-                        // Not marked done: the checkpoint stays before it and a reconnect or
-                        // restart delivers it again.
+                        // Still failing at the retry deadline. Not marked done: the
+                        // checkpoint stays before it and a restart delivers it again.
                         tracing::error!(%err, portal = %portal.key, kind = envelope.event.kind(), "remote event failed; kept for retry");
                         "retry"
                     }

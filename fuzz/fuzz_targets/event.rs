@@ -1,0 +1,9 @@
+//! Fuzzes the Matrix event parser and the accessors routing uses.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+#[path = "../harness.rs"]
+mod harness;
+
+fuzz_target!(|data: &[u8]| harness::event(data));
