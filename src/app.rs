@@ -56,6 +56,7 @@ pub async fn run(config: Config, config_dir: &Path) -> anyhow::Result<()> {
     bridge.start_sessions().await?;
     bridge.replay_inbox().await?;
     tokio::spawn(bridge.clone().run_sessions(signals));
+    tokio::spawn(bridge.clone().run_router());
     let router = appservice::router(
         &registration.hs_token,
         db.clone(),

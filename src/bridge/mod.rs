@@ -67,6 +67,9 @@ pub struct Bridge {
     rooms: RwLock<HashMap<OwnedRoomId, PortalKey>>,
     queues: Queues<QueueKey, QueueItem>,
     sink: EventSink,
+    /// Stored transactions waiting to be routed, in arrival order (see `router.rs`).
+    inbox_tx: mpsc::Sender<Vec<crate::db::inbox::InboxEntry>>,
+    inbox_rx: Mutex<Option<mpsc::Receiver<Vec<crate::db::inbox::InboxEntry>>>>,
 }
 
 impl Bridge {
@@ -79,6 +82,8 @@ impl Bridge {
         networks: Vec<Arc<dyn Network>>,
     ) -> (Arc<Self>, mpsc::Receiver<SessionSignal>) {
         let (tx, rx) = mpsc::channel(1024);
+        // A few transactions of slack: beyond it the transaction handler waits (back-pressure).
+        let (inbox_tx, inbox_rx) = mpsc::channel(8);
         let queues = Queues::new(
             config.bridge.portal_queue_size,
             Duration::from_secs(config.bridge.portal_idle_seconds.max(1)),
@@ -98,6 +103,8 @@ impl Bridge {
             rooms: RwLock::default(),
             queues,
             sink: EventSink::new(tx),
+            inbox_tx,
+            inbox_rx: Mutex::new(Some(inbox_rx)),
         });
         (bridge, rx)
     }

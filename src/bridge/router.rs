@@ -108,6 +108,16 @@ impl Bridge {
         }
     }
 
+    /// Routes stored transactions handed over by the appservice, forever (start once).
+    pub async fn run_router(self: Arc<Self>) {
+        let Some(mut rx) = self.inbox_rx.lock().expect("inbox lock").take() else {
+            return;
+        };
+        while let Some(entries) = rx.recv().await {
+            self.route_matrix(entries).await;
+        }
+    }
+
     /// Routes stored Matrix events to their lanes, in order.
     pub(crate) async fn route_matrix(self: &Arc<Self>, entries: Vec<InboxEntry>) {
         let worker = self.worker();
@@ -307,8 +317,12 @@ impl Bridge {
 
 #[async_trait]
 impl AppserviceHandler for Arc<Bridge> {
+    /// Stored events are routed by one background task, in arrival order, so the homeserver
+    /// gets its answer as soon as the transaction is stored.
     async fn events(&self, entries: Vec<InboxEntry>) {
-        self.route_matrix(entries).await;
+        if self.inbox_tx.send(entries).await.is_err() {
+            tracing::error!("the router is gone; the events stay in the inbox for the next start");
+        }
     }
 
     async fn ephemeral(&self, events: Vec<String>) {
