@@ -4,4 +4,5 @@
 //! Each simulator is a library (started in-process by integration tests) and a subcommand of the
 //! `testnet` binary (started as a process by the demo and by scripts).
 
+pub mod signal;
 pub mod sim;

@@ -23,6 +23,18 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:29399")]
         listen: String,
     },
+    /// Run the simulator of the signal-cli JSON-RPC daemon (multi-account mode).
+    Signal {
+        /// JSON-RPC TCP address (`signal-cli daemon --tcp`).
+        #[arg(long, default_value = "127.0.0.1:7583")]
+        rpc: String,
+        /// Control API HTTP address.
+        #[arg(long, default_value = "127.0.0.1:7584")]
+        control: String,
+        /// signal-cli's `--receive-mode`: manual, on-start or on-connection.
+        #[arg(long, default_value = "manual")]
+        receive_mode: String,
+    },
 }
 
 #[tokio::main]
@@ -41,6 +53,32 @@ async fn main() -> anyhow::Result<()> {
             writeln!(stdout, "sim server listening on {}", server.url())
                 .and_then(|()| stdout.flush())
                 .context("cannot write to stdout")?;
+            shutdown_signal().await?;
+            tracing::info!("stopping");
+            server.shutdown().await;
+        }
+        Command::Signal {
+            rpc,
+            control,
+            receive_mode,
+        } => {
+            let receive_mode = testnet::signal::ReceiveMode::parse(&receive_mode)
+                .with_context(|| format!("unknown receive mode {receive_mode}"))?;
+            let server = testnet::signal::SignalServer::start_with(testnet::signal::SignalConfig {
+                rpc,
+                control,
+                receive_mode,
+            })
+            .await?;
+            let mut stdout = std::io::stdout();
+            writeln!(
+                stdout,
+                "signal server listening on rpc={} control={}",
+                server.rpc_addr(),
+                server.control_url()
+            )
+            .and_then(|()| stdout.flush())
+            .context("cannot write to stdout")?;
             shutdown_signal().await?;
             tracing::info!("stopping");
             server.shutdown().await;

@@ -295,11 +295,13 @@ logging:
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        // The ping makes Synapse retry its queued transactions at once. Right after a restart
-        // Synapse may still hold a dead connection to the old process and answer
-        // M_CONNECTION_FAILED once; try again then.
+        // The ping only makes Synapse retry its queued transactions at once (ferry is already
+        // known to answer: see /health above). Right after a restart Synapse may still hold a
+        // dead pooled connection to the old process and answer M_CONNECTION_FAILED
+        // ("AlreadyCalled") for a while; its own backoff then retries anyway, so a failing
+        // nudge is reported, not fatal.
         let mut last = String::new();
-        for _ in 0..20 {
+        for _ in 0..40 {
             let ping = client
                 .post(format!(
                     "{}/_matrix/client/v1/appservice/{}/ping",
@@ -316,7 +318,9 @@ logging:
             last = ping.text().await.unwrap_or_default();
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        panic!("Synapse cannot reach ferry: {last}");
+        eprintln!(
+            "note: Synapse's appservice ping kept failing ({last}); relying on its own retries"
+        );
     }
 
     /// SIGKILL: no chance to clean up.
