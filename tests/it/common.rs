@@ -177,6 +177,23 @@ pub struct Ferry {
 impl Ferry {
     /// Writes the config for this slot and starts ferry.
     pub async fn start(slot: &Slot, backend: Backend, sim_url: &str) -> Ferry {
+        Self::start_with(slot, backend, sim_url, None).await
+    }
+
+    /// As `start`, with Signal enabled against the daemon at `signal` (`host:port`).
+    pub async fn start_with(
+        slot: &Slot,
+        backend: Backend,
+        sim_url: &str,
+        signal: Option<&str>,
+    ) -> Ferry {
+        let signal = match signal {
+            Some(addr) => format!(
+                "  signal:\n    enabled: true\n    daemon: tcp://{addr}\n    ghost_prefix: {}signal_\n    request_timeout_seconds: 10\n",
+                slot.prefix
+            ),
+            None => String::new(),
+        };
         let dir = std::env::temp_dir().join(format!("ferry-it-{}-{}", slot.index, random_suffix()));
         std::fs::create_dir_all(&dir).expect("test dir");
         let tag = random_suffix()[..8].to_owned();
@@ -215,7 +232,7 @@ networks:
     enabled: true
     server: {sim_url}
     ghost_prefix: {prefix}sim_
-metrics:
+{signal}metrics:
   enabled: true
   listen: 127.0.0.1:{metrics}
 logging:

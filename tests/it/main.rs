@@ -9,6 +9,7 @@ mod common;
 mod crash;
 mod drills;
 mod events;
+mod signal;
 
 /// Instantiates an async scenario `fn(Backend)` once per database backend.
 #[macro_export]

@@ -124,15 +124,24 @@ impl RpcClient {
         let mut line =
             json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string();
         line.push('\n');
-        let written = {
+        // Right after start (or a reconnect) the connection may be moments away: wait a little
+        // for it rather than failing a call that would succeed.
+        let connect_deadline = tokio::time::Instant::now() + timeout.min(Duration::from_secs(5));
+        let written = loop {
             let mut writer = self.writer.lock().await;
             match writer.as_mut() {
-                Some(w) => w
-                    .write_all(line.as_bytes())
-                    .await
-                    .and(w.flush().await)
-                    .map_err(|e| e.to_string()),
-                None => Err("not connected".to_owned()),
+                Some(w) => {
+                    break w
+                        .write_all(line.as_bytes())
+                        .await
+                        .and(w.flush().await)
+                        .map_err(|e| e.to_string());
+                }
+                None if tokio::time::Instant::now() < connect_deadline => {
+                    drop(writer);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                None => break Err("not connected".to_owned()),
             }
         };
         if let Err(err) = written {

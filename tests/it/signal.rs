@@ -1,0 +1,185 @@
+//! Signal through the signal-cli daemon simulator (testnet/SIGNAL_PROTOCOL.md): linking by QR
+//! code, messages both ways with styles, and a daemon restart mid-conversation with nothing lost.
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::{
+    both_backends,
+    common::{Backend, Ferry, Sim, Slot, User, WAIT, http},
+};
+
+const ACCOUNT: &str = "+15550001";
+const BOB: &str = "+15550002";
+
+async fn control(url: &str, method: Method, path: &str, body: Option<Value>) -> Value {
+    let mut request = http().request(method, format!("{url}{path}"));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("signal control");
+    let status = response.status();
+    let value = response.json().await.unwrap_or(Value::Null);
+    assert!(status.is_success(), "{path}: {status} {value}");
+    value
+}
+
+async fn sent_messages(url: &str) -> Vec<Value> {
+    let sent = control(
+        url,
+        Method::GET,
+        &format!("/control/accounts/{}/sent", crate::common::enc(ACCOUNT)),
+        None,
+    )
+    .await;
+    sent.as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["method"] == "send")
+        .cloned()
+        .collect()
+}
+
+async fn link_send_receive_and_survive_a_daemon_restart(backend: Backend) {
+    let slot = Slot::claim();
+    let sim = Sim::start().await;
+    let signal = testnet::signal::SignalServer::start("127.0.0.1:0")
+        .await
+        .expect("signal simulator");
+    let url = signal.control_url();
+    control(
+        &url,
+        Method::POST,
+        "/control/users",
+        Some(json!({"number": BOB, "givenName": "Bob"})),
+    )
+    .await;
+    let _ferry = Ferry::start_with(
+        &slot,
+        backend,
+        &sim.url(),
+        Some(&signal.rpc_addr().to_string()),
+    )
+    .await;
+    let bot = slot.bot();
+
+    // Link by QR: the bot shows the code as an image and as text; the "phone" scans it.
+    let user = User::register("sig").await;
+    let room = user.create_dm(&bot).await;
+    user.wait_message(&room, "welcome", |s, b| {
+        s == bot && b.contains("management room")
+    })
+    .await;
+    user.send_text(&room, "login signal").await;
+    let qr = user
+        .wait_event(&room, "the QR code image", |e| {
+            e["content"]["msgtype"] == "m.image"
+        })
+        .await;
+    assert_eq!(qr["content"]["info"]["mimetype"], "image/png");
+    let png = user
+        .download(qr["content"]["url"].as_str().expect("url"))
+        .await;
+    assert_eq!(&png[..4], b"\x89PNG");
+    let (_, text) = user
+        .wait_message(&room, "the link URI", |s, b| {
+            s == bot && b.contains("sgnl://linkdevice")
+        })
+        .await;
+    let uri = text
+        .lines()
+        .find(|l| l.starts_with("sgnl://"))
+        .expect("uri line")
+        .to_owned();
+    control(
+        &url,
+        Method::POST,
+        "/control/link",
+        Some(json!({"uri": uri, "number": ACCOUNT, "givenName": "Alice"})),
+    )
+    .await;
+    user.wait_message(&room, "the login", |s, b| {
+        s == bot && b.contains("Logged in to Signal")
+    })
+    .await;
+
+    // Bob writes first: a portal appears with his message, styled.
+    control(&url, Method::POST, &format!("/control/accounts/{}/message", crate::common::enc(ACCOUNT)), Some(json!({
+        "from": BOB, "message": "hello from Signal", "textStyles": [{"start": 6, "length": 4, "style": "BOLD"}]
+    }))).await;
+    let portal = user.wait_portals(1, &room).await[0].clone();
+    let event = user
+        .wait_event(&portal, "bob's message", |e| {
+            e["content"]["body"] == "hello from Signal"
+        })
+        .await;
+    let html = event["content"]["formatted_body"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        html.contains("<strong>from</strong>") || html.contains("<b>from</b>"),
+        "{html}"
+    );
+    assert!(
+        event["sender"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("signal_"),
+        "from bob's ghost: {event}"
+    );
+
+    // The Matrix reply goes out through the daemon to bob.
+    user.send_text(&portal, "hi bob, from Matrix").await;
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let sent = sent_messages(&url).await;
+        if let Some(call) = sent
+            .iter()
+            .find(|c| c["params"]["message"] == "hi bob, from Matrix")
+        {
+            let recipients = call["params"]["recipient"].to_string();
+            assert!(
+                recipients.contains('-') || recipients.contains(BOB),
+                "sent to bob: {call}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reply never reached the daemon: {sent:#?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    }
+
+    // The daemon restarts mid-conversation: messages sent meanwhile arrive once it is back.
+    control(&url, Method::POST, "/control/restart", Some(json!({}))).await;
+    for i in 0..3 {
+        control(
+            &url,
+            Method::POST,
+            &format!("/control/accounts/{}/message", crate::common::enc(ACCOUNT)),
+            Some(json!({"from": BOB, "message": format!("after restart {i}")})),
+        )
+        .await;
+    }
+    for i in 0..3 {
+        user.wait_event(&portal, "a message sent across the restart", |e| {
+            e["content"]["body"] == format!("after restart {i}")
+        })
+        .await;
+    }
+    let bodies: Vec<String> = user
+        .messages(&portal)
+        .await
+        .into_iter()
+        .map(|(_, _, b)| b)
+        .filter(|b| b.starts_with("after restart"))
+        .collect();
+    assert_eq!(
+        bodies,
+        ["after restart 0", "after restart 1", "after restart 2"],
+        "once each, in order"
+    );
+    signal.shutdown().await;
+}
+both_backends!(link_send_receive_and_survive_a_daemon_restart);
