@@ -240,6 +240,13 @@ impl std::fmt::Display for ConnectionState {
     }
 }
 
+/// Fills a `displayname_template` (`{name}`, `{id}`) from a remote profile.
+pub fn render_displayname(template: &str, user: &UserInfo) -> String {
+    template
+        .replace("{name}", &user.name)
+        .replace("{id}", user.id.as_str())
+}
+
 /// One remote login's live connection.
 #[async_trait]
 pub trait Session: Send + Sync {

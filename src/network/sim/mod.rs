@@ -53,10 +53,7 @@ impl Network for SimNetwork {
     }
 
     fn ghost_displayname(&self, user: &UserInfo) -> String {
-        self.config
-            .displayname_template
-            .replace("{name}", &user.name)
-            .replace("{id}", user.id.as_str())
+        crate::network::render_displayname(&self.config.displayname_template, user)
     }
 
     fn capabilities(&self) -> Capabilities {
