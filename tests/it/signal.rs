@@ -129,9 +129,9 @@ async fn link_send_receive_and_survive_a_daemon_restart(backend: Backend) {
     );
 
     // The Matrix reply goes out through the daemon to bob.
-    user.send_text(&portal, "hi bob, from Matrix").await;
+    let reply = user.send_text(&portal, "hi bob, from Matrix").await;
     let deadline = std::time::Instant::now() + WAIT;
-    loop {
+    let reply_ts = loop {
         let sent = sent_messages(&url).await;
         if let Some(call) = sent
             .iter()
@@ -142,14 +142,96 @@ async fn link_send_receive_and_survive_a_daemon_restart(backend: Backend) {
                 recipients.contains('-') || recipients.contains(BOB),
                 "sent to bob: {call}"
             );
-            break;
+            break call["timestamp"].as_i64().expect("send timestamp");
         }
         assert!(
             std::time::Instant::now() < deadline,
             "the reply never reached the daemon: {sent:#?}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    };
+
+    // Bob reacts to and quotes the Matrix message (Signal names it by the account's ACI), then
+    // edits and deletes his own.
+    let acct = crate::common::enc(ACCOUNT);
+    control(&url, Method::POST, &format!("/control/accounts/{acct}/reaction"),
+        Some(json!({"from": BOB, "emoji": "👍", "targetAuthor": ACCOUNT, "targetSentTimestamp": reply_ts}))).await;
+    let reaction = user
+        .wait_event(&portal, "bob's reaction", |e| e["type"] == "m.reaction")
+        .await;
+    assert_eq!(
+        reaction["content"]["m.relates_to"]["event_id"],
+        reply.as_str()
+    );
+    assert_eq!(reaction["content"]["m.relates_to"]["key"], "👍");
+    let quoted = control(&url, Method::POST, &format!("/control/accounts/{acct}/message"),
+        Some(json!({"from": BOB, "message": "quoting you", "quote": {"id": reply_ts, "author": ACCOUNT}}))).await;
+    let quote = user
+        .wait_event(&portal, "bob's quote", |e| {
+            e["content"]["body"] == "quoting you"
+        })
+        .await;
+    assert_eq!(
+        quote["content"]["m.relates_to"]["m.in_reply_to"]["event_id"],
+        reply.as_str()
+    );
+    let quoted_ts = quoted["timestamp"].as_i64().expect("timestamp");
+    control(&url, Method::POST, &format!("/control/accounts/{acct}/edit"),
+        Some(json!({"from": BOB, "targetSentTimestamp": quoted_ts, "message": "quoting you, edited"}))).await;
+    let edit = user
+        .wait_event(&portal, "bob's edit", |e| {
+            e["content"]["m.relates_to"]["rel_type"] == "m.replace"
+        })
+        .await;
+    assert_eq!(
+        edit["content"]["m.new_content"]["body"],
+        "quoting you, edited"
+    );
+    // A reaction from Matrix goes to Signal, naming bob's message.
+    let quote_id = quote["event_id"].as_str().expect("id").to_owned();
+    user.send_event(
+        &portal,
+        "m.reaction",
+        json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": quote_id, "key": "🎉"}}),
+    )
+    .await;
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let sent = control(
+            &url,
+            Method::GET,
+            &format!("/control/accounts/{acct}/sent"),
+            None,
+        )
+        .await;
+        if let Some(call) = sent
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["method"] == "sendReaction")
+        {
+            assert_eq!(call["params"]["emoji"], "🎉");
+            assert_eq!(call["params"]["targetTimestamp"], quoted_ts);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reaction never reached the daemon: {sent:#}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
     }
+    control(
+        &url,
+        Method::POST,
+        &format!("/control/accounts/{acct}/delete"),
+        Some(json!({"from": BOB, "targetSentTimestamp": quoted_ts})),
+    )
+    .await;
+    let id = quote_id.clone();
+    user.wait_event(&portal, "bob's deleted message to be redacted", move |e| {
+        e["event_id"] == id.as_str() && e["content"].as_object().is_some_and(|c| c.is_empty())
+    })
+    .await;
 
     // The daemon restarts mid-conversation: messages sent meanwhile arrive once it is back.
     control(&url, Method::POST, "/control/restart", Some(json!({}))).await;

@@ -17,8 +17,8 @@ use crate::{
     db::Db,
     network::{
         ChatChanges, ChatId, ChatInfo, ConnectionState, EventSink, LoginId, MediaStream,
-        MessageContent, MessageId, NetworkError, OutgoingMessage, RemoteEnvelope, RemoteUserId,
-        SentMessage, Session, UserInfo,
+        MessageContent, MessageId, NetworkError, OutgoingMessage, RemoteEnvelope, RemoteEvent,
+        RemoteUserId, SentMessage, Session, UserInfo,
         richtext::{EntityKind, FormattedText, MentionTarget, char_to_utf16_range},
     },
 };
@@ -45,6 +45,8 @@ struct Inner {
     sink: EventSink,
     state: Mutex<ConnectionState>,
     names: Mutex<HashMap<RemoteUserId, String>>,
+    /// The account's ACI, which others use to address its messages (ferry uses the number).
+    own_uuid: Mutex<Option<String>>,
 }
 
 impl SignalSession {
@@ -64,6 +66,7 @@ impl SignalSession {
             sink,
             state: Mutex::new(ConnectionState::Connecting),
             names: Mutex::default(),
+            own_uuid: Mutex::new(None),
         };
         Self {
             inner: Arc::new(inner),
@@ -79,7 +82,35 @@ impl Inner {
         self.sink.state(SIGNAL, self.account.clone(), state).await;
     }
 
+    /// Learns the account's own ACI (once), so references to its messages can be recognised.
+    async fn learn_own_uuid(&self) {
+        if self.own_uuid.lock().expect("uuid lock").is_some() {
+            return;
+        }
+        let params =
+            json!({"account": self.account.as_str(), "recipient": [self.account.as_str()]});
+        if let Ok(status) = self.rpc.call("getUserStatus", params).await {
+            let uuid = status
+                .get(0)
+                .and_then(|s| s.get("uuid"))
+                .and_then(JsonValue::as_str)
+                .map(str::to_owned);
+            *self.own_uuid.lock().expect("uuid lock") = uuid;
+        }
+    }
+
+    /// Message ids that name the account by its ACI are rewritten to name it by number, as
+    /// ferry's own sends are recorded.
+    fn canonical(&self, id: &MessageId) -> MessageId {
+        let uuid = self.own_uuid.lock().expect("uuid lock").clone();
+        match (uuid, wire::parse_message_id(id)) {
+            (Some(uuid), Some((ts, author))) if author == uuid => wire::message_id(ts, &self.me),
+            _ => id.clone(),
+        }
+    }
+
     async fn subscribe(&self) {
+        self.learn_own_uuid().await;
         match self
             .rpc
             .call(
@@ -121,7 +152,15 @@ impl Inner {
             }
         };
         let events = wire::envelope_events(&envelope, &self.me, &|id, hint| self.name_of(id, hint));
-        for event in events {
+        for mut event in events {
+            match &mut event {
+                RemoteEvent::Message { message, .. } => {
+                    message.reply_to = message.reply_to.as_ref().map(|r| self.canonical(r));
+                }
+                RemoteEvent::Reaction { target, .. } => *target = self.canonical(target),
+                RemoteEvent::Read { up_to, .. } => *up_to = self.canonical(up_to),
+                _ => {}
+            }
             let chat_kind = wire::chat_kind(event.chat());
             let envelope = RemoteEnvelope {
                 network: SIGNAL,
