@@ -233,6 +233,82 @@ async fn link_send_receive_and_survive_a_daemon_restart(backend: Backend) {
     })
     .await;
 
+    // Attachments both ways, bytes intact; typing and read receipts from bob.
+    use base64::Engine as _;
+    let photo = vec![0x89, b'P', b'N', b'G', 1, 2, 3];
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&photo);
+    control(&url, Method::POST, &format!("/control/accounts/{acct}/message"), Some(json!({"from": BOB, "message": "a photo",
+        "attachments": [{"contentType": "image/png", "filename": "p.png", "data": b64, "width": 2, "height": 1}]}))).await;
+    let image = user
+        .wait_event(&portal, "bob's photo", |e| {
+            e["content"]["msgtype"] == "m.image"
+        })
+        .await;
+    assert_eq!(image["content"]["info"]["mimetype"], "image/png");
+    assert_eq!(image["content"]["body"], "a photo");
+    assert_eq!(
+        user.download(image["content"]["url"].as_str().expect("url"))
+            .await,
+        photo
+    );
+    let file = b"notes for bob".to_vec();
+    let mxc = user.upload("text/plain", file.clone()).await;
+    user.send_event(
+        &portal,
+        "m.room.message",
+        json!({"msgtype": "m.file", "body": "notes.txt", "url": mxc,
+        "info": {"mimetype": "text/plain", "size": file.len()}}),
+    )
+    .await;
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let sent = sent_messages(&url).await;
+        if let Some(att) = sent
+            .iter()
+            .filter_map(|c| c["attachments"].as_array())
+            .flatten()
+            .find(|a| a["filename"] == "notes.txt")
+        {
+            assert_eq!(att["contentType"], "text/plain");
+            assert_eq!(
+                att["data"],
+                base64::engine::general_purpose::STANDARD.encode(&file)
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the file never reached the daemon: {sent:#?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    }
+    control(
+        &url,
+        Method::POST,
+        &format!("/control/accounts/{acct}/typing"),
+        Some(json!({"from": BOB})),
+    )
+    .await;
+    user.wait_ephemeral(&portal, "bob typing", |e| {
+        e["type"] == "m.typing"
+            && e["content"]["user_ids"]
+                .as_array()
+                .is_some_and(|u| !u.is_empty())
+    })
+    .await;
+    control(
+        &url,
+        Method::POST,
+        &format!("/control/accounts/{acct}/receipt"),
+        Some(json!({"from": BOB, "type": "read", "timestamps": [reply_ts]})),
+    )
+    .await;
+    let reply_id = reply.clone();
+    user.wait_ephemeral(&portal, "bob's read receipt", move |e| {
+        e["type"] == "m.receipt" && e["content"][reply_id.as_str()]["m.read"].is_object()
+    })
+    .await;
+
     // The daemon restarts mid-conversation: messages sent meanwhile arrive once it is back.
     control(&url, Method::POST, "/control/restart", Some(json!({}))).await;
     for i in 0..3 {
