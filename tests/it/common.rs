@@ -819,6 +819,23 @@ impl User {
     }
 }
 
+/// Fetches until `done` holds for the answer; fails with `what` and the last answer after WAIT.
+pub async fn poll(
+    what: &str,
+    mut fetch: impl AsyncFnMut() -> Value,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let value = fetch().await;
+        if done(&value) {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "{what}: {value}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 pub fn enc(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }

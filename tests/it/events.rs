@@ -290,18 +290,12 @@ async fn every_event_kind_both_ways(backend: Backend) {
         json!({}),
     )
     .await;
-    let deadline = std::time::Instant::now() + crate::common::WAIT;
-    loop {
-        let r = sim.control(Method::GET, &reactions_path, None).await;
-        if r["reactions"].as_array().is_some_and(|a| a.is_empty()) {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "reaction removal never reached sim: {r}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    crate::common::poll(
+        "reaction removal never reached sim",
+        async || sim.control(Method::GET, &reactions_path, None).await,
+        |r| r["reactions"].as_array().is_some_and(|a| a.is_empty()),
+    )
+    .await;
 
     // --- Read receipts and typing both ways.
     sim.control(
@@ -327,20 +321,15 @@ async fn every_event_kind_both_ways(backend: Backend) {
         Some(json!({})),
     )
     .await;
-    let deadline = std::time::Instant::now() + crate::common::WAIT;
-    loop {
-        let r = sim
-            .control(Method::GET, &format!("/control/chats/{dm}/read"), None)
-            .await;
-        if r["read"]["alice"] == m1["id"] {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "receipt never reached sim: {r}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    crate::common::poll(
+        "receipt never reached sim",
+        async || {
+            sim.control(Method::GET, &format!("/control/chats/{dm}/read"), None)
+                .await
+        },
+        |r| r["read"]["alice"] == m1["id"],
+    )
+    .await;
     sim.control(
         Method::POST,
         &format!("/control/chats/{dm}/typing"),
@@ -364,23 +353,19 @@ async fn every_event_kind_both_ways(backend: Backend) {
         json!({"typing": true, "timeout": 10000}),
     )
     .await;
-    let deadline = std::time::Instant::now() + crate::common::WAIT;
-    loop {
-        let r = sim
-            .control(Method::GET, &format!("/control/chats/{dm}/typing"), None)
-            .await;
-        if r["typing"]
-            .as_array()
-            .is_some_and(|a| a.iter().any(|x| x == "alice"))
-        {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "typing never reached sim: {r}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    crate::common::poll(
+        "typing never reached sim",
+        async || {
+            sim.control(Method::GET, &format!("/control/chats/{dm}/typing"), None)
+                .await
+        },
+        |r| {
+            r["typing"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x == "alice"))
+        },
+    )
+    .await;
 
     // --- Presence.
     sim.control(
@@ -389,24 +374,19 @@ async fn every_event_kind_both_ways(backend: Backend) {
         Some(json!({"user_id": "bob", "presence": "online"})),
     )
     .await;
-    let deadline = std::time::Instant::now() + crate::common::WAIT;
-    loop {
-        let p = user
-            .call(
+    crate::common::poll(
+        "presence never reached Matrix",
+        async || {
+            user.call(
                 Method::GET,
                 &format!("/_matrix/client/v3/presence/{}/status", enc(&ghost_bob)),
                 None,
             )
-            .await;
-        if p["presence"] == "online" {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "presence never reached Matrix: {p}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
-    }
+            .await
+        },
+        |p| p["presence"] == "online",
+    )
+    .await;
 
     // --- Media both ways: bytes and metadata.
     let image = vec![0x89, b'P', b'N', b'G', 1, 2, 3, 4, 5];
@@ -621,20 +601,15 @@ async fn every_event_kind_both_ways(backend: Backend) {
         json!({"topic": "from Matrix"}),
     )
     .await;
-    let deadline = std::time::Instant::now() + crate::common::WAIT;
-    loop {
-        let chat = sim
-            .control(Method::GET, &format!("/control/chats/{group}"), None)
-            .await;
-        if chat["topic"] == "from Matrix" {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "topic never reached sim: {chat}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    crate::common::poll(
+        "topic never reached sim",
+        async || {
+            sim.control(Method::GET, &format!("/control/chats/{group}"), None)
+                .await
+        },
+        |chat| chat["topic"] == "from Matrix",
+    )
+    .await;
 
     // --- Relay mode: a Matrix user without a login is relayed with their name.
     let guest = User::register("guest").await;
