@@ -41,7 +41,9 @@ from pathlib import Path
 
 SYNAPSE_VERSION = "1.163.2"
 SERVER_NAME = "localhost"
-SLOT_BASE_PORT = 29400
+# First port of the test slots' appservice listeners (metrics at +1000). FERRY_TEST_SLOT_BASE
+# moves them so that two checkouts can run their tests side by side.
+SLOT_BASE_PORT = int(os.environ.get("FERRY_TEST_SLOT_BASE", "29400"))
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 VENV = Path(os.environ.get("FERRY_SYNAPSE_VENV") or REPO_ROOT / ".venv" / "synapse")

@@ -11,6 +11,8 @@
 #   FERRY_TEST_HS_PORT    Synapse port (default 18008)
 #   FERRY_TEST_PG_PORT    PostgreSQL port (default 15433)
 #   FERRY_TEST_SKIP_LINT  1 = skip cargo fmt and cargo clippy
+#   FERRY_TEST_SLOT_BASE  first port of the test slots' appservice listeners (default 29400;
+#                         metrics at +1000): set it to run two checkouts side by side
 #
 # Exported to the tests: FERRY_TEST_HS_URL, FERRY_TEST_SERVER_NAME,
 # FERRY_TEST_REG_SECRET, FERRY_TEST_SLOTS_DIR, FERRY_TEST_PG_URL,
