@@ -38,10 +38,11 @@ enum Command {
     DeletePortal,
     DeleteAllPortals,
     SetManagementRoom,
+    Trust,
 }
 
 impl Command {
-    const ALL: [Self; 16] = [
+    const ALL: [Self; 17] = [
         Self::Help,
         Self::Version,
         Self::Login,
@@ -58,6 +59,7 @@ impl Command {
         Self::DeletePortal,
         Self::DeleteAllPortals,
         Self::SetManagementRoom,
+        Self::Trust,
     ];
 
     fn parse(word: &str) -> Option<Self> {
@@ -78,6 +80,7 @@ impl Command {
             "delete-portal" => Self::DeletePortal,
             "delete-all-portals" => Self::DeleteAllPortals,
             "set-management-room" => Self::SetManagementRoom,
+            "trust" => Self::Trust,
             _ => return None,
         })
     }
@@ -120,6 +123,10 @@ impl Command {
             Self::SetManagementRoom => {
                 ("set-management-room", "make this room your management room")
             }
+            Self::Trust => (
+                "trust [network] <identifier>",
+                "accept a contact's new safety number after comparing it",
+            ),
         }
     }
 
@@ -138,7 +145,8 @@ impl Command {
             | Self::ResolveIdentifier
             | Self::CreateGroup
             | Self::SetRelay
-            | Self::UnsetRelay => PermissionLevel::User,
+            | Self::UnsetRelay
+            | Self::Trust => PermissionLevel::User,
             Self::DeletePortal | Self::DeleteAllPortals => PermissionLevel::Admin,
         }
     }
@@ -255,6 +263,22 @@ impl Bridge {
                 Err(reply) => reply,
             },
             Command::CreateGroup => self.create_group_command(user, args).await,
+            Command::Trust => match self.pick_login(user, args) {
+                Ok((login, identifier)) => {
+                    match login
+                        .session
+                        .trust_identity(&crate::network::RemoteUserId::new(identifier))
+                        .await
+                    {
+                        Ok(()) => format!(
+                            "The new safety number of `{identifier}` is trusted on {}; send your message again.",
+                            login.network
+                        ),
+                        Err(err) => format!("Cannot trust `{identifier}`: {err}"),
+                    }
+                }
+                Err(reply) => reply,
+            },
             Command::SetRelay => {
                 self.relay_command(user, room, args.first().copied(), true)
                     .await

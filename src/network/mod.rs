@@ -328,6 +328,10 @@ pub trait Session: Send + Sync {
     async fn resolve_identifier(&self, _identifier: &str) -> Result<UserInfo, NetworkError> {
         Err(NetworkError::Unsupported("looking up users"))
     }
+    /// Accepts a contact's changed identity key (safety number) after the user compared it.
+    async fn trust_identity(&self, _user: &RemoteUserId) -> Result<(), NetworkError> {
+        Err(NetworkError::Unsupported("trusting safety numbers"))
+    }
     /// Opens (or finds) the DM with a user.
     async fn start_dm(&self, _user: &RemoteUserId) -> Result<ChatInfo, NetworkError> {
         Err(NetworkError::Unsupported("starting chats"))

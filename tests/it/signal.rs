@@ -11,6 +11,8 @@ use crate::{
 
 const ACCOUNT: &str = "+15550001";
 const BOB: &str = "+15550002";
+const CAROL: &str = "+15550003";
+const DAVE: &str = "+15550004";
 
 async fn control(url: &str, method: Method, path: &str, body: Option<Value>) -> Value {
     let mut request = http().request(method, format!("{url}{path}"));
@@ -341,3 +343,314 @@ async fn link_send_receive_and_survive_a_daemon_restart(backend: Backend) {
     signal.shutdown().await;
 }
 both_backends!(link_send_receive_and_survive_a_daemon_restart);
+
+/// Polls the account's outgoing daemon calls until one of `method` satisfies `pred`.
+async fn wait_sent(url: &str, what: &str, method: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let path = format!("/control/accounts/{}/sent", crate::common::enc(ACCOUNT));
+    let calls = crate::common::poll(
+        what,
+        async || control(url, Method::GET, &path, None).await,
+        |sent| {
+            sent.as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["method"] == method && pred(c))
+        },
+    )
+    .await;
+    calls
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["method"] == method && pred(c))
+        .cloned()
+        .expect("found")
+}
+
+/// A room state event's content, if set.
+async fn state(user: &User, room: &str, kind: &str) -> Value {
+    let path = format!(
+        "/_matrix/client/v3/rooms/{}/state/{kind}/",
+        crate::common::enc(room)
+    );
+    user.call(Method::GET, &path, None).await
+}
+
+async fn power_of(user: &User, room: &str, who: &str) -> i64 {
+    state(user, room, "m.room.power_levels").await["users"][who]
+        .as_i64()
+        .unwrap_or(0)
+}
+
+/// Logs a Matrix user in to an account signal-cli already has; returns the management room.
+async fn existing_login(slot: &Slot, user: &User) -> String {
+    let bot = slot.bot();
+    let room = user.create_dm(&bot).await;
+    user.wait_message(&room, "welcome", |s, b| {
+        s == bot && b.contains("management room")
+    })
+    .await;
+    user.command(&room, &bot, "login signal existing", "phone number")
+        .await;
+    user.command(&room, &bot, ACCOUNT, "Logged in to Signal")
+        .await;
+    room
+}
+
+/// Groups v2 both ways (details, picture, members, admins as power levels, changes re-read from
+/// `listGroups`), contacts' profile names and pictures on ghosts, typing and read receipts from
+/// Matrix, and a changed safety number announced and then trusted.
+async fn groups_profiles_receipts_and_safety_numbers(backend: Backend) {
+    let slot = Slot::claim();
+    let sim = Sim::start().await;
+    let signal = testnet::signal::SignalServer::start("127.0.0.1:0")
+        .await
+        .expect("signal simulator");
+    let url = signal.control_url();
+    use base64::Engine as _;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let carol_png = b"\x89PNG carol".to_vec();
+    let group_png = b"\x89PNG hikers".to_vec();
+    let mut uuids = std::collections::BTreeMap::new();
+    for (number, name, avatar) in [
+        (BOB, "Bob", None),
+        (CAROL, "Carol", Some(b64(&carol_png))),
+        (DAVE, "Dave", None),
+    ] {
+        let mut body = json!({"number": number, "givenName": name});
+        if let Some(avatar) = avatar {
+            body["avatar"] = json!(avatar);
+        }
+        let made = control(&url, Method::POST, "/control/users", Some(body)).await;
+        uuids.insert(number, made["uuid"].as_str().expect("uuid").to_owned());
+    }
+    control(
+        &url,
+        Method::POST,
+        "/control/accounts",
+        Some(json!({"number": ACCOUNT, "givenName": "Alice"})),
+    )
+    .await;
+    let _ferry = Ferry::start_with(
+        &slot,
+        backend,
+        &sim.url(),
+        Some(&signal.rpc_addr().to_string()),
+    )
+    .await;
+    let user = User::register("sigg").await;
+    let management = existing_login(&slot, &user).await;
+    let acct = crate::common::enc(ACCOUNT);
+
+    // A DM portal; typing and a read receipt from Matrix reach bob through the daemon.
+    let hello = control(
+        &url,
+        Method::POST,
+        &format!("/control/accounts/{acct}/message"),
+        Some(json!({"from": BOB, "message": "hello alice"})),
+    )
+    .await;
+    let hello_ts = hello["timestamp"].as_i64().expect("timestamp");
+    let dm = user.wait_portals(1, &management).await[0].clone();
+    let hello_event = user
+        .wait_event(&dm, "bob's message", |e| {
+            e["content"]["body"] == "hello alice"
+        })
+        .await;
+    let typing_path = format!(
+        "/_matrix/client/v3/rooms/{}/typing/{}",
+        crate::common::enc(&dm),
+        crate::common::enc(&user.user_id)
+    );
+    user.put(&typing_path, json!({"typing": true, "timeout": 20000}))
+        .await;
+    let typing = wait_sent(&url, "typing sent to bob", "sendTyping", |c| {
+        c["params"]["stop"] == false
+    })
+    .await;
+    assert!(
+        typing["params"]["recipient"]
+            .to_string()
+            .contains(&uuids[BOB])
+            || typing["params"]["recipient"].to_string().contains(BOB),
+        "{typing}"
+    );
+    user.put(&typing_path, json!({"typing": false})).await;
+    wait_sent(&url, "typing stopped", "sendTyping", |c| {
+        c["params"]["stop"] == true
+    })
+    .await;
+    user.call(
+        Method::POST,
+        &format!(
+            "/_matrix/client/v3/rooms/{}/receipt/m.read/{}",
+            crate::common::enc(&dm),
+            crate::common::enc(hello_event["event_id"].as_str().expect("id"))
+        ),
+        Some(json!({})),
+    )
+    .await;
+    let receipt = wait_sent(&url, "read receipt sent to bob", "sendReceipt", |_| true).await;
+    assert_eq!(receipt["params"]["type"], "read");
+    assert_eq!(receipt["params"]["targetTimestamp"], json!([hello_ts]));
+
+    // Bob makes a group with a picture: a portal with its name, topic, picture, members and
+    // bob (admin) at power level 50; carol's ghost has her profile name and picture.
+    let made = control(
+        &url,
+        Method::POST,
+        "/control/groups",
+        Some(
+            json!({"by": BOB, "name": "Hikers", "description": "Trails", "avatar": b64(&group_png),
+            "members": [BOB, ACCOUNT, CAROL], "admins": [BOB]}),
+        ),
+    )
+    .await;
+    let group_id = made["groupId"].as_str().expect("group id").to_owned();
+    let rooms = user.wait_portals(2, &management).await;
+    let group = rooms
+        .into_iter()
+        .find(|r| r != &dm)
+        .expect("the group portal");
+    crate::common::poll(
+        "the group's name",
+        async || json!(user.room_name(&group).await),
+        |n| n == "Hikers",
+    )
+    .await;
+    assert_eq!(
+        state(&user, &group, "m.room.topic").await["topic"],
+        "Trails"
+    );
+    let avatar_url = crate::common::poll(
+        "the group's picture",
+        async || state(&user, &group, "m.room.avatar").await,
+        |a| a["url"].is_string(),
+    )
+    .await;
+    assert_eq!(
+        user.download(avatar_url["url"].as_str().expect("url"))
+            .await,
+        group_png
+    );
+    let ghost_of = |number: &str| slot.ghost(&uuids[number]).replacen("sim_", "signal_", 1);
+    let members = user
+        .wait_members(&group, "bob and carol", |m| {
+            m.contains(&ghost_of(BOB)) && m.contains(&ghost_of(CAROL))
+        })
+        .await;
+    assert!(!members.contains(&ghost_of(DAVE)), "{members:?}");
+    assert_eq!(power_of(&user, &group, &ghost_of(BOB)).await, 50);
+    assert_eq!(power_of(&user, &group, &ghost_of(CAROL)).await, 0);
+    let carol_name = user.displayname(&ghost_of(CAROL)).await.unwrap_or_default();
+    assert!(carol_name.contains("Carol"), "{carol_name}");
+    let (carol_avatar, _) = user
+        .avatar(&ghost_of(CAROL))
+        .await
+        .expect("carol's picture");
+    assert_eq!(carol_avatar, carol_png);
+
+    // Bob renames it, adds dave as admin and removes carol: re-read from listGroups.
+    control(&url, Method::POST, "/control/groups/update", Some(json!({"groupId": group_id, "by": BOB,
+        "name": "Peak baggers", "description": "Summits", "addMembers": [DAVE], "removeMembers": [CAROL],
+        "addAdmins": [DAVE]}))).await;
+    crate::common::poll(
+        "the new name",
+        async || json!(user.room_name(&group).await),
+        |n| n == "Peak baggers",
+    )
+    .await;
+    assert_eq!(
+        state(&user, &group, "m.room.topic").await["topic"],
+        "Summits"
+    );
+    user.wait_members(&group, "dave in, carol out", |m| {
+        m.contains(&ghost_of(DAVE)) && !m.contains(&ghost_of(CAROL))
+    })
+    .await;
+    crate::common::poll(
+        "dave an admin",
+        async || json!(power_of(&user, &group, &ghost_of(DAVE)).await),
+        |l| l == 50,
+    )
+    .await;
+    control(
+        &url,
+        Method::POST,
+        "/control/groups/update",
+        Some(json!({"groupId": group_id, "by": BOB,
+        "removeAdmins": [DAVE]})),
+    )
+    .await;
+    crate::common::poll(
+        "dave no longer an admin",
+        async || json!(power_of(&user, &group, &ghost_of(DAVE)).await),
+        |l| l == 0,
+    )
+    .await;
+
+    // Matrix renames the room: the group is renamed through updateGroup.
+    user.put(
+        &format!(
+            "/_matrix/client/v3/rooms/{}/state/m.room.name/",
+            crate::common::enc(&group)
+        ),
+        json!({"name": "Named in Matrix"}),
+    )
+    .await;
+    let update = wait_sent(&url, "the rename", "updateGroup", |c| {
+        c["params"]["name"] == "Named in Matrix"
+    })
+    .await;
+    assert_eq!(update["params"]["groupId"], group_id.as_str());
+
+    // Bob's safety number changes: the send fails with a notice naming him and the way on;
+    // `trust` accepts the new key and the next message goes through.
+    control(
+        &url,
+        Method::POST,
+        "/control/users/identity",
+        Some(json!({"number": BOB})),
+    )
+    .await;
+    let refused = user.send_text(&dm, "are you there?").await;
+    let bot = slot.bot();
+    let (_, notice) = user
+        .wait_message(&dm, "the safety-number notice", |s, b| {
+            s == bot && b.contains("safety number")
+        })
+        .await;
+    assert!(notice.contains("Bob"), "{notice}");
+    assert!(notice.contains("trust signal"), "{notice}");
+    let status = user
+        .wait_event(&dm, "the failed status", |e| {
+            e["type"] == "com.beeper.message_send_status"
+                && e["content"]["m.relates_to"]["event_id"] == refused.as_str()
+        })
+        .await;
+    assert_eq!(status["content"]["status"], "FAIL_PERMANENT");
+    assert!(
+        status["content"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("safety number"),
+        "{status}"
+    );
+    let command = notice
+        .split('`')
+        .find(|p| p.starts_with("trust signal"))
+        .expect("the command in the notice")
+        .to_owned();
+    user.command(&management, &bot, &command, "is trusted")
+        .await;
+    user.send_text(&dm, "now it works").await;
+    wait_sent(&url, "the message after trusting", "send", |c| {
+        c["params"]["message"] == "now it works"
+    })
+    .await;
+    signal.shutdown().await;
+}
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_profiles_receipts_and_safety_numbers_sqlite() {
+    groups_profiles_receipts_and_safety_numbers(Backend::Sqlite).await;
+}

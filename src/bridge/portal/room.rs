@@ -79,6 +79,39 @@ impl Bridge {
                     .await?;
             }
         }
+        if info.kind == ChatKind::Group {
+            self.demote_former_admins(&room, login, info).await?;
+        }
+        Ok(())
+    }
+
+    /// Ghosts that hold the admin level but are no longer remote admins lose it.
+    async fn demote_former_admins(
+        &self,
+        room: &RoomId,
+        login: &LoginHandle,
+        info: &ChatInfo,
+    ) -> Result<(), BridgeError> {
+        let levels = self
+            .intents
+            .state(room, "m.room.power_levels", "")
+            .await?
+            .unwrap_or_default();
+        for member in &info.members {
+            if info.admins.contains(&member.id) || login.own_user() == &member.id {
+                continue;
+            }
+            let Some(user) = self.member_mxid(login, &member.id)? else {
+                continue;
+            };
+            let level = levels
+                .get("users")
+                .and_then(|u| u.get(user.as_str()))
+                .and_then(serde_json::Value::as_i64);
+            if level == Some(ADMIN_LEVEL) {
+                self.intents.set_power_level(room, &user, 0).await?;
+            }
+        }
         Ok(())
     }
 

@@ -10,9 +10,14 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use futures_util::StreamExt;
 use serde_json::{Value as JsonValue, json};
+use sha2::Digest as _;
 use tokio::{sync::mpsc, task::JoinHandle};
 
-use super::{SIGNAL, link_error, rpc::RpcClient, target_params, wire};
+use super::{
+    SIGNAL, link_error,
+    rpc::{RpcClient, RpcError},
+    target_params, wire,
+};
 use crate::{
     db::Db,
     network::{
@@ -44,7 +49,8 @@ struct Inner {
     me: RemoteUserId,
     sink: EventSink,
     state: Mutex<ConnectionState>,
-    names: Mutex<HashMap<RemoteUserId, String>>,
+    /// Profiles learned from `listContacts` and envelopes (names and avatar ids).
+    names: Mutex<HashMap<RemoteUserId, UserInfo>>,
     /// The account's ACI, which others use to address its messages (ferry uses the number).
     own_uuid: Mutex<Option<String>>,
 }
@@ -111,6 +117,7 @@ impl Inner {
 
     async fn subscribe(&self) {
         self.learn_own_uuid().await;
+        self.refresh_contacts().await;
         match self
             .rpc
             .call(
@@ -131,15 +138,157 @@ impl Inner {
 
     fn name_of(&self, id: &RemoteUserId, hint: Option<&str>) -> UserInfo {
         let mut names = self.names.lock().expect("names lock");
-        if let Some(hint) = hint.filter(|h| !h.trim().is_empty()) {
-            names.insert(id.clone(), hint.to_owned());
-        }
-        let name = names.get(id).cloned().unwrap_or_else(|| id.to_string());
-        UserInfo {
+        let entry = names.entry(id.clone()).or_insert_with(|| UserInfo {
             id: id.clone(),
-            name,
+            name: id.to_string(),
             avatar: None,
+        });
+        if let Some(hint) = hint.filter(|h| !h.trim().is_empty()) {
+            hint.clone_into(&mut entry.name);
         }
+        entry.clone()
+    }
+
+    /// Remembers a profile as `listContacts` describes it (name and avatar).
+    fn learn_profile(&self, info: &UserInfo) {
+        self.names
+            .lock()
+            .expect("names lock")
+            .insert(info.id.clone(), info.clone());
+    }
+
+    /// Reads every known recipient's profile (best effort), so ghosts get names and pictures.
+    async fn refresh_contacts(&self) {
+        let params = json!({"account": self.account.as_str(), "allRecipients": true});
+        match self.rpc.call("listContacts", params).await {
+            Ok(contacts) => {
+                let contacts: Vec<wire::Contact> =
+                    serde_json::from_value(contacts).unwrap_or_default();
+                for info in contacts.iter().filter_map(wire::Contact::info) {
+                    self.learn_profile(&info);
+                }
+            }
+            Err(err) => tracing::debug!(%err, "cannot list Signal contacts now"),
+        }
+    }
+
+    /// The group's picture id: signal-cli lists none, so the picture is read and hashed.
+    async fn group_avatar(&self, group: &str) -> Option<String> {
+        let params = json!({"account": self.account.as_str(), "groupId": group});
+        let data = self.rpc.call("getAvatar", params).await.ok()?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(data.get("data")?.as_str()?)
+            .ok()?;
+        let digest = sha2::Sha256::digest(&bytes);
+        let version: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        Some(wire::group_avatar_id(group, &version))
+    }
+
+    fn members_key(&self, group: &str) -> String {
+        format!("signal/{}/group-members/{group}", self.account.as_str())
+    }
+
+    /// The group's current state as events: its details and members (`Chat`), and a
+    /// `MemberLeft` for everyone who was a member when ferry last looked. The member list is
+    /// kept in the database so leaves while ferry was down are noticed too.
+    async fn group_events(&self, group: &wire::Group) -> Vec<RemoteEvent> {
+        let chat = wire::group_chat(&group.id);
+        let key = self.members_key(&group.id);
+        let before: Vec<String> = match self.db.kv_get(&key).await {
+            Ok(Some(raw)) => serde_json::from_str(&raw).unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        let mut events = Vec::new();
+        if group.is_member == Some(false) {
+            if !before.is_empty() {
+                events.push(RemoteEvent::MemberLeft {
+                    chat,
+                    user: self.me.clone(),
+                });
+            }
+            let _ = self.db.kv_set(&key, "[]").await;
+            return events;
+        }
+        let unknown = group
+            .members
+            .iter()
+            .filter_map(wire::Member::id)
+            .any(|id| !self.names.lock().expect("names lock").contains_key(&id));
+        if unknown {
+            // New faces: their profiles (names, pictures) first.
+            self.refresh_contacts().await;
+        }
+        let mut info = group.info(&|id| self.name_of(id, None));
+        info.avatar = self.group_avatar(&group.id).await;
+        let now: Vec<String> = info.members.iter().map(|m| m.id.to_string()).collect();
+        events.push(RemoteEvent::Chat(info));
+        for gone in before.iter().filter(|b| !now.contains(b)) {
+            events.push(RemoteEvent::MemberLeft {
+                chat: chat.clone(),
+                user: RemoteUserId::new(gone.as_str()),
+            });
+        }
+        if before != now
+            && let Err(err) = self.db.kv_set(&key, &json!(now).to_string()).await
+        {
+            tracing::warn!(%err, "cannot store a Signal group's members");
+        }
+        events
+    }
+
+    /// Re-reads groups (all, or one) from the daemon, retrying a few times when it is away.
+    async fn read_groups(&self, only: Option<&str>) -> Option<Vec<wire::Group>> {
+        let mut params = json!({"account": self.account.as_str()});
+        if let Some(group) = only {
+            params["groupId"] = json!([group]);
+        }
+        for attempt in 0..5u64 {
+            match self.rpc.call("listGroups", params.clone()).await {
+                Ok(groups) => match serde_json::from_value(groups) {
+                    Ok(groups) => return Some(groups),
+                    Err(err) => {
+                        tracing::warn!(%err, "signal-cli's listGroups answer has an unexpected shape");
+                        return None;
+                    }
+                },
+                Err(err) => {
+                    tracing::warn!(%err, attempt, "cannot read Signal groups");
+                    tokio::time::sleep(std::time::Duration::from_millis(500 * (attempt + 1))).await;
+                }
+            }
+        }
+        None
+    }
+
+    /// Hands events made by ferry (not stored in the inbox) to the bridge.
+    async fn emit(&self, events: Vec<RemoteEvent>) -> bool {
+        for event in events {
+            let envelope = RemoteEnvelope {
+                network: SIGNAL,
+                login: self.account.clone(),
+                chat_kind: wire::chat_kind(event.chat()),
+                checkpoint: None,
+                event,
+            };
+            if !self.sink.event(envelope).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Brings every group portal in line with `listGroups` (on each connect).
+    async fn sync_groups(&self) -> bool {
+        let Some(groups) = self.read_groups(None).await else {
+            return true;
+        };
+        for group in &groups {
+            let events = self.group_events(group).await;
+            if !self.emit(events).await {
+                return false;
+            }
+        }
+        true
     }
 
     /// Hands one stored envelope to the bridge. Returns false when the bridge is gone.
@@ -151,7 +300,17 @@ impl Inner {
                 return true;
             }
         };
-        let events = wire::envelope_events(&envelope, &self.me, &|id, hint| self.name_of(id, hint));
+        let mut events =
+            wire::envelope_events(&envelope, &self.me, &|id, hint| self.name_of(id, hint));
+        if let Some(group) = wire::group_update(&envelope) {
+            // The envelope says only that the group changed: its new state comes from the daemon.
+            if let Some(groups) = self.read_groups(Some(group)).await {
+                match groups.iter().find(|g| g.id == group) {
+                    Some(g) => events.extend(self.group_events(g).await),
+                    None => tracing::warn!("a changed Signal group is not listed; skipped"),
+                }
+            }
+        }
         for mut event in events {
             match &mut event {
                 RemoteEvent::Message { message, .. } => {
@@ -203,9 +362,17 @@ impl Inner {
             }
         }
         self.subscribe().await;
+        if !self.sync_groups().await {
+            return;
+        }
         while let Some(item) = feed.recv().await {
             match item {
-                Feed::Connected => self.subscribe().await,
+                Feed::Connected => {
+                    self.subscribe().await;
+                    if !self.sync_groups().await {
+                        return;
+                    }
+                }
                 Feed::Disconnected(why) => {
                     self.set_state(ConnectionState::TransientDisconnect(why))
                         .await
@@ -234,7 +401,38 @@ impl Inner {
     }
 
     async fn call(&self, method: &str, params: JsonValue) -> Result<JsonValue, NetworkError> {
-        self.rpc.call(method, params).await.map_err(link_error)
+        match self.rpc.call(method, params).await {
+            Ok(result) => Ok(result),
+            Err(RpcError::Remote { code: -4, data, .. }) => Err(self.untrusted(data.as_ref())),
+            Err(err) => Err(link_error(err)),
+        }
+    }
+
+    /// The refusal for a send that failed because a recipient's safety number changed (-4):
+    /// who it was, and how the user goes on.
+    fn untrusted(&self, data: Option<&JsonValue>) -> NetworkError {
+        let who: Vec<(String, String)> = wire::untrusted_recipients(data)
+            .into_iter()
+            .map(|id| (self.name_of(&id, None).name, id.to_string()))
+            .collect();
+        let names = if who.is_empty() {
+            "a recipient".to_owned()
+        } else {
+            who.iter()
+                .map(|(name, _)| name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let command = who
+            .first()
+            .map_or("trust signal <number>".to_owned(), |(_, id)| {
+                format!("trust signal {id}")
+            });
+        NetworkError::Rejected(format!(
+            "the safety number of {names} has changed, so Signal did not deliver this. \
+             Compare the new safety number with them (Signal app: open the chat, view the safety \
+             number), then send `{command}` to the bridge bot and send your message again."
+        ))
     }
 }
 
@@ -298,7 +496,7 @@ impl Session for SignalSession {
         let mut chats = Vec::new();
         for contact in &contacts {
             let Some(info) = contact.info() else { continue };
-            self.inner.name_of(&info.id, Some(&info.name));
+            self.inner.learn_profile(&info);
             if info.id == self.inner.me {
                 continue;
             }
@@ -416,13 +614,17 @@ impl Session for SignalSession {
     }
 
     async fn download_media(&self, id: &str) -> Result<MediaStream, NetworkError> {
-        let result = self
-            .inner
-            .call(
-                "getAttachment",
-                json!({"account": self.inner.account.as_str(), "id": id}),
-            )
-            .await?;
+        let account = self.inner.account.as_str();
+        let (method, params) = match wire::parse_avatar_id(id) {
+            Some(wire::AvatarRef::Profile(user)) => {
+                ("getAvatar", json!({"account": account, "profile": user}))
+            }
+            Some(wire::AvatarRef::Group(group)) => {
+                ("getAvatar", json!({"account": account, "groupId": group}))
+            }
+            None => ("getAttachment", json!({"account": account, "id": id})),
+        };
+        let result = self.inner.call(method, params).await?;
         let data = result
             .get("data")
             .and_then(JsonValue::as_str)
@@ -529,6 +731,12 @@ impl Session for SignalSession {
         let mut params = target_params(self.inner.account.as_str(), chat);
         params["stop"] = json!(!typing);
         self.inner.call("sendTyping", params).await.map(drop)
+    }
+
+    async fn trust_identity(&self, user: &RemoteUserId) -> Result<(), NetworkError> {
+        let params = json!({"account": self.inner.account.as_str(), "recipient": user.as_str(),
+            "trustAllKnownKeys": true});
+        self.inner.call("trust", params).await.map(drop)
     }
 
     async fn update_chat(&self, chat: &ChatId, changes: &ChatChanges) -> Result<(), NetworkError> {

@@ -171,6 +171,8 @@ pub struct Group {
     pub is_member: Option<bool>,
     pub members: Vec<Member>,
     pub admins: Vec<Member>,
+    /// The disappearing-message timer in seconds (0: off).
+    pub message_expiration_time: u64,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -195,6 +197,74 @@ pub struct Contact {
 pub struct Profile {
     pub given_name: Option<String>,
     pub family_name: Option<String>,
+    pub has_avatar: bool,
+    pub last_update_timestamp: i64,
+}
+
+/// Avatar ids ferry hands the bridge: signal-cli has no avatar ids of its own, so an id names
+/// where the picture is fetched from (`getAvatar`) plus a version, and changes with the picture.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AvatarRef<'a> {
+    /// `profile-avatar:<version>:<user>`: a user's profile picture.
+    Profile(&'a str),
+    /// `group-avatar:<version>:<group id>`: a group's picture.
+    Group(&'a str),
+}
+
+pub fn profile_avatar_id(user: &str, version: i64) -> String {
+    format!("profile-avatar:{version}:{user}")
+}
+
+pub fn group_avatar_id(group: &str, version: &str) -> String {
+    format!("group-avatar:{version}:{group}")
+}
+
+/// What an avatar id names, or `None` for an attachment id.
+pub fn parse_avatar_id(id: &str) -> Option<AvatarRef<'_>> {
+    let (kind, rest) = id.split_once(':')?;
+    let (_, target) = rest.split_once(':')?;
+    match kind {
+        "profile-avatar" => Some(AvatarRef::Profile(target)),
+        "group-avatar" => Some(AvatarRef::Group(target)),
+        _ => None,
+    }
+}
+
+/// The group an envelope announces a change of (signal-cli says only *that* it changed: the
+/// caller re-reads `listGroups`).
+pub fn group_update(envelope: &Envelope) -> Option<&str> {
+    let data = envelope.data_message.as_ref().or_else(|| {
+        envelope
+            .sync_message
+            .as_ref()
+            .and_then(|s| s.sent_message.as_ref())
+            .map(|s| &s.data)
+    })?;
+    let group = data.group_info.as_ref()?;
+    (group.kind.as_deref() == Some("UPDATE")).then_some(group.group_id.as_str())
+}
+
+/// Recipients a send failed for because their identity key changed, from the error's
+/// `data.response.results` (signal-cli: type `IDENTITY_FAILURE`; `UNTRUSTED_IDENTITY` accepted).
+pub fn untrusted_recipients(data: Option<&serde_json::Value>) -> Vec<RemoteUserId> {
+    let results = data
+        .and_then(|d| d.pointer("/response/results"))
+        .and_then(serde_json::Value::as_array);
+    results
+        .into_iter()
+        .flatten()
+        .filter(|r| {
+            matches!(
+                r.get("type").and_then(serde_json::Value::as_str),
+                Some("IDENTITY_FAILURE" | "UNTRUSTED_IDENTITY")
+            )
+        })
+        .filter_map(|r| {
+            let address = r.get("recipientAddress")?;
+            let field = |k: &str| address.get(k).and_then(serde_json::Value::as_str);
+            user_id(field("uuid"), field("number"), None)
+        })
+        .collect()
 }
 
 /// The id a user goes by: ACI when known, else the number, else whatever `source` says.
@@ -258,11 +328,12 @@ impl Contact {
             .flatten()
             .find(|n| !n.trim().is_empty())
             .unwrap_or_else(|| id.to_string());
-        Some(UserInfo {
-            id,
-            name,
-            avatar: None,
-        })
+        let avatar = self
+            .profile
+            .as_ref()
+            .filter(|p| p.has_avatar)
+            .map(|p| profile_avatar_id(id.as_str(), p.last_update_timestamp));
+        Some(UserInfo { id, name, avatar })
     }
 }
 
