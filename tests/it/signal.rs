@@ -654,3 +654,153 @@ async fn groups_profiles_receipts_and_safety_numbers(backend: Backend) {
 async fn groups_profiles_receipts_and_safety_numbers_sqlite() {
     groups_profiles_receipts_and_safety_numbers(Backend::Sqlite).await;
 }
+
+/// Waits for the message-send status of `event`.
+async fn status_of(user: &User, room: &str, event: &str) -> Value {
+    let id = event.to_owned();
+    user.wait_event(room, "the message status", move |e| {
+        e["type"] == "com.beeper.message_send_status"
+            && e["content"]["m.relates_to"]["event_id"] == id.as_str()
+    })
+    .await["content"]
+        .clone()
+}
+
+/// Malformed and unexpected daemon replies (the simulator's fault hooks): each one is a clear
+/// error on the message it hit or is skipped, ferry keeps going, and nothing else is lost.
+async fn malformed_daemon_replies(backend: Backend) {
+    let slot = Slot::claim();
+    let sim = Sim::start().await;
+    let signal = testnet::signal::SignalServer::start("127.0.0.1:0")
+        .await
+        .expect("signal simulator");
+    let url = signal.control_url();
+    control(
+        &url,
+        Method::POST,
+        "/control/users",
+        Some(json!({"number": BOB, "givenName": "Bob"})),
+    )
+    .await;
+    control(
+        &url,
+        Method::POST,
+        "/control/accounts",
+        Some(json!({"number": ACCOUNT, "givenName": "Alice"})),
+    )
+    .await;
+    let mut ferry = Ferry::start_with(
+        &slot,
+        backend,
+        &sim.url(),
+        Some(&signal.rpc_addr().to_string()),
+    )
+    .await;
+    let user = User::register("sigf").await;
+    let management = existing_login(&slot, &user).await;
+    let acct = crate::common::enc(ACCOUNT);
+    let say = async |text: &str| {
+        control(
+            &url,
+            Method::POST,
+            &format!("/control/accounts/{acct}/message"),
+            Some(json!({"from": BOB, "message": text})),
+        )
+        .await;
+    };
+    say("hello").await;
+    let dm = user.wait_portals(1, &management).await[0].clone();
+    user.wait_event(&dm, "bob's hello", |e| e["content"]["body"] == "hello")
+        .await;
+    let fault = async |body: Value| {
+        control(&url, Method::POST, "/control/fault", Some(body)).await;
+    };
+
+    // A result of the wrong shape, an error with an odd code, an error that is not an object:
+    // each fails its message with a clear reason.
+    for (spoiled, expect) in [
+        (
+            json!({"method": "send", "kind": "result", "result": "surprise"}),
+            "without a timestamp",
+        ),
+        (
+            json!({"method": "send", "kind": "error", "error": {"code": 12345, "message": "odd failure", "data": null}}),
+            "odd failure",
+        ),
+        (
+            json!({"method": "send", "kind": "error", "error": "just a string"}),
+            "just a string",
+        ),
+    ] {
+        fault(spoiled.clone()).await;
+        let event = user.send_text(&dm, &format!("spoiled by {spoiled}")).await;
+        let status = status_of(&user, &dm, &event).await;
+        assert_eq!(status["status"], "FAIL_PERMANENT", "{spoiled}: {status}");
+        assert!(
+            status["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(expect),
+            "{spoiled}: {status}"
+        );
+    }
+
+    // A garbage line, or a 70 MB line (over ferry's 64 MiB limit) before the answer: skipped,
+    // the answer still counts.
+    for (spoiled, text) in [
+        (
+            json!({"method": "send", "kind": "garbage"}),
+            "after garbage",
+        ),
+        (
+            json!({"method": "send", "kind": "huge", "bytes": 70 * 1024 * 1024}),
+            "after a huge line",
+        ),
+    ] {
+        fault(spoiled).await;
+        let event = user.send_text(&dm, text).await;
+        assert_eq!(status_of(&user, &dm, &event).await["status"], "SUCCESS");
+        wait_sent(&url, text, "send", |c| c["params"]["message"] == text).await;
+    }
+
+    // The answer under the wrong id: the call times out (transient) and is sent again.
+    fault(json!({"method": "send", "kind": "wrong-id"})).await;
+    let event = user.send_text(&dm, "after a wrong id").await;
+    assert_eq!(status_of(&user, &dm, &event).await["status"], "SUCCESS");
+
+    // Unsolicited junk on the connection: garbage, an answer nobody asked for, a notification
+    // without an envelope. Bob's next messages still arrive, in order.
+    for junk in [
+        json!("not json at all"),
+        json!({"jsonrpc": "2.0", "id": 987654, "result": {"timestamp": 1}}),
+        json!({"jsonrpc": "2.0", "method": "receive", "params": {"subscription": 0, "result": {}}}),
+        json!({"jsonrpc": "2.0", "method": "receive", "params": {"subscription": 0, "result": {"envelope": {"timestamp": "yesterday"}}}}),
+    ] {
+        control(
+            &url,
+            Method::POST,
+            "/control/inject",
+            Some(json!({"line": junk})),
+        )
+        .await;
+    }
+    say("still here 1").await;
+    say("still here 2").await;
+    user.wait_event(&dm, "bob after the junk", |e| {
+        e["content"]["body"] == "still here 2"
+    })
+    .await;
+    let bodies: Vec<String> = user
+        .messages(&dm)
+        .await
+        .into_iter()
+        .map(|(_, _, b)| b)
+        .filter(|b| b.starts_with("still here"))
+        .collect();
+    assert_eq!(bodies, ["still here 1", "still here 2"]);
+    let log = ferry.log();
+    assert!(!log.contains("panicked"), "ferry panicked:\n{log}");
+    ferry.kill();
+    signal.shutdown().await;
+}
+both_backends!(malformed_daemon_replies);

@@ -251,11 +251,13 @@ async fn read_lines(
             Err(err) => return format!("connection lost: {err}"),
         };
         if n > MAX_LINE {
-            tracing::warn!("signal-cli sent an oversized line; skipped");
-            // Skip the rest of that line.
-            let mut rest = Vec::new();
-            if reader.read_until(b'\n', &mut rest).await.is_err() {
-                return "connection lost".to_owned();
+            tracing::warn!(
+                limit = MAX_LINE,
+                "signal-cli sent a line longer than the limit; skipped"
+            );
+            // Skip the rest of that line without holding it in memory.
+            if let Err(why) = skip_line(&mut reader).await {
+                return why;
             }
             continue;
         }
@@ -266,6 +268,29 @@ async fn read_lines(
             continue;
         };
         dispatch(value, pending, incoming).await;
+    }
+}
+
+/// Discards input up to and including the next newline, a buffer at a time.
+async fn skip_line<R: AsyncRead + Unpin>(reader: &mut BufReader<R>) -> Result<(), String> {
+    loop {
+        let buf = reader
+            .fill_buf()
+            .await
+            .map_err(|e| format!("connection lost: {e}"))?;
+        if buf.is_empty() {
+            return Err("the daemon closed the connection".to_owned());
+        }
+        match buf.iter().position(|b| *b == b'\n') {
+            Some(end) => {
+                reader.consume(end + 1);
+                return Ok(());
+            }
+            None => {
+                let len = buf.len();
+                reader.consume(len);
+            }
+        }
     }
 }
 
@@ -293,10 +318,11 @@ async fn dispatch(value: JsonValue, pending: &Pending, incoming: &mpsc::Sender<I
     let result = match (value.get("result"), value.get("error")) {
         (_, Some(error)) if !error.is_null() => Err(RpcError::Remote {
             code: error.get("code").and_then(JsonValue::as_i64).unwrap_or(0),
+            // An error that is not the usual object is shown as it came.
             message: error
                 .get("message")
                 .and_then(JsonValue::as_str)
-                .unwrap_or("")
+                .map_or_else(|| error.to_string(), str::to_owned)
                 .chars()
                 .take(500)
                 .collect(),

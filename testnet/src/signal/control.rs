@@ -13,7 +13,9 @@ use serde_json::{Map, Value, json};
 use super::envelope::{self, Content, ReactionSpec};
 use super::methods::{self, announce_group_update, content_from_control, deliver_incoming};
 use super::server::Ctx;
-use super::state::{Group, LinkCompletion, LinkOutcome, RateLimit, State, line, now_ms};
+use super::state::{
+    Fault, FaultKind, Group, LinkCompletion, LinkOutcome, RateLimit, State, line, now_ms,
+};
 use super::util;
 
 type Reply = Result<Json<Value>, (StatusCode, Json<Value>)>;
@@ -104,6 +106,7 @@ pub(crate) fn routes(ctx: Arc<Ctx>) -> Router {
         .route("/control/restart", post(restart))
         .route("/control/inject", post(inject))
         .route("/control/delay", post(delay))
+        .route("/control/fault", post(fault))
         .layer(DefaultBodyLimit::max(128 * 1024 * 1024))
         .with_state(ctx)
 }
@@ -851,6 +854,38 @@ async fn delay(AxumState(ctx): St, Json(body): Body) -> Reply {
         state.delays.remove(&method);
     } else {
         state.delays.insert(method, ms);
+    }
+    Ok(Json(json!({})))
+}
+
+/// Spoils the next `count` replies to `method` (see SIGNAL_PROTOCOL.md, control API).
+async fn fault(AxumState(ctx): St, Json(body): Body) -> Reply {
+    let body = object(body)?;
+    let method = need(&body, "method")?;
+    let kind = match need(&body, "kind")?.as_str() {
+        "garbage" => FaultKind::Garbage,
+        "huge" => FaultKind::Huge(
+            body.get("bytes")
+                .and_then(Value::as_u64)
+                .and_then(|b| usize::try_from(b).ok())
+                .unwrap_or(1024 * 1024),
+        ),
+        "wrong-id" => FaultKind::WrongId,
+        "result" => FaultKind::Result(body.get("result").cloned().unwrap_or(Value::Null)),
+        "error" => FaultKind::Error(
+            body.get("error")
+                .cloned()
+                .ok_or_else(|| bad("missing \"error\""))?,
+        ),
+        other => return Err(bad(format!("unknown fault kind {other}"))),
+    };
+    let count = body.get("count").and_then(Value::as_u64).unwrap_or(1);
+    let mut state = ctx.shared.lock();
+    for _ in 0..count {
+        state.faults.push(Fault {
+            method: method.clone(),
+            kind: kind.clone(),
+        });
     }
     Ok(Json(json!({})))
 }

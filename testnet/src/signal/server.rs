@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 
 use super::control;
 use super::rpc::{self, Incoming, RpcError, response};
-use super::state::{Conn, ReceiveMode, Shared, line};
+use super::state::{Conn, Fault, FaultKind, ReceiveMode, Shared, line};
 
 /// The longest line accepted (data-URI attachments make lines long); longer closes the
 /// connection after a parse error.
@@ -342,9 +342,12 @@ async fn read_loop(
                 let shared = Arc::clone(&shared);
                 let tx = tx.clone();
                 tokio::spawn(async move {
+                    let fault = take_fault(&shared, &request.method);
                     let (reply, flush) = rpc::run(&shared, conn, request).await;
                     if let Some(reply) = reply {
-                        let _ = tx.send(line(&reply));
+                        for text in spoil(reply, fault) {
+                            let _ = tx.send(text);
+                        }
                     }
                     flush_accounts(&shared, &flush);
                 });
@@ -391,5 +394,49 @@ fn flush_accounts(shared: &Shared, accounts: &[String]) {
     let mut state = shared.lock();
     for account in accounts {
         state.flush(account);
+    }
+}
+
+/// The first fault armed for `method`, if any (removed: each spoils one reply).
+fn take_fault(shared: &Shared, method: &str) -> Option<Fault> {
+    let mut state = shared.lock();
+    let at = state.faults.iter().position(|f| f.method == method)?;
+    Some(state.faults.remove(at))
+}
+
+/// The lines written for `reply` under `fault`.
+fn spoil(mut reply: Value, fault: Option<Fault>) -> Vec<String> {
+    let Some(fault) = fault else {
+        return vec![line(&reply)];
+    };
+    match fault.kind {
+        FaultKind::Garbage => vec!["}{ this is not JSON\n".to_owned(), line(&reply)],
+        FaultKind::Huge(bytes) => {
+            let mut huge = "x".repeat(bytes);
+            huge.push('\n');
+            vec![huge, line(&reply)]
+        }
+        FaultKind::WrongId => {
+            let id = reply.get("id").cloned().unwrap_or(Value::Null);
+            reply["id"] = match id {
+                Value::Number(n) => Value::from(n.as_i64().unwrap_or(0) + 1_000_000),
+                _ => Value::from("not-your-id"),
+            };
+            vec![line(&reply)]
+        }
+        FaultKind::Result(result) => {
+            if let Some(obj) = reply.as_object_mut() {
+                obj.remove("error");
+                obj.insert("result".to_owned(), result);
+            }
+            vec![line(&reply)]
+        }
+        FaultKind::Error(error) => {
+            if let Some(obj) = reply.as_object_mut() {
+                obj.remove("result");
+                obj.insert("error".to_owned(), error);
+            }
+            vec![line(&reply)]
+        }
     }
 }

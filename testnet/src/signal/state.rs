@@ -235,6 +235,29 @@ pub(crate) struct State {
     pub requests: Vec<Value>,
     pub rate_limits: Vec<RateLimit>,
     pub delays: HashMap<String, u64>,
+    /// Replies to spoil, in order, per method (`POST /control/fault`).
+    pub faults: Vec<Fault>,
+}
+
+/// A spoiled reply: what the daemon writes instead of (or before) the real answer to `method`.
+#[derive(Debug, Clone)]
+pub(crate) struct Fault {
+    pub method: String,
+    pub kind: FaultKind,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum FaultKind {
+    /// A line that is not JSON, then the real answer.
+    Garbage,
+    /// A line of `bytes` bytes, then the real answer.
+    Huge(usize),
+    /// The real answer under another id (the caller never gets one).
+    WrongId,
+    /// This `result` instead of the real one.
+    Result(Value),
+    /// This `error` member instead of the real answer.
+    Error(Value),
 }
 
 /// The state shared by the RPC listener, its connections and the control API.
