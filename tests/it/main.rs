@@ -10,6 +10,7 @@ mod crash;
 mod drills;
 mod events;
 mod signal;
+mod signal_contract;
 
 /// Instantiates an async scenario `fn(Backend)` once per database backend.
 #[macro_export]
