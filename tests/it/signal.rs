@@ -804,3 +804,124 @@ async fn malformed_daemon_replies(backend: Backend) {
     signal.shutdown().await;
 }
 both_backends!(malformed_daemon_replies);
+
+/// Disappearing messages: a timer change is shown in the room, messages of a chat with a timer
+/// (bridged from Signal or sent from Matrix) are redacted when it runs out, also across a
+/// restart of ferry (deadlines are stored), and Matrix messages go out with the chat's timer.
+async fn disappearing_messages(backend: Backend) {
+    let slot = Slot::claim();
+    let sim = Sim::start().await;
+    let signal = testnet::signal::SignalServer::start("127.0.0.1:0")
+        .await
+        .expect("signal simulator");
+    let url = signal.control_url();
+    control(
+        &url,
+        Method::POST,
+        "/control/users",
+        Some(json!({"number": BOB, "givenName": "Bob"})),
+    )
+    .await;
+    control(
+        &url,
+        Method::POST,
+        "/control/accounts",
+        Some(json!({"number": ACCOUNT, "givenName": "Alice"})),
+    )
+    .await;
+    let mut ferry = Ferry::start_with(
+        &slot,
+        backend,
+        &sim.url(),
+        Some(&signal.rpc_addr().to_string()),
+    )
+    .await;
+    let user = User::register("sigd").await;
+    let management = existing_login(&slot, &user).await;
+    let acct = crate::common::enc(ACCOUNT);
+    let say = async |text: &str, timer: u64| {
+        control(
+            &url,
+            Method::POST,
+            &format!("/control/accounts/{acct}/message"),
+            Some(json!({"from": BOB, "message": text, "expiresInSeconds": timer})),
+        )
+        .await;
+    };
+    say("no timer yet", 0).await;
+    let dm = user.wait_portals(1, &management).await[0].clone();
+    let kept = user
+        .wait_event(&dm, "the first message", |e| {
+            e["content"]["body"] == "no timer yet"
+        })
+        .await;
+
+    say("this will vanish", 8).await;
+    user.wait_event(&dm, "the timer notice", |e| {
+        e["content"]["body"] == "Bob set disappearing messages to 8 seconds."
+    })
+    .await;
+    let secret = user
+        .wait_event(&dm, "the disappearing message", |e| {
+            e["content"]["body"] == "this will vanish"
+        })
+        .await;
+    let reply = user.send_text(&dm, "so will this").await;
+    let sent = wait_sent(&url, "the reply", "send", |c| {
+        c["params"]["message"] == "so will this"
+    })
+    .await;
+    assert_eq!(sent["expiresInSeconds"], 8, "sent with the chat's timer");
+    assert_eq!(status_of(&user, &dm, &reply).await["status"], "SUCCESS");
+
+    // ferry restarts before the deadline; both messages still go when it passes.
+    let before = user.events(&dm).await;
+    let still = before
+        .iter()
+        .find(|e| e["event_id"] == secret["event_id"])
+        .expect("bob's message");
+    assert_eq!(
+        still["content"]["body"], "this will vanish",
+        "not yet redacted"
+    );
+    ferry.kill();
+    ferry.spawn().await;
+    for (what, id) in [
+        (
+            "bob's message redacted",
+            secret["event_id"].as_str().expect("id").to_owned(),
+        ),
+        ("the Matrix reply redacted", reply.clone()),
+    ] {
+        user.wait_event(&dm, what, move |e| {
+            e["event_id"] == id.as_str() && e["content"].as_object().is_some_and(|c| c.is_empty())
+        })
+        .await;
+    }
+
+    // Timer off: announced, and later messages stay.
+    say("this one stays", 0).await;
+    user.wait_event(&dm, "the timer-off notice", |e| {
+        e["content"]["body"] == "Bob turned off disappearing messages."
+    })
+    .await;
+    let stays = user
+        .wait_event(&dm, "the lasting message", |e| {
+            e["content"]["body"] == "this one stays"
+        })
+        .await;
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    let events = user.events(&dm).await;
+    for keep in [&kept, &stays] {
+        let now = events
+            .iter()
+            .find(|e| e["event_id"] == keep["event_id"])
+            .expect("still in the room");
+        assert_eq!(
+            now["content"]["body"], keep["content"]["body"],
+            "not redacted"
+        );
+    }
+    signal.shutdown().await;
+}
+both_backends!(disappearing_messages);

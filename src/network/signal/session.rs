@@ -23,7 +23,7 @@ use crate::{
     network::{
         ChatChanges, ChatId, ChatInfo, ConnectionState, EventSink, LoginId, MediaStream,
         MessageContent, MessageId, NetworkError, OutgoingMessage, RemoteEnvelope, RemoteEvent,
-        RemoteUserId, SentMessage, Session, UserInfo,
+        RemoteMessage, RemoteUserId, SentMessage, Session, UserInfo,
         richtext::{EntityKind, FormattedText, MentionTarget, char_to_utf16_range},
     },
 };
@@ -40,6 +40,7 @@ pub struct SignalSession {
     inner: Arc<Inner>,
     feed: Mutex<Option<mpsc::Receiver<Feed>>>,
     task: Mutex<Option<JoinHandle<()>>>,
+    expiry: Mutex<Option<JoinHandle<()>>>,
 }
 
 struct Inner {
@@ -78,6 +79,7 @@ impl SignalSession {
             inner: Arc::new(inner),
             feed: Mutex::new(Some(feed)),
             task: Mutex::new(None),
+            expiry: Mutex::new(None),
         }
     }
 }
@@ -260,6 +262,107 @@ impl Inner {
         None
     }
 
+    fn timer_key(&self, chat: &ChatId) -> String {
+        format!("signal/{}/timer/{}", self.account.as_str(), chat.as_str())
+    }
+
+    /// The chat's disappearing-message timer in seconds (0: off), as last seen.
+    async fn timer(&self, chat: &ChatId) -> u64 {
+        match self.db.kv_get(&self.timer_key(chat)).await {
+            Ok(Some(value)) => value.parse().unwrap_or(0),
+            _ => 0,
+        }
+    }
+
+    /// A message's timer: a change is announced in the room (before the message), and the
+    /// chat's messages get their deadlines.
+    async fn apply_timer(&self, envelope: &wire::Envelope, events: &mut Vec<RemoteEvent>) {
+        let Some((chat, seconds, who)) = wire::timer_of(envelope, &self.me) else {
+            return;
+        };
+        if seconds != self.timer(&chat).await {
+            if let Err(err) = self
+                .db
+                .kv_set(&self.timer_key(&chat), &seconds.to_string())
+                .await
+            {
+                tracing::warn!(%err, "cannot store a Signal chat's timer");
+            }
+            let sender = self.name_of(&who, None);
+            let text = if seconds == 0 {
+                format!("{} turned off disappearing messages.", sender.name)
+            } else {
+                format!(
+                    "{} set disappearing messages to {}.",
+                    sender.name,
+                    super::expiry::describe(seconds)
+                )
+            };
+            let id = wire::message_id(envelope.timestamp, &who);
+            events.insert(
+                0,
+                RemoteEvent::Message {
+                    chat: chat.clone(),
+                    message: RemoteMessage {
+                        id: MessageId::new(format!("{id}:timer")),
+                        sender,
+                        content: MessageContent::Text(FormattedText::plain(text)),
+                        reply_to: None,
+                        timestamp: envelope.timestamp,
+                    },
+                },
+            );
+        }
+        if seconds > 0 {
+            let deadline = super::expiry::now_ms().saturating_add(seconds as i64 * 1000);
+            for event in events.iter() {
+                if let RemoteEvent::Message { chat: c, message } = event
+                    && c == &chat
+                {
+                    self.schedule_expiry(c, &message.id, deadline).await;
+                }
+            }
+        }
+    }
+
+    async fn schedule_expiry(&self, chat: &ChatId, id: &MessageId, deadline: i64) {
+        if let Err(err) =
+            super::expiry::schedule(&self.db, self.account.as_str(), chat, id, deadline).await
+        {
+            tracing::warn!(%err, "cannot store a disappearing message's deadline");
+        }
+    }
+
+    /// Turns due deadlines into deletes, every second, for as long as the session runs.
+    async fn expire(self: Arc<Self>) {
+        loop {
+            match super::expiry::due(&self.db, self.account.as_str(), super::expiry::now_ms()).await
+            {
+                Ok(due) => {
+                    for (chat, id) in due {
+                        let by = wire::parse_message_id(&id)
+                            .map_or_else(|| self.me.clone(), |(_, a)| RemoteUserId::new(a));
+                        let event = RemoteEvent::Delete {
+                            chat,
+                            id: id.clone(),
+                            by,
+                        };
+                        if !self.emit(vec![event]).await {
+                            return;
+                        }
+                        if let Err(err) =
+                            super::expiry::done(&self.db, self.account.as_str(), &id).await
+                        {
+                            tracing::warn!(%err, "cannot forget a handled deadline");
+                        }
+                    }
+                }
+                Err(err) => tracing::warn!(%err, "cannot read disappearing-message deadlines"),
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    }
+
     /// Hands events made by ferry (not stored in the inbox) to the bridge.
     async fn emit(&self, events: Vec<RemoteEvent>) -> bool {
         for event in events {
@@ -302,6 +405,7 @@ impl Inner {
         };
         let mut events =
             wire::envelope_events(&envelope, &self.me, &|id, hint| self.name_of(id, hint));
+        self.apply_timer(&envelope, &mut events).await;
         if let Some(group) = wire::group_update(&envelope) {
             // The envelope says only that the group changed: its new state comes from the daemon.
             if let Some(groups) = self.read_groups(Some(group)).await {
@@ -469,10 +573,17 @@ impl Session for SignalSession {
         if let Some(old) = self.task.lock().expect("task lock").replace(task) {
             old.abort();
         }
+        let expiry = tokio::spawn(self.inner.clone().expire());
+        if let Some(old) = self.expiry.lock().expect("expiry lock").replace(expiry) {
+            old.abort();
+        }
     }
 
     async fn disconnect(&self) {
         if let Some(task) = self.task.lock().expect("task lock").take() {
+            task.abort();
+        }
+        if let Some(task) = self.expiry.lock().expect("expiry lock").take() {
             task.abort();
         }
     }
@@ -595,10 +706,14 @@ impl Session for SignalSession {
             .ok_or_else(|| {
                 NetworkError::Rejected("signal-cli answered send without a timestamp".to_owned())
             })?;
-        Ok(SentMessage {
-            id: wire::message_id(timestamp, &self.inner.me),
-            timestamp,
-        })
+        let id = wire::message_id(timestamp, &self.inner.me);
+        // signal-cli sent it with the chat's timer: it disappears in Matrix too.
+        let timer = self.inner.timer(chat).await;
+        if timer > 0 {
+            let deadline = super::expiry::now_ms().saturating_add(timer as i64 * 1000);
+            self.inner.schedule_expiry(chat, &id, deadline).await;
+        }
+        Ok(SentMessage { id, timestamp })
     }
 
     async fn logout(&self) -> Result<(), NetworkError> {

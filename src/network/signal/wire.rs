@@ -230,6 +230,41 @@ pub fn parse_avatar_id(id: &str) -> Option<AvatarRef<'_>> {
     }
 }
 
+/// The disappearing-message timer an envelope's message carries: (chat, seconds, who sent it).
+/// Reactions and deletes are left out (they do not set the chat's timer).
+pub fn timer_of(envelope: &Envelope, own: &RemoteUserId) -> Option<(ChatId, u64, RemoteUserId)> {
+    let sender = user_id(
+        envelope.source_uuid.as_deref(),
+        envelope.source_number.as_deref(),
+        envelope.source.as_deref(),
+    )?;
+    let (data, chat, who) = if let Some(data) = &envelope.data_message {
+        let chat = data
+            .group_info
+            .as_ref()
+            .map_or_else(|| ChatId::new(sender.as_str()), |g| group_chat(&g.group_id));
+        (data, chat, sender)
+    } else {
+        let sent = envelope.sync_message.as_ref()?.sent_message.as_ref()?;
+        let chat = match &sent.data.group_info {
+            Some(group) => group_chat(&group.group_id),
+            None => ChatId::new(
+                user_id(
+                    sent.destination_uuid.as_deref(),
+                    sent.destination_number.as_deref(),
+                    sent.destination.as_deref(),
+                )?
+                .as_str(),
+            ),
+        };
+        (&sent.data, chat, own.clone())
+    };
+    if data.reaction.is_some() || data.remote_delete.is_some() {
+        return None;
+    }
+    Some((chat, data.expires_in_seconds?, who))
+}
+
 /// The group an envelope announces a change of (signal-cli says only *that* it changed: the
 /// caller re-reads `listGroups`).
 pub fn group_update(envelope: &Envelope) -> Option<&str> {

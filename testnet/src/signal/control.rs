@@ -372,6 +372,18 @@ fn deliver_content(
         }
         deliver_incoming(state, &member, from, device, ts, wrap(data));
     }
+    if content.group.is_none() {
+        state.touch_recipient(account, from);
+    }
+    if content.group.is_none()
+        && let Some(contact) = state
+            .accounts
+            .get_mut(account)
+            .and_then(|a| a.contacts.get_mut(from))
+    {
+        // As signal-cli does: a 1:1 message carries the chat's timer, and the receiver adopts it.
+        contact.expiration = content.expires_in_seconds;
+    }
     Ok(json!({"timestamp": ts, "attachmentIds": ids}))
 }
 

@@ -845,12 +845,34 @@ async fn send(shared: &Arc<Shared>, account: &str, p: &Params) -> Result<Value, 
     };
     let mut state = shared.lock();
     let ts = state.next_ts();
+    // signal-cli puts the chat's disappearing-message timer on every message it sends: the
+    // contact's for 1:1 messages, the group's for groups.
+    let dm_expiration = targets
+        .iter()
+        .find_map(|t| match t {
+            Target::Single(ident) => {
+                let number = state.find_user(ident).map(|u| u.number.clone())?;
+                state
+                    .accounts
+                    .get(account)?
+                    .contacts
+                    .get(&number)
+                    .map(|c| c.expiration)
+            }
+            _ => None,
+        })
+        .unwrap_or(0);
+    let group_expiration = targets.iter().find_map(|t| match t {
+        Target::Group(g) => state.groups.get(g).map(|g| g.expiration),
+        _ => None,
+    });
     let body = |state: &mut State, group: Option<&str>| -> Option<Body> {
         let mut c = content.clone();
         c.group = group.map(str::to_owned);
-        if let Some(g) = group {
-            c.expires_in_seconds = state.groups.get(g).map_or(0, |g| g.expiration);
-        }
+        c.expires_in_seconds = match group {
+            Some(g) => state.groups.get(g).map_or(0, |g| g.expiration),
+            None => dm_expiration,
+        };
         let data = envelope::data_message(state, ts, &c);
         Some(match edit_ts {
             Some(target) => (
@@ -882,6 +904,7 @@ async fn send(shared: &Arc<Shared>, account: &str, p: &Params) -> Result<Value, 
             "params": p.to_value(),
             "timestamp": ts,
             "attachments": attachments_json,
+            "expiresInSeconds": group_expiration.unwrap_or(dm_expiration),
         }));
     }
     outcome
