@@ -494,6 +494,88 @@ async fn groups_profiles_receipts_and_safety_numbers(backend: Backend) {
     assert_eq!(receipt["params"]["type"], "read");
     assert_eq!(receipt["params"]["targetTimestamp"], json!([hello_ts]));
 
+    // Styles and mentions both ways (ranges in UTF-16 units on the Signal side).
+    let bob_ghost = slot.ghost(&uuids[BOB]).replacen("sim_", "signal_", 1);
+    user.send_event(
+        &dm,
+        "m.room.message",
+        json!({"msgtype": "m.text", "body": "😀 hey Bob, look", "format": "org.matrix.custom.html",
+            "formatted_body": format!("😀 hey <a href=\"https://matrix.to/#/{bob_ghost}\">Bob</a>, <strong>look</strong>")}),
+    )
+    .await;
+    let styled = wait_sent(&url, "the styled mention", "send", |c| {
+        c["params"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("look"))
+    })
+    .await;
+    assert_eq!(
+        styled["params"]["textStyle"],
+        json!(["12:4:BOLD"]),
+        "{styled}"
+    );
+    let mention = styled["params"]["mention"].to_string();
+    assert!(mention.contains(&format!("7:3:{}", uuids[BOB])), "{styled}");
+    control(
+        &url,
+        Method::POST,
+        &format!("/control/accounts/{acct}/message"),
+        Some(json!({
+        "from": BOB, "message": "\u{fffc} see this",
+        "mentions": [{"start": 0, "length": 1, "number": ACCOUNT}],
+        "textStyles": [{"start": 2, "length": 3, "style": "ITALIC"}]})),
+    )
+    .await;
+    let pill = user
+        .wait_event(&dm, "bob's mention", |e| {
+            e["content"]["body"]
+                .as_str()
+                .is_some_and(|b| b.ends_with("see this"))
+        })
+        .await;
+    let html = pill["content"]["formatted_body"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        html.contains(&user.user_id),
+        "a pill to the Matrix user: {html}"
+    );
+    assert!(html.contains("<em>see</em>"), "{html}");
+
+    // A Matrix edit and redaction reach Signal as an edit and a remote delete of that message.
+    let mine = user.send_text(&dm, "edit me").await;
+    let original = wait_sent(&url, "the message to edit", "send", |c| {
+        c["params"]["message"] == "edit me"
+    })
+    .await["timestamp"]
+        .as_i64()
+        .expect("timestamp");
+    user.send_event(
+        &dm,
+        "m.room.message",
+        json!({"msgtype": "m.text", "body": "* edited", "m.new_content": {"msgtype": "m.text", "body": "edited"},
+            "m.relates_to": {"rel_type": "m.replace", "event_id": mine}}),
+    )
+    .await;
+    wait_sent(&url, "the edit", "send", |c| {
+        c["params"]["message"] == "edited" && c["params"]["editTimestamp"] == original
+    })
+    .await;
+    user.call(
+        Method::PUT,
+        &format!(
+            "/_matrix/client/v3/rooms/{}/redact/{}/ferry-test-redact",
+            crate::common::enc(&dm),
+            crate::common::enc(&mine)
+        ),
+        Some(json!({})),
+    )
+    .await;
+    wait_sent(&url, "the remote delete", "remoteDelete", |c| {
+        c["params"]["targetTimestamp"] == original
+    })
+    .await;
+
     // Bob makes a group with a picture: a portal with its name, topic, picture, members and
     // bob (admin) at power level 50; carol's ghost has her profile name and picture.
     let made = control(

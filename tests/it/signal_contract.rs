@@ -19,9 +19,12 @@ const NOBODY: &str = "+15559990000";
 /// Without an account the daemon (multi-account mode, no accounts) refuses per-account calls.
 const NEEDS_ACCOUNT: (i64, &str) = (-32602, "Method requires valid account parameter");
 
+/// An expected answer: a result, or an error's code and message.
+type Expected = Result<Value, (i64, &'static str)>;
+
 /// Every per-account method ferry calls, with params as ferry sends them, and the answer
 /// without an `account` (subscriptions then cover every account: `0` and `{}`).
-fn account_calls() -> Vec<(&'static str, Value, Result<Value, (i64, &'static str)>)> {
+fn account_calls() -> Vec<(&'static str, Value, Expected)> {
     vec![
         ("subscribeReceive", json!({}), Ok(json!(0))),
         (

@@ -76,7 +76,7 @@ pub fn describe(seconds: u64) -> String {
         (1, "second"),
     ];
     for (size, name) in units {
-        if seconds >= size && seconds % size == 0 {
+        if seconds >= size && seconds.is_multiple_of(size) {
             let n = seconds / size;
             return format!("{n} {name}{}", if n == 1 { "" } else { "s" });
         }

@@ -117,6 +117,29 @@ impl Inner {
         }
     }
 
+    /// Mentions of the account by its ACI name it by number, so they become pills to the
+    /// account's Matrix user rather than to a ghost.
+    fn canonical_mentions(&self, content: &mut MessageContent) {
+        let Some(uuid) = self.own_uuid.lock().expect("uuid lock").clone() else {
+            return;
+        };
+        let text = match content {
+            MessageContent::Text(text) => text,
+            MessageContent::Media {
+                caption: Some(text),
+                ..
+            } => text,
+            _ => return,
+        };
+        for entity in &mut text.entities {
+            if let EntityKind::Mention(MentionTarget::Remote(user)) = &mut entity.kind
+                && user.as_str() == uuid
+            {
+                *user = self.me.clone();
+            }
+        }
+    }
+
     async fn subscribe(&self) {
         self.learn_own_uuid().await;
         self.refresh_contacts().await;
@@ -419,7 +442,9 @@ impl Inner {
             match &mut event {
                 RemoteEvent::Message { message, .. } => {
                     message.reply_to = message.reply_to.as_ref().map(|r| self.canonical(r));
+                    self.canonical_mentions(&mut message.content);
                 }
+                RemoteEvent::Edit { content, .. } => self.canonical_mentions(content),
                 RemoteEvent::Reaction { target, .. } => *target = self.canonical(target),
                 RemoteEvent::Read { up_to, .. } => *up_to = self.canonical(up_to),
                 _ => {}
