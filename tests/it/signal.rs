@@ -600,10 +600,12 @@ async fn groups_profiles_receipts_and_safety_numbers(backend: Backend) {
         |n| n == "Hikers",
     )
     .await;
-    assert_eq!(
-        state(&user, &group, "m.room.topic").await["topic"],
-        "Trails"
-    );
+    crate::common::poll(
+        "the group's topic",
+        async || state(&user, &group, "m.room.topic").await,
+        |t| t["topic"] == "Trails",
+    )
+    .await;
     let avatar_url = crate::common::poll(
         "the group's picture",
         async || state(&user, &group, "m.room.avatar").await,
@@ -642,10 +644,12 @@ async fn groups_profiles_receipts_and_safety_numbers(backend: Backend) {
         |n| n == "Peak baggers",
     )
     .await;
-    assert_eq!(
-        state(&user, &group, "m.room.topic").await["topic"],
-        "Summits"
-    );
+    crate::common::poll(
+        "the new topic",
+        async || state(&user, &group, "m.room.topic").await,
+        |t| t["topic"] == "Summits",
+    )
+    .await;
     user.wait_members(&group, "dave in, carol out", |m| {
         m.contains(&ghost_of(DAVE)) && !m.contains(&ghost_of(CAROL))
     })
@@ -685,6 +689,41 @@ async fn groups_profiles_receipts_and_safety_numbers(backend: Backend) {
     })
     .await;
     assert_eq!(update["params"]["groupId"], group_id.as_str());
+
+    // Kicking a ghost in Matrix removes that member on Signal; inviting one adds them.
+    user.call(
+        Method::POST,
+        &format!(
+            "/_matrix/client/v3/rooms/{}/kick",
+            crate::common::enc(&group)
+        ),
+        Some(json!({"user_id": ghost_of(DAVE), "reason": "bye"})),
+    )
+    .await;
+    let removed = wait_sent(&url, "dave removed", "updateGroup", |c| {
+        c["params"]["removeMember"].is_array()
+    })
+    .await;
+    assert_eq!(removed["params"]["groupId"], group_id.as_str());
+    assert_eq!(removed["params"]["removeMember"], json!([uuids[DAVE]]));
+    user.call(
+        Method::POST,
+        &format!(
+            "/_matrix/client/v3/rooms/{}/invite",
+            crate::common::enc(&group)
+        ),
+        Some(json!({"user_id": ghost_of(CAROL)})),
+    )
+    .await;
+    let added = wait_sent(&url, "carol added", "updateGroup", |c| {
+        c["params"]["member"].is_array()
+    })
+    .await;
+    assert_eq!(added["params"]["member"], json!([uuids[CAROL]]));
+    user.wait_members(&group, "carol back in the room", |m| {
+        m.contains(&ghost_of(CAROL)) && !m.contains(&ghost_of(DAVE))
+    })
+    .await;
 
     // Bob's safety number changes: the send fails with a notice naming him and the way on;
     // `trust` accepts the new key and the next message goes through.

@@ -57,6 +57,22 @@ struct Inner {
 }
 
 impl SignalSession {
+    /// signal-cli does not report the account's own group changes back: after one, the group
+    /// is read again so the room follows (in the background, behind the current event).
+    fn resync_group(&self, group: &str) {
+        let inner = self.inner.clone();
+        let group = group.to_owned();
+        tokio::spawn(async move {
+            let Some(groups) = inner.read_groups(Some(&group)).await else {
+                return;
+            };
+            if let Some(found) = groups.iter().find(|g| g.id == group) {
+                let events = inner.group_events(found).await;
+                inner.emit(events).await;
+            }
+        });
+    }
+
     pub fn new(
         rpc: Arc<RpcClient>,
         db: Db,
@@ -903,7 +919,9 @@ impl Session for SignalSession {
             return Err(NetworkError::Unsupported("adding members to a DM"));
         };
         let params = json!({"account": self.inner.account.as_str(), "groupId": group, "member": [user.as_str()]});
-        self.inner.call("updateGroup", params).await.map(drop)
+        self.inner.call("updateGroup", params).await?;
+        self.resync_group(group);
+        Ok(())
     }
 
     async fn remove_member(&self, chat: &ChatId, user: &RemoteUserId) -> Result<(), NetworkError> {
@@ -911,7 +929,9 @@ impl Session for SignalSession {
             return Err(NetworkError::Unsupported("removing members from a DM"));
         };
         let params = json!({"account": self.inner.account.as_str(), "groupId": group, "removeMember": [user.as_str()]});
-        self.inner.call("updateGroup", params).await.map(drop)
+        self.inner.call("updateGroup", params).await?;
+        self.resync_group(group);
+        Ok(())
     }
 }
 
