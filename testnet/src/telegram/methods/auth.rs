@@ -165,10 +165,7 @@ pub async fn check_password(
         .unwrap_or(false);
     let mut w = lock(world)?;
     if !ok {
-        // Telegram invalidates the challenge after a wrong answer.
-        if let Some(k) = w.keys.get_mut(&ctx.key_id) {
-            k.srp = None;
-        }
+        // The challenge stays valid: clients (grammers included) retry with the same srp_id.
         return Err(RpcErr::bad("PASSWORD_HASH_INVALID"));
     }
     bind(&mut w, ctx.key_id, user);
