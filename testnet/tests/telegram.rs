@@ -929,3 +929,218 @@ async fn supergroup_channel_and_forum_topic_with_per_channel_pts() {
     assert_eq!(last["reply_to"], Value::Null);
     acc.stop().await;
 }
+
+#[tokio::test]
+async fn basic_group_service_messages_presence_reads_and_lookups() {
+    let sim = Sim::start().await;
+    let alice = sim
+        .user(json!({"first_name": "Alice", "phone": "+15550700"}))
+        .await;
+    let bob = sim
+        .user(json!({"first_name": "Bob", "username": "bob", "phone": "+15550701"}))
+        .await;
+    let carol = sim
+        .user(json!({"first_name": "Carol", "phone": "+15550702"}))
+        .await;
+    let (mut acc, _session, _) = login(&sim, "+15550700").await;
+    let mut stream = acc.stream().await;
+    let incoming = |u: &Update| matches!(u, Update::NewMessage(m) if !m.outgoing());
+
+    // A basic group: its creation is a service message, then a message from Bob.
+    let chat = sim
+        .post(
+            "/control/chats",
+            json!({"creator": bob, "title": "Lunch", "members": [alice, carol]}),
+        )
+        .await["id"]
+        .as_i64()
+        .expect("chat id");
+    let u = next_update(&mut stream, "chat creation", incoming).await;
+    let Update::NewMessage(created) = u else {
+        unreachable!()
+    };
+    assert!(matches!(
+        created.action(),
+        Some(tl::enums::MessageAction::ChatCreate(c)) if c.title == "Lunch" && c.users.len() == 3
+    ));
+    assert_eq!(created.peer_id(), PeerId::chat_unchecked(chat));
+    let to_chat = json!({"type": "chat", "id": chat});
+    sim.post(
+        "/control/send",
+        json!({"from": bob, "peer": to_chat, "text": "who's hungry"}),
+    )
+    .await;
+    let u = next_update(&mut stream, "group message", incoming).await;
+    let Update::NewMessage(m) = u else {
+        unreachable!()
+    };
+    assert_eq!(m.text(), "who's hungry");
+    assert_eq!(m.sender_id().and_then(|p| p.bare_id()), Some(bob));
+    let chat_ref = PeerRef {
+        id: PeerId::chat_unchecked(chat),
+        auth: PeerAuth::from_hash(0),
+    };
+    acc.client
+        .send_message(chat_ref, "me!")
+        .await
+        .expect("sent to the group");
+    let carols = sim
+        .get(&format!(
+            "/control/messages?owner={carol}&peer_type=chat&peer_id={chat}"
+        ))
+        .await;
+    let texts: Vec<&str> = carols
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|m| m["text"].as_str())
+        .collect();
+    assert_eq!(
+        texts,
+        ["", "who's hungry", "me!"],
+        "Carol sees the group in order"
+    );
+    sim.post(
+        "/control/service",
+        json!({"from": bob, "peer": to_chat, "action": "edit_title", "title": "Dinner"}),
+    )
+    .await;
+    let u = next_update(&mut stream, "title change", incoming).await;
+    let Update::NewMessage(m) = u else {
+        unreachable!()
+    };
+    assert!(matches!(
+        m.action(),
+        Some(tl::enums::MessageAction::ChatEditTitle(t)) if t.title == "Dinner"
+    ));
+
+    // Typing and online status, both ways.
+    sim.post(
+        "/control/typing",
+        json!({"from": bob, "peer": {"type": "user", "id": alice}}),
+    )
+    .await;
+    next_update(&mut stream, "typing", |u| {
+        matches!(u, Update::Raw(r) if matches!(&r.raw,
+            tl::enums::Update::UserTyping(t) if t.user_id == bob))
+    })
+    .await;
+    sim.post("/control/status", json!({"user": bob, "online": true}))
+        .await;
+    next_update(&mut stream, "status", |u| {
+        matches!(u, Update::Raw(r) if matches!(&r.raw,
+            tl::enums::Update::UserStatus(s) if s.user_id == bob
+                && matches!(s.status, tl::enums::UserStatus::Online(_))))
+    })
+    .await;
+    acc.client
+        .action(peer_user(bob))
+        .oneshot(tl::enums::SendMessageAction::SendMessageTypingAction)
+        .await
+        .expect("typing sent");
+
+    // Read receipts: Alice reads the group; Bob reads Alice's private message.
+    acc.client.mark_as_read(chat_ref).await.expect("read");
+    let mine = acc
+        .client
+        .send_message(peer_user(bob), "read this")
+        .await
+        .expect("sent");
+    let bobs_copy = sim
+        .get(&format!(
+            "/control/messages?owner={bob}&peer_type=user&peer_id={alice}"
+        ))
+        .await[0]["id"]
+        .clone();
+    sim.post(
+        "/control/read",
+        json!({"from": bob, "peer": {"type": "user", "id": alice}, "max_id": bobs_copy}),
+    )
+    .await;
+    next_update(&mut stream, "read outbox", |u| {
+        matches!(u, Update::Raw(r) if matches!(&r.raw,
+            tl::enums::Update::ReadHistoryOutbox(o) if o.max_id == mine.id()))
+    })
+    .await;
+    let kinds: Vec<String> = sim
+        .get(&format!("/control/sent?from={alice}"))
+        .await
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(kinds, ["message", "typing", "read", "message"]);
+
+    // Lookups: dialogs, history, usernames, full chat.
+    let mut dialogs = acc.client.iter_dialogs();
+    let mut peers = Vec::new();
+    while let Some(d) = dialogs.next().await.expect("dialogs") {
+        peers.push(d.peer_id());
+    }
+    assert!(peers.contains(&PeerId::chat_unchecked(chat)), "{peers:?}");
+    assert!(peers.contains(&PeerId::user_unchecked(bob)), "{peers:?}");
+    let mut history = acc.client.iter_messages(chat_ref);
+    let mut texts = Vec::new();
+    while let Some(m) = history.next().await.expect("history") {
+        texts.push(m.text().to_owned());
+    }
+    assert_eq!(
+        texts,
+        ["", "me!", "who's hungry", ""],
+        "newest first, service messages empty"
+    );
+    let found = acc
+        .client
+        .resolve_username("bob")
+        .await
+        .expect("resolve")
+        .expect("bob exists");
+    assert_eq!(found.id(), PeerId::user_unchecked(bob));
+    assert!(
+        acc.client
+            .resolve_username("nobody_here")
+            .await
+            .expect("resolve")
+            .is_none()
+    );
+    let full = acc
+        .client
+        .invoke(&tl::functions::messages::GetFullChat { chat_id: chat })
+        .await
+        .expect("full chat");
+    let tl::enums::messages::ChatFull::Full(full) = full;
+    let tl::enums::ChatFull::Full(full) = full.full_chat else {
+        panic!("a basic group")
+    };
+    let tl::enums::ChatParticipants::Participants(p) = full.participants else {
+        panic!("participants listed")
+    };
+    assert_eq!(p.participants.len(), 3);
+
+    // A broadcast channel: members cannot post, the participants list shows the admin.
+    let channel = sim
+        .post(
+            "/control/channels",
+            json!({"creator": bob, "title": "News", "broadcast": true,
+              "username": "news", "members": [alice, carol]}),
+        )
+        .await;
+    let (cid, chash) = (
+        channel["id"].as_i64().expect("id"),
+        channel["access_hash"].as_i64().expect("hash"),
+    );
+    let err = acc
+        .client
+        .send_message(peer_channel(cid, chash), "can I post?")
+        .await
+        .expect_err("members cannot post in a channel");
+    assert!(err.is("CHAT_WRITE_FORBIDDEN"), "{err}");
+    let mut participants = acc.client.iter_participants(peer_channel(cid, chash));
+    let mut n = 0;
+    while participants.next().await.expect("participants").is_some() {
+        n += 1;
+    }
+    assert_eq!(n, 3);
+    acc.stop().await;
+}

@@ -254,6 +254,23 @@ fn record(w: &mut World, me: i64, peer: PeerKey, id: i32, kind: &'static str) {
     w.record(rec);
 }
 
+/// Records a content-less action (typing) for the control API.
+pub fn record_event(w: &mut World, me: i64, peer: PeerKey, id: i32, kind: &'static str) {
+    w.record(SentRecord {
+        from: me,
+        peer,
+        id,
+        text: String::new(),
+        kind,
+        reply_to: None,
+        top_id: None,
+        entities: Vec::new(),
+        media: None,
+        reaction: None,
+        date: now(),
+    });
+}
+
 pub fn send_message(
     w: &mut World,
     ctx: &Ctx,

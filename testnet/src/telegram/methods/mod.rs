@@ -199,7 +199,12 @@ fn dispatch_authorized(
         messages::SetTyping::CONSTRUCTOR_ID => {
             let req: messages::SetTyping = de(body)?;
             let peer = input_peer(w, me, &req.peer)?;
+            let kind = match req.action {
+                enums::SendMessageAction::SendMessageCancelAction => "typing_cancel",
+                _ => "typing",
+            };
             w.typing(me, peer, req.top_msg_id, req.action, Some(ctx.conn_id))?;
+            self::messages::record_event(w, me, peer, 0, kind);
             true.to_bytes()
         }
         messages::GetFullChat::CONSTRUCTOR_ID => chats::get_full_chat(w, me, de(body)?)?,
