@@ -1,0 +1,281 @@
+//! The login flows and the stored session, against the Telegram simulator (`testnet`).
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use grammers_client::Client;
+use grammers_client::sender::{SenderPool, UpdatesConfiguration};
+use grammers_client::update::Update;
+use rand::RngCore as _;
+use serde_json::{Value, json};
+use testnet::telegram::TelegramServer;
+
+use super::store::DbSession;
+use super::{TelegramConfig, TelegramNetwork};
+use crate::config::{DatabaseConfig, DatabaseType};
+use crate::db::Db;
+use crate::network::{DisplayKind, LoginStep};
+
+struct Fixture {
+    sim: TelegramServer,
+    db: Db,
+    dir: std::path::PathBuf,
+    http: reqwest::Client,
+}
+
+impl Fixture {
+    async fn new() -> Fixture {
+        let dir = std::env::temp_dir().join(format!("ferry-tg-{:016x}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let db = Db::connect(&DatabaseConfig {
+            kind: DatabaseType::Sqlite,
+            uri: format!("sqlite://{}", dir.join("ferry.db").display()),
+            max_connections: 2,
+        })
+        .await
+        .expect("database");
+        Fixture {
+            sim: TelegramServer::start().await.expect("simulator"),
+            db,
+            dir,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// A network whose logins use a fresh key shared with the simulator.
+    fn network(&self) -> TelegramNetwork {
+        let mut key = [0u8; 256];
+        rand::rng().fill_bytes(&mut key);
+        self.sim.add_auth_key(key);
+        let std::net::SocketAddr::V4(addr) = self.sim.mtproto_addr() else {
+            panic!("IPv4 simulator")
+        };
+        TelegramNetwork::new(
+            TelegramConfig {
+                api_id: 611,
+                api_hash: "0123456789abcdef0123456789abcdef".into(),
+                server: Some(addr),
+                auth_key: Some(key),
+            },
+            self.db.clone(),
+        )
+    }
+
+    async fn control(&self, path: &str, body: Value) -> Value {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.sim.control_url()))
+            .json(&body)
+            .send()
+            .await
+            .expect("control API");
+        assert!(resp.status().is_success(), "{path}: {}", resp.status());
+        resp.json().await.expect("json")
+    }
+
+    async fn done(self) {
+        self.db.close().await;
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn prompt(step: &LoginStep) -> (&str, bool) {
+    match step {
+        LoginStep::Input { prompt, secret } => (prompt.as_str(), *secret),
+        other => panic!("expected an input step, got {other:?}"),
+    }
+}
+
+type Updates = tokio::sync::mpsc::Receiver<grammers_client::session::updates::UpdatesLike>;
+
+/// A client on a login's stored session, as a restarted ferry would build it.
+async fn resume_with_updates(
+    db: &Db,
+    login: &str,
+) -> (Client, Updates, tokio::task::JoinHandle<()>) {
+    let session = DbSession::load(db.clone(), login)
+        .await
+        .expect("readable")
+        .expect("stored");
+    let pool = SenderPool::new(Arc::new(session), 611);
+    let client = Client::new(pool.handle);
+    (client, pool.updates, tokio::spawn(pool.runner.run()))
+}
+
+async fn resume(db: &Db, login: &str) -> (Client, tokio::task::JoinHandle<()>) {
+    let (client, _updates, runner) = resume_with_updates(db, login).await;
+    (client, runner)
+}
+
+#[tokio::test]
+async fn phone_code_and_password_login_is_stored_and_resumes() {
+    let f = Fixture::new().await;
+    let id = f
+        .control(
+            "/control/users",
+            json!({"first_name": "Ada", "username": "ada",
+                 "phone": "+447700900123", "code": "31415", "password": "s3cret", "hint": "usual"}),
+        )
+        .await["id"]
+        .as_i64()
+        .expect("id");
+    let network = f.network();
+    let mut login = network.start_login("phone").expect("flow");
+    let step = login.start().await.expect("start");
+    assert!(prompt(&step).0.contains("phone number"));
+    let step = login.submit("+44 7700 900123").await.expect("phone");
+    assert!(prompt(&step).0.contains("code"));
+    let step = login.submit("00000").await.expect("wrong code is a retry");
+    assert!(prompt(&step).0.contains("not accepted"));
+    let step = login.submit("31415").await.expect("code");
+    let (text, secret) = prompt(&step);
+    assert!(text.contains("two-step") && text.contains("usual") && secret);
+    let step = login
+        .submit("nope")
+        .await
+        .expect("wrong password is a retry");
+    assert!(prompt(&step).0.contains("Wrong password"));
+    let step = login.submit("s3cret").await.expect("password");
+    let LoginStep::Complete(done) = step else {
+        panic!("expected completion, got {step:?}")
+    };
+    assert_eq!(done.id.as_str(), id.to_string());
+    assert_eq!(done.remote_name, "@ada");
+    assert!(
+        !done.secret.to_string().contains("auth_key"),
+        "the login row names the session, the key stays in the session store"
+    );
+    drop(login);
+
+    // A restarted ferry resumes from the database alone.
+    let (client, runner) = resume(&f.db, done.id.as_str()).await;
+    let me = client.get_me().await.expect("still logged in");
+    assert_eq!(me.id().bare_id_unchecked(), id);
+    client.disconnect();
+    let _ = runner.await;
+    f.done().await;
+}
+
+#[tokio::test]
+async fn qr_login_completes_when_the_phone_scans() {
+    let f = Fixture::new().await;
+    let id = f
+        .control(
+            "/control/users",
+            json!({"first_name": "Grace", "phone": "+15550199"}),
+        )
+        .await["id"]
+        .as_i64()
+        .expect("id");
+    let network = f.network();
+    let mut login = network.start_login("qr").expect("flow");
+    let step = login.start().await.expect("start");
+    let LoginStep::DisplayAndWait {
+        kind: DisplayKind::Qr,
+        data,
+        ..
+    } = step
+    else {
+        panic!("expected a QR code, got {step:?}")
+    };
+    let token = data
+        .strip_prefix("tg://login?token=")
+        .expect("tg:// login URL");
+    assert!(
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token)
+            .is_ok()
+    );
+    f.control(
+        "/control/login_tokens/scan",
+        json!({"token": token, "user": id}),
+    )
+    .await;
+    let step = login.wait().await.expect("scanned");
+    let LoginStep::Complete(done) = step else {
+        panic!("expected completion, got {step:?}")
+    };
+    assert_eq!(done.id.as_str(), id.to_string());
+    drop(login);
+    let (client, runner) = resume(&f.db, done.id.as_str()).await;
+    assert_eq!(
+        client
+            .get_me()
+            .await
+            .expect("logged in")
+            .id()
+            .bare_id_unchecked(),
+        id
+    );
+    client.disconnect();
+    let _ = runner.await;
+    f.done().await;
+}
+
+#[tokio::test]
+async fn bot_token_login_and_update_state_survive_a_restart() {
+    let f = Fixture::new().await;
+    let bot = f
+        .control(
+            "/control/users",
+            json!({"first_name": "Relay", "username": "relay_bot",
+                 "bot_token": "77:xyz"}),
+        )
+        .await["id"]
+        .as_i64()
+        .expect("id");
+    let peer = f
+        .control(
+            "/control/users",
+            json!({"first_name": "Linus", "phone": "+15550198"}),
+        )
+        .await["id"]
+        .as_i64()
+        .expect("id");
+    let network = f.network();
+    let mut login = network.start_login("bot").expect("flow");
+    let step = login.start().await.expect("start");
+    assert!(prompt(&step).1, "a bot token is typed as a secret");
+    let step = login.submit("77:wrong").await.expect("retry");
+    assert!(prompt(&step).0.contains("did not accept"));
+    let LoginStep::Complete(done) = login.submit("77:xyz").await.expect("token") else {
+        panic!("expected completion")
+    };
+    assert_eq!(done.id.as_str(), bot.to_string());
+    assert_eq!(done.remote_name, "@relay_bot");
+
+    // A message arrives through the update stream; the state it advances is stored, so a
+    // restarted ferry asks Telegram only for what came after it.
+    let (client, updates, runner) = resume_with_updates(&f.db, done.id.as_str()).await;
+    let mut stream = client
+        .stream_updates(updates, UpdatesConfiguration { catch_up: true })
+        .await
+        .expect("stream");
+    f.control(
+        "/control/send",
+        json!({"from": peer, "peer": {"type": "user", "id": bot}, "text": "ping"}),
+    )
+    .await;
+    let update = tokio::time::timeout(std::time::Duration::from_secs(20), stream.next())
+        .await
+        .expect("an update in time")
+        .expect("stream works");
+    let Update::NewMessage(m) = update else {
+        panic!("expected the message, got {update:?}")
+    };
+    assert_eq!(m.text(), "ping");
+    stream.sync_update_state().await.expect("state stored");
+    drop(stream);
+    client.disconnect();
+    let _ = runner.await;
+    let stored = DbSession::load(f.db.clone(), done.id.as_str())
+        .await
+        .expect("readable")
+        .expect("stored");
+    assert_eq!(
+        stored.update_state().expect("state").pts,
+        2,
+        "pts 1 at login, 2 after 'ping'"
+    );
+    f.done().await;
+}
