@@ -1,22 +1,34 @@
 //! Telegram, through the grammers MTProto client (the user's own account, or a bot as a relay).
 //!
 //! Status: **in progress**. Done: the three login flows ([`login`]), the grammers session stored
-//! in ferry's database with its update state ([`store`]), and entity <-> rich-text conversion
-//! ([`entities`]). Not yet: the live [`crate::network::Session`] (update mapping, sends, media),
-//! and the config section (the settings live in [`TelegramConfig`] until `config.rs` gets a
-//! `networks.telegram` section). Tests run against `testnet telegram`.
+//! in ferry's database with its update state ([`store`]), entity <-> rich-text conversion
+//! ([`entities`]), and a first live session ([`session`]: text messages with formatting and
+//! replies, edits, deletes, typing and read receipts both ways, reactions and reads to Telegram,
+//! catch-up after restarts). Not yet: media, reactions from Telegram, chat members and admins,
+//! forum topics, service messages, the config section (the settings live in [`TelegramConfig`]
+//! until `config.rs` gets a `networks.telegram` section) and registration in the app. Tests run
+//! against `testnet telegram`.
 
 pub mod entities;
+pub mod ids;
 pub mod login;
+pub mod session;
 pub mod store;
 #[cfg(test)]
 mod tests;
 
 use std::net::SocketAddrV4;
 
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
 use crate::{
     db::Db,
-    network::{Capabilities, LoginFlowInfo, LoginProcess, NetworkError, NetworkId},
+    network::{
+        Capabilities, EventSink, LoginFlowInfo, LoginProcess, Network, NetworkError, NetworkId,
+        Session, StoredLogin, UserInfo,
+    },
 };
 
 pub const TELEGRAM: NetworkId = NetworkId::new("telegram");
@@ -60,12 +72,27 @@ impl TelegramNetwork {
     pub fn new(config: TelegramConfig, db: Db) -> Self {
         Self { config, db }
     }
+}
 
-    pub fn display_name(&self) -> &'static str {
+#[async_trait]
+impl Network for TelegramNetwork {
+    fn id(&self) -> NetworkId {
+        TELEGRAM
+    }
+
+    fn display_name(&self) -> &'static str {
         "Telegram"
     }
 
-    pub fn capabilities(&self) -> Capabilities {
+    fn ghost_prefix(&self) -> &str {
+        "telegram_"
+    }
+
+    fn ghost_displayname(&self, user: &UserInfo) -> String {
+        crate::network::render_displayname("{name} (Telegram)", user)
+    }
+
+    fn capabilities(&self) -> Capabilities {
         Capabilities {
             formatting: true,
             group_membership: true,
@@ -86,7 +113,7 @@ impl TelegramNetwork {
         }
     }
 
-    pub fn login_flows(&self) -> Vec<LoginFlowInfo> {
+    fn login_flows(&self) -> Vec<LoginFlowInfo> {
         vec![
             LoginFlowInfo {
                 id: "phone",
@@ -106,7 +133,7 @@ impl TelegramNetwork {
         ]
     }
 
-    pub fn start_login(&self, flow: &str) -> Result<Box<dyn LoginProcess>, NetworkError> {
+    fn start_login(&self, flow: &str) -> Result<Box<dyn LoginProcess>, NetworkError> {
         let (db, config) = (self.db.clone(), self.config.clone());
         Ok(match flow {
             "phone" => Box::new(login::PhoneLogin::new(db, config)),
@@ -118,5 +145,18 @@ impl TelegramNetwork {
                 )));
             }
         })
+    }
+
+    fn load_session(
+        &self,
+        login: &StoredLogin,
+        sink: EventSink,
+    ) -> Result<Arc<dyn Session>, NetworkError> {
+        Ok(Arc::new(session::TelegramSession::new(
+            login.id.clone(),
+            self.db.clone(),
+            self.config.clone(),
+            sink,
+        )))
     }
 }

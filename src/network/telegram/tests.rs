@@ -14,7 +14,11 @@ use super::store::DbSession;
 use super::{TelegramConfig, TelegramNetwork};
 use crate::config::{DatabaseConfig, DatabaseType};
 use crate::db::Db;
-use crate::network::{DisplayKind, LoginStep};
+use crate::network::{
+    ChatId, DisplayKind, EventSink, LoginStep, MessageContent, Network as _, OutgoingMessage,
+    RemoteEvent, SessionSignal, StoredLogin,
+    richtext::{Entity, EntityKind, FormattedText},
+};
 
 struct Fixture {
     sim: TelegramServer,
@@ -278,4 +282,224 @@ async fn bot_token_login_and_update_state_survive_a_restart() {
         "pts 1 at login, 2 after 'ping'"
     );
     f.done().await;
+}
+
+/// Waits for the next remote event from a session (skipping connection-state signals).
+async fn next_event(rx: &mut tokio::sync::mpsc::Receiver<SessionSignal>) -> RemoteEvent {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match tokio::time::timeout(left, rx.recv()).await {
+            Ok(Some(SessionSignal::Event(env))) => return env.event,
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("sink closed"),
+            Err(_) => panic!("no remote event in time"),
+        }
+    }
+}
+
+async fn wait_connected(session: &dyn crate::network::Session) {
+    for _ in 0..200 {
+        if session.state() == crate::network::ConnectionState::Connected {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("session did not connect: {}", session.state());
+}
+
+#[tokio::test]
+async fn live_session_bridges_both_ways_and_catches_up_after_a_restart() {
+    let f = Fixture::new().await;
+    let ada = f
+        .control(
+            "/control/users",
+            json!({"first_name": "Ada", "phone": "+15550190"}),
+        )
+        .await["id"]
+        .as_i64()
+        .expect("id");
+    let bob = f
+        .control(
+            "/control/users",
+            json!({"first_name": "Bob", "phone": "+15550191"}),
+        )
+        .await["id"]
+        .as_i64()
+        .expect("id");
+    let network = f.network();
+    let mut login = network.start_login("phone").expect("flow");
+    login.start().await.expect("start");
+    login.submit("+15550190").await.expect("phone");
+    let LoginStep::Complete(done) = login.submit("12345").await.expect("code") else {
+        panic!("expected completion")
+    };
+    drop(login);
+    let stored = StoredLogin {
+        id: done.id.clone(),
+        secret: done.secret.clone(),
+        checkpoint: None,
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let session = network
+        .load_session(&stored, EventSink::new(tx))
+        .expect("session");
+    session.connect(None).await;
+    wait_connected(session.as_ref()).await;
+    assert_eq!(session.own_user().as_str(), ada.to_string());
+
+    // Telegram -> bridge: a formatted message, its edit, typing, deletion.
+    let to_ada = json!({"type": "user", "id": ada});
+    let sent = f
+        .control(
+            "/control/send",
+            json!({"from": bob, "peer": to_ada, "text": "hi 😀 bold",
+                 "entities": [{"type": "bold", "offset": 6, "length": 4}]}),
+        )
+        .await;
+    let RemoteEvent::Message { chat, message } = next_event(&mut rx).await else {
+        panic!("expected a message")
+    };
+    assert_eq!(chat, ChatId::new(format!("u{bob}")));
+    assert_eq!(message.sender.id.as_str(), bob.to_string());
+    assert_eq!(message.sender.name, "Bob");
+    let MessageContent::Text(text) = &message.content else {
+        panic!("text expected")
+    };
+    assert_eq!(text.text, "hi 😀 bold");
+    assert_eq!(
+        text.entities,
+        vec![Entity::new(5, 4, EntityKind::Bold)],
+        "UTF-16 offset 6 is char 5"
+    );
+    f.control(
+        "/control/edit",
+        json!({"from": bob, "peer": to_ada, "id": sent["id"], "text": "hi (edited)"}),
+    )
+    .await;
+    let RemoteEvent::Edit { id, content, .. } = next_event(&mut rx).await else {
+        panic!("expected an edit")
+    };
+    assert_eq!(id, message.id);
+    assert_eq!(content, MessageContent::text("hi (edited)"));
+    f.control("/control/typing", json!({"from": bob, "peer": to_ada}))
+        .await;
+    assert!(matches!(
+        next_event(&mut rx).await,
+        RemoteEvent::Typing { typing: true, .. }
+    ));
+    f.control(
+        "/control/delete",
+        json!({"from": bob, "peer": to_ada, "ids": [sent["id"]]}),
+    )
+    .await;
+    let RemoteEvent::Delete { id, .. } = next_event(&mut rx).await else {
+        panic!("expected a delete")
+    };
+    assert_eq!(id, message.id);
+
+    // Bridge -> Telegram: a formatted reply target, an edit, a reaction, a read, typing.
+    let again = f
+        .control(
+            "/control/send",
+            json!({"from": bob, "peer": to_ada, "text": "second"}),
+        )
+        .await;
+    let RemoteEvent::Message {
+        message: second, ..
+    } = next_event(&mut rx).await
+    else {
+        panic!("expected a message")
+    };
+    let out = session
+        .send_message(
+            &chat,
+            "txn1",
+            &OutgoingMessage {
+                content: MessageContent::Text(FormattedText::new(
+                    "answer",
+                    vec![Entity::new(0, 6, EntityKind::Italic)],
+                )),
+                reply_to: Some(second.id.clone()),
+            },
+        )
+        .await
+        .expect("sent");
+    session
+        .edit_message(&chat, &out.id, &MessageContent::text("answer!"))
+        .await
+        .expect("edited");
+    session
+        .react(&chat, &second.id, "👍", false)
+        .await
+        .expect("reacted");
+    session.mark_read(&chat, &second.id).await.expect("read");
+    session.set_typing(&chat, true).await.expect("typing");
+    let log = f
+        .http
+        .get(format!("{}/control/sent?from={ada}", f.sim.control_url()))
+        .send()
+        .await
+        .expect("control")
+        .json::<Value>()
+        .await
+        .expect("json");
+    let log = log.as_array().expect("list");
+    let kinds: Vec<&str> = log.iter().filter_map(|r| r["kind"].as_str()).collect();
+    assert_eq!(kinds, ["message", "edit", "reaction", "read", "typing"]);
+    assert_eq!(log[0]["text"], "answer");
+    assert_eq!(log[0]["entities"], json!(["italic:0:6"]));
+    assert_eq!(
+        log[0]["reply_to"],
+        json!(second.id.as_str().parse::<i64>().expect("id"))
+    );
+    assert_eq!(log[2]["reaction"], "👍");
+    let _ = again;
+
+    // Own sends come back as updates; drain them before the restart.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    while rx.try_recv().is_ok() {}
+
+    // A "restart": messages sent while ferry is down arrive once when it is back.
+    session.disconnect().await;
+    for text in ["while down 1", "while down 2"] {
+        f.control(
+            "/control/send",
+            json!({"from": bob, "peer": to_ada, "text": text}),
+        )
+        .await;
+    }
+    let session = network
+        .load_session(
+            &stored,
+            EventSink::new({
+                let (tx2, rx2) = tokio::sync::mpsc::channel(64);
+                rx = rx2;
+                tx2
+            }),
+        )
+        .expect("session");
+    session.connect(None).await;
+    let mut texts = Vec::new();
+    for _ in 0..2 {
+        if let RemoteEvent::Message { message, .. } = next_event(&mut rx).await {
+            texts.push(text_of(&message.content));
+        }
+    }
+    assert_eq!(texts, ["while down 1", "while down 2"]);
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let mut extra = Vec::new();
+    while let Ok(SessionSignal::Event(env)) = rx.try_recv() {
+        extra.push(env.event.kind());
+    }
+    assert!(extra.is_empty(), "nothing delivered twice: {extra:?}");
+    session.disconnect().await;
+    f.done().await;
+}
+
+fn text_of(content: &MessageContent) -> String {
+    match content {
+        MessageContent::Text(t) => t.text.clone(),
+        other => other.kind().to_owned(),
+    }
 }

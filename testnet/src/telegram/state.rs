@@ -800,10 +800,11 @@ impl World {
         let mut editor_pts = 0;
         for (b, mid) in copies {
             if let Some(m) = self.msg_mut(b, mid) {
+                // As on Telegram: a new text without entities is plain text.
                 if let Some(t) = &text {
                     m.text = t.clone();
-                }
-                if let Some(e) = &entities {
+                    m.entities = entities.clone().unwrap_or_default();
+                } else if let Some(e) = &entities {
                     m.entities = e.clone();
                 }
                 m.edit_date = Some(date);
