@@ -3,8 +3,8 @@
 //! Status: **in progress**. Done: the three login flows ([`login`]), the grammers session stored
 //! in ferry's database with its update state ([`store`]), entity <-> rich-text conversion
 //! ([`entities`]), and a first live session ([`session`]: text messages with formatting and
-//! replies, edits, deletes, typing and read receipts both ways, reactions and reads to Telegram,
-//! catch-up after restarts). Not yet: media, reactions from Telegram, chat members and admins,
+//! replies, edits, deletes, reactions, typing and read receipts both ways, catch-up after
+//! restarts). Not yet: media, chat members and admins,
 //! forum topics, service messages, the config section (the settings live in [`TelegramConfig`]
 //! until `config.rs` gets a `networks.telegram` section) and registration in the app. Tests run
 //! against `testnet telegram`.

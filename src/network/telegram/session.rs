@@ -85,6 +85,9 @@ struct Inner {
     /// Which chat a private/basic-group message id is in: Telegram's delete updates for those
     /// carry ids only. [in progress: kept in memory, so a delete after a restart is not mapped]
     chat_of: Mutex<HashMap<i32, ChatId>>,
+    /// Other users' reactions last seen per message: Telegram sends the whole list each time,
+    /// the bridge wants what was added and removed. [in progress: in memory only]
+    reactions: Mutex<HashMap<(ChatId, i32), Vec<(i64, String)>>>,
 }
 
 pub struct TelegramSession {
@@ -105,6 +108,7 @@ impl TelegramSession {
                 state: Mutex::new(ConnectionState::Connecting),
                 client: Mutex::new(None),
                 chat_of: Mutex::new(HashMap::new()),
+                reactions: Mutex::new(HashMap::new()),
             }),
             task: Mutex::new(None),
         }
@@ -268,8 +272,64 @@ impl Inner {
                 };
                 self.deliver(chat, event).await
             }
+            tl::enums::Update::MessageReactions(r) => self.reactions_changed(r).await,
             _ => true,
         }
+    }
+
+    /// Turns Telegram's full reaction list of a message into added/removed reactions.
+    async fn reactions_changed(&self, r: tl::types::UpdateMessageReactions) -> bool {
+        let peer = match r.peer {
+            tl::enums::Peer::User(u) => PeerId::user_unchecked(u.user_id),
+            tl::enums::Peer::Chat(c) => PeerId::chat_unchecked(c.chat_id),
+            tl::enums::Peer::Channel(c) => PeerId::channel_unchecked(c.channel_id),
+        };
+        let Some(chat) = chat_id(peer) else {
+            return true;
+        };
+        let tl::enums::MessageReactions::Reactions(list) = r.reactions;
+        let own: i64 = self.own.as_str().parse().unwrap_or_default();
+        let now: Vec<(i64, String)> = list
+            .recent_reactions
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|tl::enums::MessagePeerReaction::Reaction(p)| {
+                let tl::enums::Peer::User(u) = p.peer_id else {
+                    return None;
+                };
+                let tl::enums::Reaction::Emoji(e) = p.reaction else {
+                    return None;
+                };
+                (u.user_id != own).then_some((u.user_id, e.emoticon))
+            })
+            .collect();
+        let before = match self.reactions.lock() {
+            Ok(mut m) => m
+                .insert((chat.clone(), r.msg_id), now.clone())
+                .unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        let removed = before
+            .iter()
+            .filter(|x| !now.contains(x))
+            .map(|x| (x, true));
+        let added = now
+            .iter()
+            .filter(|x| !before.contains(x))
+            .map(|x| (x, false));
+        for ((user, emoji), removed) in removed.chain(added) {
+            let event = RemoteEvent::Reaction {
+                chat: chat.clone(),
+                target: message_id(r.msg_id),
+                sender: user_info(None, Some(PeerId::user_unchecked(*user))),
+                emoji: emoji.clone(),
+                removed,
+            };
+            if !self.deliver(chat.clone(), event).await {
+                return false;
+            }
+        }
+        true
     }
 
     async fn run(self: Arc<Self>) {

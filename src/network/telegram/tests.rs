@@ -382,6 +382,33 @@ async fn live_session_bridges_both_ways_and_catches_up_after_a_restart() {
     };
     assert_eq!(id, message.id);
     assert_eq!(content, MessageContent::text("hi (edited)"));
+    f.control(
+        "/control/react",
+        json!({"from": bob, "peer": to_ada, "id": sent["id"], "emoji": "🎉"}),
+    )
+    .await;
+    let RemoteEvent::Reaction {
+        target,
+        sender,
+        emoji,
+        removed,
+        ..
+    } = next_event(&mut rx).await
+    else {
+        panic!("expected a reaction")
+    };
+    assert_eq!(target, message.id);
+    assert_eq!(sender.id.as_str(), bob.to_string());
+    assert_eq!((emoji.as_str(), removed), ("🎉", false));
+    f.control(
+        "/control/react",
+        json!({"from": bob, "peer": to_ada, "id": sent["id"], "emoji": null}),
+    )
+    .await;
+    let RemoteEvent::Reaction { emoji, removed, .. } = next_event(&mut rx).await else {
+        panic!("expected the reaction's removal")
+    };
+    assert_eq!((emoji.as_str(), removed), ("🎉", true));
     f.control("/control/typing", json!({"from": bob, "peer": to_ada}))
         .await;
     assert!(matches!(
