@@ -74,6 +74,9 @@ fn content_of(m: &grammers_client::message::Message) -> MessageContent {
     MessageContent::Text(from_telegram(m.text(), entities))
 }
 
+/// (user id, emoji) pairs on one message.
+type Reactions = Vec<(i64, String)>;
+
 struct Inner {
     login: LoginId,
     own: RemoteUserId,
@@ -87,7 +90,7 @@ struct Inner {
     chat_of: Mutex<HashMap<i32, ChatId>>,
     /// Other users' reactions last seen per message: Telegram sends the whole list each time,
     /// the bridge wants what was added and removed. [in progress: in memory only]
-    reactions: Mutex<HashMap<(ChatId, i32), Vec<(i64, String)>>>,
+    reactions: Mutex<HashMap<(ChatId, i32), Reactions>>,
 }
 
 pub struct TelegramSession {
@@ -289,7 +292,7 @@ impl Inner {
         };
         let tl::enums::MessageReactions::Reactions(list) = r.reactions;
         let own: i64 = self.own.as_str().parse().unwrap_or_default();
-        let now: Vec<(i64, String)> = list
+        let now: Reactions = list
             .recent_reactions
             .unwrap_or_default()
             .into_iter()
