@@ -166,6 +166,8 @@ pub struct KeyRec {
     pub login_token: Option<Vec<u8>>,
     /// The account that passed auth.signIn but still owes its 2FA password.
     pub pending_user: Option<i64>,
+    /// Users this key's client has been sent (so it can take an updateShortMessage from them).
+    pub known: HashSet<i64>,
 }
 
 /// What the world asks a connection task to do.
@@ -323,6 +325,7 @@ impl World {
             srp: None,
             login_token: None,
             pending_user: None,
+            known: HashSet::new(),
         });
         id
     }
@@ -766,8 +769,16 @@ impl World {
                 .and_then(|u| u.mbox.log.last())
                 .map(|e| e.pts)
                 .unwrap_or(0);
-            let update = super::tl::new_message_update(self, *owner, *id, pts);
-            self.push_updates(*owner, vec![update], *owner != from, origin);
+            let short = *owner != from
+                && matches!(peer, PeerKey::User(_))
+                && content.media.is_none()
+                && content.action.is_none();
+            if short {
+                self.push_short_message(*owner, from, *id, pts, origin);
+            } else {
+                let update = super::tl::new_message_update(self, *owner, *id, pts);
+                self.push_updates(*owner, vec![update], *owner != from, origin);
+            }
         }
         Ok(Sent {
             sender_id,
@@ -1138,9 +1149,85 @@ impl World {
             seq,
         });
         let bytes = env.to_bytes();
+        let everyone: Vec<i64> = self.users.keys().copied().collect();
         for c in self.conns_of(user, except) {
-            if let Some(conn) = self.conns.get(&c) {
-                let _ = conn.tx.send(ConnCmd::Push(bytes.clone()));
+            let Some(conn) = self.conns.get(&c) else {
+                continue;
+            };
+            let _ = conn.tx.send(ConnCmd::Push(bytes.clone()));
+            let key_id = conn.key_id;
+            if let Some(k) = self.keys.get_mut(&key_id) {
+                k.known.extend(everyone.iter().copied());
+            }
+        }
+    }
+
+    /// Pushes a private text message as Telegram does: `updateShortMessage` (pts, no seq, no
+    /// user objects) to clients that already know the sender, a full `updates` to the others.
+    fn push_short_message(
+        &mut self,
+        owner: i64,
+        from: i64,
+        id: i32,
+        pts: i32,
+        except: Option<u64>,
+    ) {
+        use grammers_tl_types::{Serializable as _, enums, types};
+        let Some(m) = self.msg(BoxRef::User(owner), id).cloned() else {
+            return;
+        };
+        let short = enums::Updates::UpdateShortMessage(types::UpdateShortMessage {
+            out: false,
+            mentioned: false,
+            media_unread: false,
+            silent: false,
+            id,
+            user_id: from,
+            message: m.text.clone(),
+            pts,
+            pts_count: 1,
+            date: m.date,
+            fwd_from: None,
+            via_bot_id: None,
+            reply_to: m.reply_to.map(|r| {
+                enums::MessageReplyHeader::Header(types::MessageReplyHeader {
+                    reply_to_msg_id: Some(r),
+                    ..super::tl_defaults::reply_header()
+                })
+            }),
+            entities: (!m.entities.is_empty()).then(|| m.entities.clone()),
+            ttl_period: None,
+        })
+        .to_bytes();
+        let full = {
+            let (users, chats) = super::tl::everything_for(self, owner);
+            enums::Updates::Updates(types::Updates {
+                updates: vec![super::tl::new_message_update(self, owner, id, pts)],
+                users,
+                chats,
+                date: now(),
+                // Not every connection gets this envelope, so it takes no seq.
+                seq: 0,
+            })
+            .to_bytes()
+        };
+        let everyone: Vec<i64> = self.users.keys().copied().collect();
+        for c in self.conns_of(owner, except) {
+            let Some(conn) = self.conns.get(&c) else {
+                continue;
+            };
+            let key_id = conn.key_id;
+            let knows = self
+                .keys
+                .get(&key_id)
+                .is_some_and(|k| k.known.contains(&from));
+            let _ = conn.tx.send(ConnCmd::Push(if knows {
+                short.clone()
+            } else {
+                full.clone()
+            }));
+            if !knows && let Some(k) = self.keys.get_mut(&key_id) {
+                k.known.extend(everyone.iter().copied());
             }
         }
     }
