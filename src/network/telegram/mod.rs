@@ -3,8 +3,9 @@
 //! Status: **in progress**. Done: the three login flows ([`login`]), the grammers session stored
 //! in ferry's database with its update state ([`store`]), entity <-> rich-text conversion
 //! ([`entities`]), and a first live session ([`session`]: text messages with formatting and
-//! replies, edits, deletes, reactions, typing and read receipts both ways, catch-up after
-//! restarts). Not yet: media, chat members and admins,
+//! replies, edits, deletes, reactions, typing and read receipts both ways, documents and photos
+//! both ways ([`media`]), catch-up after restarts). Not yet: stickers, voice-note waveforms,
+//! refreshing expired file references, chat members and admins,
 //! forum topics, service messages, the config section (the settings live in [`TelegramConfig`]
 //! until `config.rs` gets a `networks.telegram` section) and registration in the app. Tests run
 //! against `testnet telegram`.
@@ -12,6 +13,7 @@
 pub mod entities;
 pub mod ids;
 pub mod login;
+pub mod media;
 pub mod session;
 pub mod store;
 #[cfg(test)]

@@ -20,16 +20,20 @@ use grammers_client::update::Update;
 use grammers_client::{Client, InvocationError, tl};
 use tokio::task::JoinHandle;
 
-use super::entities::{from_telegram, to_telegram, user_id};
+use super::entities::{to_telegram, user_id};
 use super::ids::{chat_id, chat_kind, peer_id};
+use super::media::{content_of, decode_location};
 use super::store::DbSession;
 use super::{TELEGRAM, TelegramConfig};
 use crate::db::Db;
 use crate::network::{
-    ChatId, ChatInfo, ConnectionState, EventSink, LoginId, MessageContent, MessageId, NetworkError,
-    OutgoingMessage, RemoteEnvelope, RemoteEvent, RemoteMessage, RemoteUserId, SentMessage,
-    Session, UserInfo,
+    ChatId, ChatInfo, ConnectionState, EventSink, LoginId, MediaStream, MessageContent, MessageId,
+    NetworkError, OutgoingMessage, RemoteEnvelope, RemoteEvent, RemoteMessage, RemoteUserId,
+    SentMessage, Session, UserInfo,
 };
+
+/// Largest upload held in memory before it is sent (see `upload_media`).
+const MAX_BUFFERED_UPLOAD: usize = 256 * 1024 * 1024;
 
 /// How long to wait before reconnecting after the update stream failed.
 const RECONNECT_DELAY: Duration = Duration::from_secs(5);
@@ -68,12 +72,6 @@ fn user_info(peer: Option<&Peer>, id: Option<PeerId>) -> UserInfo {
     }
 }
 
-/// The neutral content of a Telegram message (text and formatting; media in a later step).
-fn content_of(m: &grammers_client::message::Message) -> MessageContent {
-    let entities = m.fmt_entities().map(Vec::as_slice).unwrap_or_default();
-    MessageContent::Text(from_telegram(m.text(), entities))
-}
-
 /// (user id, emoji) pairs on one message.
 type Reactions = Vec<(i64, String)>;
 
@@ -91,6 +89,8 @@ struct Inner {
     /// Other users' reactions last seen per message: Telegram sends the whole list each time,
     /// the bridge wants what was added and removed. [in progress: in memory only]
     reactions: Mutex<HashMap<(ChatId, i32), Reactions>>,
+    /// Files uploaded for a following send, by the id `upload_media` returned.
+    uploads: Mutex<HashMap<String, grammers_client::media::Uploaded>>,
 }
 
 pub struct TelegramSession {
@@ -112,6 +112,7 @@ impl TelegramSession {
                 client: Mutex::new(None),
                 chat_of: Mutex::new(HashMap::new()),
                 reactions: Mutex::new(HashMap::new()),
+                uploads: Mutex::new(HashMap::new()),
             }),
             task: Mutex::new(None),
         }
@@ -502,21 +503,45 @@ impl Session for TelegramSession {
         message: &OutgoingMessage,
     ) -> Result<SentMessage, NetworkError> {
         let (client, peer) = self.peer(chat).await?;
-        let MessageContent::Text(text) = &message.content else {
-            return Err(NetworkError::Unsupported(
-                "sending media to Telegram (not yet)",
-            ));
-        };
         let reply_to = message
             .reply_to
             .as_ref()
             .map(parse_message_id)
             .transpose()?;
-        let entities = to_telegram(text, |_| None);
-        let input = InputMessage::new()
-            .text(text.text.clone())
-            .fmt_entities(entities)
-            .reply_to(reply_to);
+        let input = match &message.content {
+            MessageContent::Text(text) => InputMessage::new()
+                .text(text.text.clone())
+                .fmt_entities(to_telegram(text, |_| None)),
+            MessageContent::Media { media, caption } => {
+                let uploaded = self
+                    .inner
+                    .uploads
+                    .lock()
+                    .ok()
+                    .and_then(|mut u| u.remove(&media.id))
+                    .ok_or_else(|| {
+                        NetworkError::Rejected(format!("{} was not uploaded first", media.id))
+                    })?;
+                let caption = caption.clone().unwrap_or_default();
+                let input = InputMessage::new()
+                    .text(caption.text.clone())
+                    .fmt_entities(to_telegram(&caption, |_| None));
+                if media.kind == crate::network::MediaKind::Image
+                    && matches!(media.content_type.as_str(), "image/jpeg" | "image/png")
+                {
+                    input.photo(uploaded)
+                } else {
+                    input.document(uploaded).mime_type(&media.content_type)
+                }
+            }
+            other => {
+                return Err(NetworkError::Rejected(format!(
+                    "sending a {} to Telegram is not supported yet",
+                    other.kind()
+                )));
+            }
+        }
+        .reply_to(reply_to);
         let sent = client.send_message(peer, input).await.map_err(map_err)?;
         if let Some(chat) = chat_id(sent.peer_id()) {
             self.inner.remember(sent.id(), &chat, sent.peer_id());
@@ -525,6 +550,53 @@ impl Session for TelegramSession {
             id: message_id(sent.id()),
             timestamp: sent.date().as_millisecond(),
         })
+    }
+
+    async fn download_media(&self, id: &str) -> Result<MediaStream, NetworkError> {
+        let (client, _) = self.client()?;
+        let location = decode_location(id)?;
+        let iter = client.iter_download(&location);
+        let body = futures_util::stream::unfold(Some(iter), |state| async move {
+            let mut iter = state?;
+            match iter.next().await {
+                Ok(Some(chunk)) => Some((Ok(bytes::Bytes::from(chunk)), Some(iter))),
+                Ok(None) => None,
+                Err(e) => Some((Err(map_err(e)), None)),
+            }
+        });
+        Ok(MediaStream {
+            content_type: "application/octet-stream".into(),
+            size: None,
+            body: Box::pin(body),
+        })
+    }
+
+    async fn upload_media(&self, media: MediaStream, name: &str) -> Result<String, NetworkError> {
+        use futures_util::StreamExt as _;
+        let (client, _) = self.client()?;
+        // [in progress: buffered whole; grammers wants an AsyncRead of known size]
+        let mut data = Vec::new();
+        let mut body = media.body;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk?;
+            if data.len() + chunk.len() > MAX_BUFFERED_UPLOAD {
+                return Err(NetworkError::Rejected(format!(
+                    "files over {} MiB cannot be sent to Telegram yet",
+                    MAX_BUFFERED_UPLOAD / (1024 * 1024)
+                )));
+            }
+            data.extend_from_slice(&chunk);
+        }
+        let size = data.len();
+        let uploaded = client
+            .upload_stream(&mut &data[..], size, name.to_owned())
+            .await
+            .map_err(|e| NetworkError::Transient(format!("upload to Telegram failed: {e}")))?;
+        let id = format!("up:{:016x}", rand::random::<u64>());
+        if let Ok(mut u) = self.inner.uploads.lock() {
+            u.insert(id.clone(), uploaded);
+        }
+        Ok(id)
     }
 
     async fn edit_message(

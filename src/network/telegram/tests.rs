@@ -483,6 +483,104 @@ async fn live_session_bridges_both_ways_and_catches_up_after_a_restart() {
     assert_eq!(log[2]["reaction"], "👍");
     let _ = again;
 
+    // Media both ways: a document from Bob downloads through the session; a file from Matrix is
+    // uploaded and sent with its caption.
+    let doc: Vec<u8> = (0..700_000u32).map(|i| (i % 251) as u8).collect();
+    f.control(
+        "/control/send",
+        json!({"from": bob, "peer": to_ada, "text": "the spec", "media": {"kind": "document",
+               "name": "spec.pdf", "mime_type": "application/pdf",
+               "data": base64::engine::general_purpose::STANDARD.encode(&doc)}}),
+    )
+    .await;
+    // (The account's own sends come back as events first; skip to Bob's.)
+    let with_doc = loop {
+        if let RemoteEvent::Message { message, .. } = next_event(&mut rx).await
+            && message.sender.id.as_str() == bob.to_string()
+        {
+            break message;
+        }
+    };
+    let MessageContent::Media { media, caption } = &with_doc.content else {
+        panic!("expected media, got {:?}", with_doc.content)
+    };
+    assert_eq!(media.kind, crate::network::MediaKind::File);
+    assert_eq!(media.name, "spec.pdf");
+    assert_eq!(media.content_type, "application/pdf");
+    assert_eq!(media.size, doc.len() as u64);
+    assert_eq!(caption.as_ref().map(|c| c.text.as_str()), Some("the spec"));
+    let mut stream = session
+        .download_media(&media.id)
+        .await
+        .expect("download starts");
+    let mut got = Vec::new();
+    while let Some(chunk) = futures_util::StreamExt::next(&mut stream.body).await {
+        got.extend_from_slice(&chunk.expect("chunk"));
+    }
+    assert!(
+        got == doc,
+        "downloaded {} bytes, expected {}",
+        got.len(),
+        doc.len()
+    );
+    let upload = crate::network::MediaStream {
+        content_type: "text/plain".into(),
+        size: Some(5),
+        body: Box::pin(futures_util::stream::iter([Ok(bytes::Bytes::from_static(
+            b"hello",
+        ))])),
+    };
+    let up_id = session
+        .upload_media(upload, "hello.txt")
+        .await
+        .expect("uploaded");
+    session
+        .send_message(
+            &chat,
+            "txn2",
+            &OutgoingMessage {
+                content: MessageContent::Media {
+                    media: crate::network::Media {
+                        id: up_id,
+                        kind: crate::network::MediaKind::File,
+                        name: "hello.txt".into(),
+                        content_type: "text/plain".into(),
+                        size: 5,
+                        width: None,
+                        height: None,
+                        duration_ms: None,
+                        waveform: None,
+                    },
+                    caption: Some(FormattedText::plain("a file")),
+                },
+                reply_to: None,
+            },
+        )
+        .await
+        .expect("media sent");
+    let log = f
+        .http
+        .get(format!("{}/control/sent?from={ada}", f.sim.control_url()))
+        .send()
+        .await
+        .expect("control")
+        .json::<Value>()
+        .await
+        .expect("json");
+    let last = log
+        .as_array()
+        .and_then(|l| l.last())
+        .cloned()
+        .expect("record");
+    assert_eq!(last["kind"], "media");
+    assert_eq!(last["text"], "a file");
+    assert!(
+        last["media"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("document:") && m.ends_with(":text/plain")),
+        "{last}"
+    );
+
     // Own sends come back as updates; drain them before the restart.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     while rx.try_recv().is_ok() {}
