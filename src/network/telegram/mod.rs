@@ -5,7 +5,7 @@
 //! ([`entities`]), and a first live session ([`session`]: text messages with formatting and
 //! replies, edits, deletes, reactions, typing and read receipts both ways, documents and photos
 //! both ways ([`media`]), catch-up after restarts). Not yet: stickers, voice-note waveforms,
-//! refreshing expired file references, chat members and admins,
+//! refreshing expired file references, lazy sync of large groups,
 //! forum topics, service messages, the config section (the settings live in [`TelegramConfig`]
 //! until `config.rs` gets a `networks.telegram` section) and registration in the app. Tests run
 //! against `testnet telegram`.

@@ -473,16 +473,39 @@ impl Session for TelegramSession {
     }
 
     async fn chat_info(&self, chat: &ChatId) -> Result<ChatInfo, NetworkError> {
+        use grammers_client::peer::Role;
+        use grammers_client::session::types::PeerKind;
         let (client, peer) = self.peer(chat).await?;
         let resolved = client.resolve_peer(peer).await.map_err(map_err)?;
+        let mut members = Vec::new();
+        let mut admins = Vec::new();
+        if peer.id.kind() != PeerKind::User {
+            // Groups and channels: members with their names, creator and admins as admins.
+            // [in progress: large groups should be synced lazily, not listed whole]
+            let mut participants = client.iter_participants(peer);
+            while let Some(p) = participants.next().await.map_err(map_err)? {
+                let id = user_id(p.user.id().bare_id_unchecked());
+                if matches!(p.role, Role::Creator(_) | Role::Admin(_)) {
+                    admins.push(id.clone());
+                }
+                if matches!(p.role, Role::Banned(_) | Role::Left(_)) {
+                    continue;
+                }
+                members.push(UserInfo {
+                    id,
+                    name: p.user.full_name(),
+                    avatar: None,
+                });
+            }
+        }
         Ok(ChatInfo {
             id: chat.clone(),
             kind: chat_kind(chat),
             name: resolved.name().map(str::to_owned),
             topic: None,
             avatar: None,
-            members: Vec::new(),
-            admins: Vec::new(),
+            members,
+            admins,
         })
     }
 

@@ -581,6 +581,40 @@ async fn live_session_bridges_both_ways_and_catches_up_after_a_restart() {
         "{last}"
     );
 
+    // A supergroup: its info lists members and admins (for power levels).
+    let group = f
+        .control(
+            "/control/channels",
+            json!({"creator": bob, "title": "Team", "members": [ada], "admins": [bob]}),
+        )
+        .await["id"]
+        .as_i64()
+        .expect("id");
+    f.control(
+        "/control/send",
+        json!({"from": bob, "peer": {"type": "channel", "id": group}, "text": "welcome"}),
+    )
+    .await;
+    let group_chat = ChatId::new(format!("c{group}"));
+    loop {
+        if let RemoteEvent::Message { chat, message } = next_event(&mut rx).await
+            && chat == group_chat
+        {
+            assert_eq!(text_of(&message.content), "welcome");
+            break;
+        }
+    }
+    let info = session.chat_info(&group_chat).await.expect("group info");
+    assert_eq!(info.name.as_deref(), Some("Team"));
+    assert_eq!(info.kind, crate::network::ChatKind::Group);
+    let mut names: Vec<&str> = info.members.iter().map(|m| m.name.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["Ada", "Bob"]);
+    assert_eq!(
+        info.admins,
+        vec![crate::network::RemoteUserId::new(bob.to_string())]
+    );
+
     // Own sends come back as updates; drain them before the restart.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     while rx.try_recv().is_ok() {}

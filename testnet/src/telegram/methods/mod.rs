@@ -154,6 +154,26 @@ fn dispatch_authorized(
             out.to_bytes()
         }
         users::GetFullUser::CONSTRUCTOR_ID => chats::get_full_user(w, me, de(body)?)?,
+        messages::GetChats::CONSTRUCTOR_ID => {
+            let req: messages::GetChats = de(body)?;
+            let mut list = Vec::new();
+            for id in req.id {
+                list.push(
+                    build::chat_tl(w, me, PeerKey::Chat(id))
+                        .ok_or_else(|| RpcErr::bad("CHAT_ID_INVALID"))?,
+                );
+            }
+            enums::messages::Chats::Chats(types::messages::Chats { chats: list }).to_bytes()
+        }
+        channels::GetChannels::CONSTRUCTOR_ID => {
+            let req: channels::GetChannels = de(body)?;
+            let mut list = Vec::new();
+            for c in &req.id {
+                let id = input_channel(w, c)?;
+                list.extend(build::chat_tl(w, me, PeerKey::Channel(id)));
+            }
+            enums::messages::Chats::Chats(types::messages::Chats { chats: list }).to_bytes()
+        }
         contacts::ResolveUsername::CONSTRUCTOR_ID => chats::resolve_username(w, me, de(body)?)?,
         account::UpdateStatus::CONSTRUCTOR_ID => {
             let req: account::UpdateStatus = de(body)?;
