@@ -10,6 +10,7 @@ pub mod ids;
 pub mod richtext;
 pub mod signal;
 pub mod sim;
+pub mod telegram;
 
 use std::sync::Arc;
 

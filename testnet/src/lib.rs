@@ -6,3 +6,4 @@
 
 pub mod signal;
 pub mod sim;
+pub mod telegram;

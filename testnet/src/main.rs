@@ -35,6 +35,16 @@ enum Command {
         #[arg(long, default_value = "manual")]
         receive_mode: String,
     },
+    /// Run the Telegram MTProto simulator (register the sessions' auth keys through
+    /// `POST /control/auth_keys`).
+    Telegram {
+        /// MTProto TCP address (the sessions' DC option).
+        #[arg(long, default_value = "127.0.0.1:29443")]
+        mtproto: String,
+        /// Control API HTTP address.
+        #[arg(long, default_value = "127.0.0.1:29444")]
+        control: String,
+    },
 }
 
 #[tokio::main]
@@ -75,6 +85,26 @@ async fn main() -> anyhow::Result<()> {
                 stdout,
                 "signal server listening on rpc={} control={}",
                 server.rpc_addr(),
+                server.control_url()
+            )
+            .and_then(|()| stdout.flush())
+            .context("cannot write to stdout")?;
+            shutdown_signal().await?;
+            tracing::info!("stopping");
+            server.shutdown().await;
+        }
+        Command::Telegram { mtproto, control } => {
+            let server =
+                testnet::telegram::TelegramServer::start_with(testnet::telegram::TelegramConfig {
+                    mtproto,
+                    control,
+                })
+                .await?;
+            let mut stdout = std::io::stdout();
+            writeln!(
+                stdout,
+                "telegram server listening on mtproto={} control={}",
+                server.mtproto_addr(),
                 server.control_url()
             )
             .and_then(|()| stdout.flush())

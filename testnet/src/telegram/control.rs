@@ -1,0 +1,667 @@
+//! The control API (HTTP JSON under `/control`): tests create accounts and chats, act as the
+//! other Telegram users, inject flood waits, play the phone scanning a QR login token, read what
+//! the bridged account sent, and drop connections. Documented in `testnet/TELEGRAM_PROTOCOL.md`.
+
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use grammers_tl_types::{enums, types};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::crypto::SrpVerifier;
+use super::state::{Content, FloodRule, PeerKey, RpcErr, World, access_hash, normalize_phone};
+
+type Shared = Arc<Mutex<World>>;
+type Reply = Result<Json<Value>, (StatusCode, Json<Value>)>;
+
+fn fail(status: StatusCode, message: impl Into<String>) -> (StatusCode, Json<Value>) {
+    (status, Json(json!({ "error": message.into() })))
+}
+
+fn rpc(e: RpcErr) -> (StatusCode, Json<Value>) {
+    fail(StatusCode::BAD_REQUEST, e.message)
+}
+
+fn world(shared: &Shared) -> Result<std::sync::MutexGuard<'_, World>, (StatusCode, Json<Value>)> {
+    shared
+        .lock()
+        .map_err(|_| fail(StatusCode::INTERNAL_SERVER_ERROR, "world lock poisoned"))
+}
+
+pub fn routes(world: Shared) -> Router {
+    Router::new()
+        .route("/control/auth_keys", post(add_key))
+        .route("/control/users", post(create_user))
+        .route("/control/chats", post(create_chat))
+        .route("/control/channels", post(create_channel))
+        .route("/control/topics", post(create_topic))
+        .route("/control/send", post(send))
+        .route("/control/edit", post(edit))
+        .route("/control/delete", post(delete))
+        .route("/control/react", post(react))
+        .route("/control/read", post(read))
+        .route("/control/typing", post(typing))
+        .route("/control/status", post(status))
+        .route("/control/service", post(service))
+        .route("/control/flood", post(flood))
+        .route("/control/login_tokens/scan", post(scan))
+        .route("/control/sent", get(sent))
+        .route("/control/messages", get(messages))
+        .route("/control/drop", post(drop_connections))
+        .with_state(world)
+}
+
+#[derive(Deserialize)]
+struct KeyReq {
+    /// The 256-byte auth key, hex.
+    key: String,
+}
+
+async fn add_key(State(s): State<Shared>, Json(req): Json<KeyReq>) -> Reply {
+    let bytes: Vec<u8> = (0..req.key.len())
+        .step_by(2)
+        .filter_map(|i| {
+            req.key
+                .get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
+        .collect();
+    let key: [u8; 256] = bytes
+        .try_into()
+        .map_err(|_| fail(StatusCode::BAD_REQUEST, "key must be 256 bytes of hex"))?;
+    let id = world(&s)?.add_key(key);
+    Ok(Json(json!({ "key_id": id })))
+}
+
+#[derive(Deserialize)]
+struct UserReq {
+    first_name: String,
+    last_name: Option<String>,
+    username: Option<String>,
+    phone: Option<String>,
+    /// The login code auth.sendCode "delivers" for this phone (default 12345).
+    code: Option<String>,
+    /// A 2FA password (makes auth.signIn answer SESSION_PASSWORD_NEEDED).
+    password: Option<String>,
+    hint: Option<String>,
+    /// Makes the account a bot that logs in with this token.
+    bot_token: Option<String>,
+}
+
+async fn create_user(State(s): State<Shared>, Json(req): Json<UserReq>) -> Reply {
+    // PBKDF2 with 100000 rounds: not on the async workers.
+    let password = match req.password.clone() {
+        Some(p) => Some(
+            tokio::task::spawn_blocking(move || SrpVerifier::new(&p))
+                .await
+                .map_err(|_| fail(StatusCode::INTERNAL_SERVER_ERROR, "password setup failed"))?,
+        ),
+        None => None,
+    };
+    let mut w = world(&s)?;
+    let id = w
+        .create_user(
+            &req.first_name,
+            req.last_name.as_deref(),
+            req.username.as_deref(),
+            req.phone.as_deref(),
+            req.bot_token.is_some(),
+            password,
+            req.hint.clone(),
+        )
+        .map_err(rpc)?;
+    if let Some(phone) = &req.phone {
+        w.login_codes.insert(
+            normalize_phone(phone),
+            req.code.clone().unwrap_or_else(|| "12345".into()),
+        );
+    }
+    if let Some(token) = req.bot_token {
+        w.bot_tokens.insert(token, id);
+    }
+    Ok(Json(json!({ "id": id, "access_hash": access_hash(id) })))
+}
+
+#[derive(Deserialize)]
+struct ChatReq {
+    creator: i64,
+    title: String,
+    #[serde(default)]
+    members: Vec<i64>,
+    #[serde(default)]
+    admins: Vec<i64>,
+}
+
+async fn create_chat(State(s): State<Shared>, Json(req): Json<ChatReq>) -> Reply {
+    let id = world(&s)?
+        .create_chat(req.creator, &req.title, &req.members, &req.admins)
+        .map_err(rpc)?;
+    Ok(Json(json!({ "id": id })))
+}
+
+#[derive(Deserialize)]
+struct ChannelReq {
+    creator: i64,
+    title: String,
+    username: Option<String>,
+    /// A broadcast channel (true) or a supergroup (false).
+    #[serde(default)]
+    broadcast: bool,
+    #[serde(default)]
+    forum: bool,
+    #[serde(default)]
+    members: Vec<i64>,
+    #[serde(default)]
+    admins: Vec<i64>,
+}
+
+async fn create_channel(State(s): State<Shared>, Json(req): Json<ChannelReq>) -> Reply {
+    let id = world(&s)?
+        .create_channel(
+            req.creator,
+            &req.title,
+            req.username.as_deref(),
+            req.broadcast,
+            req.forum,
+            &req.members,
+            &req.admins,
+        )
+        .map_err(rpc)?;
+    Ok(Json(json!({ "id": id, "access_hash": access_hash(id) })))
+}
+
+#[derive(Deserialize)]
+struct TopicReq {
+    channel: i64,
+    from: i64,
+    title: String,
+}
+
+async fn create_topic(State(s): State<Shared>, Json(req): Json<TopicReq>) -> Reply {
+    let id = world(&s)?
+        .create_topic(req.channel, req.from, &req.title)
+        .map_err(rpc)?;
+    Ok(Json(json!({ "id": id })))
+}
+
+/// A chat as the acting user names it: `{"type":"user","id":N}` (the other user), `chat`, `channel`.
+type PeerSpec = PeerKey;
+
+#[derive(Deserialize)]
+struct EntitySpec {
+    r#type: String,
+    offset: i32,
+    length: i32,
+    url: Option<String>,
+    language: Option<String>,
+    user_id: Option<i64>,
+    document_id: Option<i64>,
+}
+
+fn entity(e: EntitySpec) -> Result<enums::MessageEntity, (StatusCode, Json<Value>)> {
+    use enums::MessageEntity as E;
+    let (offset, length) = (e.offset, e.length);
+    Ok(match e.r#type.as_str() {
+        "bold" => E::Bold(types::MessageEntityBold { offset, length }),
+        "italic" => E::Italic(types::MessageEntityItalic { offset, length }),
+        "underline" => E::Underline(types::MessageEntityUnderline { offset, length }),
+        "strike" => E::Strike(types::MessageEntityStrike { offset, length }),
+        "spoiler" => E::Spoiler(types::MessageEntitySpoiler { offset, length }),
+        "code" => E::Code(types::MessageEntityCode { offset, length }),
+        "pre" => E::Pre(types::MessageEntityPre {
+            offset,
+            length,
+            language: e.language.unwrap_or_default(),
+        }),
+        "text_url" => E::TextUrl(types::MessageEntityTextUrl {
+            offset,
+            length,
+            url: e.url.unwrap_or_default(),
+        }),
+        "url" => E::Url(types::MessageEntityUrl { offset, length }),
+        "mention" => E::Mention(types::MessageEntityMention { offset, length }),
+        "mention_name" => E::MentionName(types::MessageEntityMentionName {
+            offset,
+            length,
+            user_id: e.user_id.unwrap_or_default(),
+        }),
+        "custom_emoji" => E::CustomEmoji(types::MessageEntityCustomEmoji {
+            offset,
+            length,
+            document_id: e.document_id.unwrap_or_default(),
+        }),
+        "blockquote" => E::Blockquote(types::MessageEntityBlockquote {
+            collapsed: false,
+            offset,
+            length,
+        }),
+        other => {
+            return Err(fail(
+                StatusCode::BAD_REQUEST,
+                format!("unknown entity {other}"),
+            ));
+        }
+    })
+}
+
+#[derive(Deserialize)]
+struct MediaSpec {
+    /// `document` or `photo`.
+    kind: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    mime_type: String,
+    /// The file's bytes, base64.
+    data: String,
+}
+
+#[derive(Deserialize)]
+struct SendReq {
+    from: i64,
+    peer: PeerSpec,
+    #[serde(default)]
+    text: String,
+    #[serde(default)]
+    entities: Vec<EntitySpec>,
+    reply_to: Option<i32>,
+    top_id: Option<i32>,
+    media: Option<MediaSpec>,
+}
+
+async fn send(State(s): State<Shared>, Json(req): Json<SendReq>) -> Reply {
+    let entities = req
+        .entities
+        .into_iter()
+        .map(entity)
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut w = world(&s)?;
+    let media = match req.media {
+        Some(m) => {
+            let data = base64::engine::general_purpose::STANDARD
+                .decode(m.data.as_bytes())
+                .map_err(|_| fail(StatusCode::BAD_REQUEST, "media.data is not base64"))?;
+            let photo = m.kind == "photo";
+            let mime = if m.mime_type.is_empty() {
+                if photo {
+                    "image/jpeg"
+                } else {
+                    "application/octet-stream"
+                }
+                .to_owned()
+            } else {
+                m.mime_type
+            };
+            let id = w.add_file(data, mime.clone(), m.name.clone());
+            let file = w
+                .files
+                .get(&id)
+                .cloned()
+                .ok_or_else(|| fail(StatusCode::INTERNAL_SERVER_ERROR, "file vanished"))?;
+            Some(if photo {
+                enums::MessageMedia::Photo(types::MessageMediaPhoto {
+                    spoiler: false,
+                    live_photo: false,
+                    photo: Some(enums::Photo::Photo(types::Photo {
+                        has_stickers: false,
+                        id,
+                        access_hash: file.access_hash,
+                        file_reference: vec![1],
+                        date: super::state::now(),
+                        sizes: vec![enums::PhotoSize::Size(types::PhotoSize {
+                            r#type: "y".into(),
+                            w: 800,
+                            h: 600,
+                            size: file.bytes.len() as i32,
+                        })],
+                        video_sizes: None,
+                        dc_id: 2,
+                    })),
+                    ttl_seconds: None,
+                    video: None,
+                })
+            } else {
+                enums::MessageMedia::Document(types::MessageMediaDocument {
+                    nopremium: false,
+                    spoiler: false,
+                    video: false,
+                    round: false,
+                    voice: false,
+                    document: Some(enums::Document::Document(types::Document {
+                        id,
+                        access_hash: file.access_hash,
+                        file_reference: vec![1],
+                        date: super::state::now(),
+                        mime_type: mime,
+                        size: file.bytes.len() as i64,
+                        thumbs: None,
+                        video_thumbs: None,
+                        dc_id: 2,
+                        attributes: vec![enums::DocumentAttribute::Filename(
+                            types::DocumentAttributeFilename { file_name: m.name },
+                        )],
+                    })),
+                    alt_documents: None,
+                    video_cover: None,
+                    video_timestamp: None,
+                    ttl_seconds: None,
+                })
+            })
+        }
+        None => None,
+    };
+    if req.text.is_empty() && media.is_none() {
+        return Err(fail(StatusCode::BAD_REQUEST, "text or media is required"));
+    }
+    let sent = w
+        .send(
+            req.from,
+            req.peer,
+            Content {
+                text: req.text,
+                entities,
+                reply_to: req.reply_to,
+                top_id: req.top_id,
+                media,
+                action: None,
+            },
+            None,
+        )
+        .map_err(rpc)?;
+    let copies: Vec<Value> = sent
+        .copies
+        .iter()
+        .map(|(owner, id)| json!({ "owner": owner, "id": id }))
+        .collect();
+    Ok(Json(
+        json!({ "id": sent.sender_id, "pts": sent.pts, "copies": copies }),
+    ))
+}
+
+#[derive(Deserialize)]
+struct EditReq {
+    from: i64,
+    peer: PeerSpec,
+    id: i32,
+    text: String,
+}
+
+async fn edit(State(s): State<Shared>, Json(req): Json<EditReq>) -> Reply {
+    world(&s)?
+        .edit(req.from, req.peer, req.id, Some(req.text), None, None)
+        .map_err(rpc)?;
+    Ok(Json(json!({})))
+}
+
+#[derive(Deserialize)]
+struct DeleteReq {
+    from: i64,
+    peer: PeerSpec,
+    ids: Vec<i32>,
+}
+
+async fn delete(State(s): State<Shared>, Json(req): Json<DeleteReq>) -> Reply {
+    world(&s)?
+        .delete(req.from, req.peer, &req.ids, None)
+        .map_err(rpc)?;
+    Ok(Json(json!({})))
+}
+
+#[derive(Deserialize)]
+struct ReactReq {
+    from: i64,
+    peer: PeerSpec,
+    id: i32,
+    /// The emoji, or null to remove the reaction.
+    emoji: Option<String>,
+}
+
+async fn react(State(s): State<Shared>, Json(req): Json<ReactReq>) -> Reply {
+    world(&s)?
+        .react(req.from, req.peer, req.id, req.emoji, None)
+        .map_err(rpc)?;
+    Ok(Json(json!({})))
+}
+
+#[derive(Deserialize)]
+struct ReadReq {
+    from: i64,
+    peer: PeerSpec,
+    max_id: i32,
+}
+
+async fn read(State(s): State<Shared>, Json(req): Json<ReadReq>) -> Reply {
+    world(&s)?
+        .read(req.from, req.peer, req.max_id, None)
+        .map_err(rpc)?;
+    Ok(Json(json!({})))
+}
+
+#[derive(Deserialize)]
+struct TypingReq {
+    from: i64,
+    peer: PeerSpec,
+    top_id: Option<i32>,
+    #[serde(default)]
+    cancel: bool,
+}
+
+async fn typing(State(s): State<Shared>, Json(req): Json<TypingReq>) -> Reply {
+    let action = if req.cancel {
+        enums::SendMessageAction::SendMessageCancelAction
+    } else {
+        enums::SendMessageAction::SendMessageTypingAction
+    };
+    world(&s)?
+        .typing(req.from, req.peer, req.top_id, action, None)
+        .map_err(rpc)?;
+    Ok(Json(json!({})))
+}
+
+#[derive(Deserialize)]
+struct StatusReq {
+    user: i64,
+    online: bool,
+}
+
+async fn status(State(s): State<Shared>, Json(req): Json<StatusReq>) -> Reply {
+    world(&s)?.set_online(req.user, req.online).map_err(rpc)?;
+    Ok(Json(json!({})))
+}
+
+#[derive(Deserialize)]
+struct ServiceReq {
+    from: i64,
+    peer: PeerSpec,
+    /// `edit_title` (title), `add_user` / `delete_user` (users), `pin` (reply_to = pinned id).
+    action: String,
+    title: Option<String>,
+    #[serde(default)]
+    users: Vec<i64>,
+    reply_to: Option<i32>,
+}
+
+async fn service(State(s): State<Shared>, Json(req): Json<ServiceReq>) -> Reply {
+    let action = match req.action.as_str() {
+        "edit_title" => {
+            let title = req.title.clone().unwrap_or_default();
+            enums::MessageAction::ChatEditTitle(types::MessageActionChatEditTitle { title })
+        }
+        "add_user" => enums::MessageAction::ChatAddUser(types::MessageActionChatAddUser {
+            users: req.users.clone(),
+        }),
+        "delete_user" => {
+            let user_id = req.users.first().copied().unwrap_or(req.from);
+            enums::MessageAction::ChatDeleteUser(types::MessageActionChatDeleteUser { user_id })
+        }
+        "pin" => enums::MessageAction::PinMessage,
+        other => {
+            return Err(fail(
+                StatusCode::BAD_REQUEST,
+                format!("unknown action {other}"),
+            ));
+        }
+    };
+    let mut w = world(&s)?;
+    match (req.action.as_str(), req.peer) {
+        ("edit_title", PeerKey::Chat(c)) => {
+            if let Some(ch) = w.chats.get_mut(&c) {
+                ch.title = req.title.clone().unwrap_or_default();
+            }
+        }
+        ("edit_title", PeerKey::Channel(c)) => {
+            if let Some(ch) = w.channels.get_mut(&c) {
+                ch.title = req.title.clone().unwrap_or_default();
+            }
+        }
+        ("add_user", PeerKey::Chat(c)) => {
+            if let Some(ch) = w.chats.get_mut(&c) {
+                for u in &req.users {
+                    if !ch.members.contains(u) {
+                        ch.members.push(*u);
+                    }
+                }
+            }
+        }
+        ("add_user", PeerKey::Channel(c)) => {
+            if let Some(ch) = w.channels.get_mut(&c) {
+                ch.members.extend(req.users.iter().copied());
+            }
+        }
+        _ => {}
+    }
+    let sent = w
+        .send(
+            req.from,
+            req.peer,
+            Content {
+                action: Some(action),
+                reply_to: req.reply_to,
+                ..Content::default()
+            },
+            None,
+        )
+        .map_err(rpc)?;
+    if req.action == "delete_user"
+        && let PeerKey::Chat(c) = req.peer
+        && let Some(ch) = w.chats.get_mut(&c)
+    {
+        let gone = req.users.first().copied().unwrap_or(req.from);
+        ch.members.retain(|m| *m != gone);
+    }
+    Ok(Json(json!({ "id": sent.sender_id })))
+}
+
+#[derive(Deserialize)]
+struct FloodReq {
+    /// TL method name, e.g. `messages.sendMessage`.
+    method: String,
+    #[serde(default = "one")]
+    count: u32,
+    seconds: i32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+async fn flood(State(s): State<Shared>, Json(req): Json<FloodReq>) -> Reply {
+    world(&s)?.floods.push(FloodRule {
+        method: req.method,
+        remaining: req.count,
+        seconds: req.seconds,
+    });
+    Ok(Json(json!({})))
+}
+
+#[derive(Deserialize)]
+struct ScanReq {
+    /// The token as in `tg://login?token=` (base64url, no padding).
+    token: String,
+    user: i64,
+}
+
+async fn scan(State(s): State<Shared>, Json(req): Json<ScanReq>) -> Reply {
+    let token = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(req.token.trim_end_matches('=').as_bytes())
+        .map_err(|_| fail(StatusCode::BAD_REQUEST, "token is not base64url"))?;
+    let mut w = world(&s)?;
+    super::methods::accept_login_token(&mut w, req.user, &token, None).map_err(rpc)?;
+    Ok(Json(json!({})))
+}
+
+#[derive(Deserialize)]
+struct SentQuery {
+    from: Option<i64>,
+}
+
+async fn sent(State(s): State<Shared>, Query(q): Query<SentQuery>) -> Reply {
+    let w = world(&s)?;
+    let list: Vec<&super::state::SentRecord> = w
+        .sent
+        .iter()
+        .filter(|r| q.from.is_none_or(|f| r.from == f))
+        .collect();
+    Ok(Json(json!(list)))
+}
+
+#[derive(Deserialize)]
+struct MessagesQuery {
+    /// Whose view (for private chats and basic groups: the box owner).
+    owner: i64,
+    peer_type: String,
+    peer_id: i64,
+}
+
+async fn messages(State(s): State<Shared>, Query(q): Query<MessagesQuery>) -> Reply {
+    let peer = match q.peer_type.as_str() {
+        "user" => PeerKey::User(q.peer_id),
+        "chat" => PeerKey::Chat(q.peer_id),
+        "channel" => PeerKey::Channel(q.peer_id),
+        other => {
+            return Err(fail(
+                StatusCode::BAD_REQUEST,
+                format!("unknown peer_type {other}"),
+            ));
+        }
+    };
+    let w = world(&s)?;
+    let store = match peer {
+        PeerKey::Channel(c) => &w.channel(c).map_err(rpc)?.mbox.messages,
+        _ => &w.user(q.owner).map_err(rpc)?.mbox.messages,
+    };
+    let list: Vec<Value> = store
+        .values()
+        .filter(|m| m.peer == peer)
+        .map(|m| {
+            json!({
+                "id": m.id,
+                "from": m.from,
+                "text": m.text,
+                "out": m.out,
+                "reply_to": m.reply_to,
+                "top_id": m.top_id,
+                "edited": m.edit_date.is_some(),
+                "service": m.action.is_some(),
+                "media": m.media.is_some(),
+                "reactions": m.reactions.iter().map(|(u, e)| json!({"user": u, "emoji": e})).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Ok(Json(json!(list)))
+}
+
+#[derive(Deserialize)]
+struct DropReq {
+    user: Option<i64>,
+}
+
+async fn drop_connections(State(s): State<Shared>, Json(req): Json<DropReq>) -> Reply {
+    let n = world(&s)?.drop_connections(req.user);
+    Ok(Json(json!({ "dropped": n })))
+}

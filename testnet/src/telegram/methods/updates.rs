@@ -1,0 +1,115 @@
+//! updates.getState / getDifference / getChannelDifference: replaying the pts logs.
+
+use grammers_tl_types::{self as tl, Serializable as _};
+use tl::{enums, functions as f, types};
+
+use super::input_channel;
+use crate::telegram::state::{BoxRef, RpcErr, World, now};
+use crate::telegram::tl as build;
+
+/// How many pts entries one difference carries before it becomes a slice.
+const DIFF_LIMIT: usize = 100;
+
+fn state(w: &World, me: i64) -> Result<types::updates::State, RpcErr> {
+    let u = w.user(me)?;
+    Ok(types::updates::State {
+        pts: u.mbox.pts,
+        qts: 0,
+        date: now(),
+        seq: u.seq,
+        unread_count: 0,
+    })
+}
+
+pub fn get_state(w: &World, me: i64) -> Result<Vec<u8>, RpcErr> {
+    Ok(enums::updates::State::State(state(w, me)?).to_bytes())
+}
+
+pub fn get_difference(
+    w: &World,
+    me: i64,
+    req: f::updates::GetDifference,
+) -> Result<Vec<u8>, RpcErr> {
+    let current = state(w, me)?;
+    if req.pts >= current.pts {
+        return Ok(
+            enums::updates::Difference::Empty(types::updates::DifferenceEmpty {
+                date: current.date,
+                seq: current.seq,
+            })
+            .to_bytes(),
+        );
+    }
+    let (new_messages, other_updates, last_pts) =
+        build::replay(w, me, BoxRef::User(me), req.pts, DIFF_LIMIT);
+    let (users, chats) = build::everything_for(w, me);
+    if last_pts < current.pts {
+        let intermediate_state = enums::updates::State::State(types::updates::State {
+            pts: last_pts,
+            ..current
+        });
+        return Ok(
+            enums::updates::Difference::Slice(types::updates::DifferenceSlice {
+                new_messages,
+                new_encrypted_messages: Vec::new(),
+                other_updates,
+                chats,
+                users,
+                intermediate_state,
+            })
+            .to_bytes(),
+        );
+    }
+    Ok(
+        enums::updates::Difference::Difference(types::updates::Difference {
+            new_messages,
+            new_encrypted_messages: Vec::new(),
+            other_updates,
+            chats,
+            users,
+            state: enums::updates::State::State(current),
+        })
+        .to_bytes(),
+    )
+}
+
+pub fn get_channel_difference(
+    w: &World,
+    me: i64,
+    req: f::updates::GetChannelDifference,
+) -> Result<Vec<u8>, RpcErr> {
+    let c = input_channel(w, &req.channel)?;
+    let ch = w.channel(c)?;
+    if !ch.members.contains(&me) && ch.username.is_none() {
+        return Err(RpcErr::bad("CHANNEL_PRIVATE"));
+    }
+    let pts = ch.mbox.pts;
+    if req.pts >= pts {
+        return Ok(enums::updates::ChannelDifference::Empty(
+            types::updates::ChannelDifferenceEmpty {
+                r#final: true,
+                pts,
+                timeout: None,
+            },
+        )
+        .to_bytes());
+    }
+    let limit = usize::try_from(req.limit)
+        .unwrap_or(DIFF_LIMIT)
+        .clamp(1, 100_000);
+    let (new_messages, other_updates, last_pts) =
+        build::replay(w, me, BoxRef::Channel(c), req.pts, limit);
+    let (users, chats) = build::everything_for(w, me);
+    Ok(
+        enums::updates::ChannelDifference::Difference(types::updates::ChannelDifference {
+            r#final: last_pts >= pts,
+            pts: last_pts,
+            timeout: None,
+            new_messages,
+            other_updates,
+            chats,
+            users,
+        })
+        .to_bytes(),
+    )
+}
