@@ -254,6 +254,7 @@ machine_tests! {
     devices_in_one_database_are_isolated => devices_in_one_database_are_isolated_sqlite, devices_in_one_database_are_isolated_postgres;
     concurrent_saves_are_all_kept => concurrent_saves_are_all_kept_sqlite, concurrent_saves_are_all_kept_postgres;
     wrong_store_key_is_refused => wrong_store_key_is_refused_sqlite, wrong_store_key_is_refused_postgres;
+    save_changes_is_atomic => save_changes_is_atomic_sqlite, save_changes_is_atomic_postgres;
 }
 
 fn raw_json<T>(value: serde_json::Value) -> Raw<T> {
@@ -684,7 +685,10 @@ async fn devices_in_one_database_are_isolated(backend: Backend) {
         })
         .await
         .expect_err("alice's store must not take bob's account");
-    assert!(refused.to_string().contains("belongs to"), "clear error, got: {refused}");
+    assert!(
+        refused.to_string().contains("belongs to"),
+        "clear error, got: {refused}"
+    );
 
     // Deleting one device's data leaves the others intact.
     let before = a.payload_size().await.expect("size");
@@ -801,6 +805,121 @@ async fn wrong_store_key_is_refused(backend: Backend) {
     db.close().await;
 }
 
+/// A save_changes whose last write fails leaves nothing of itself behind: the database makes
+/// the room-settings insert fail (a trigger), after the Olm session, room key, device and
+/// tracked-user rows of the same save were written.
+async fn save_changes_is_atomic(backend: Backend) {
+    let db = named_db(backend, &format!("atomic_{backend:?}"), true)
+        .await
+        .expect("database");
+    let key = store_key(&db, None).await;
+    let (user, device) = alice();
+    let store = SqlCryptoStore::open(db.clone(), key, &user, &device);
+    let account = matrix_sdk_crypto::olm::Account::with_device_id(&user, &device);
+    store
+        .save_pending_changes(matrix_sdk_crypto::store::types::PendingChanges {
+            account: Some(account.deep_clone()),
+        })
+        .await
+        .expect("save the account");
+    let room = room_id!("!room:example.org");
+    let (outbound, inbound) = account.create_group_session_pair_with_defaults(room).await;
+    let changes = || Changes {
+        inbound_group_sessions: vec![inbound.clone()],
+        outbound_group_sessions: vec![outbound.clone()],
+        devices: DeviceChanges {
+            new: vec![matrix_sdk_crypto::DeviceData::from_account(&account)],
+            ..Default::default()
+        },
+        room_settings: std::collections::HashMap::from([(
+            room.to_owned(),
+            matrix_sdk_crypto::store::types::RoomSettings::default(),
+        )]),
+        ..Default::default()
+    };
+    let trigger: &[&str] = match backend {
+        Backend::Sqlite => &[
+            "CREATE TRIGGER refuse_settings BEFORE INSERT ON crypto_room_settings \
+             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
+        ],
+        Backend::Postgres => &[
+            "CREATE FUNCTION refuse_settings() RETURNS trigger AS $$ \
+             BEGIN RAISE EXCEPTION 'refused by the test'; END $$ LANGUAGE plpgsql",
+            "CREATE TRIGGER refuse_settings BEFORE INSERT ON crypto_room_settings \
+             FOR EACH ROW EXECUTE FUNCTION refuse_settings()",
+        ],
+    };
+    for sql in trigger {
+        sqlx::query(*sql)
+            .execute(db.pool())
+            .await
+            .expect("install the trigger");
+    }
+    store
+        .save_changes(changes())
+        .await
+        .expect_err("the room settings insert fails");
+    assert!(
+        store
+            .get_inbound_group_sessions()
+            .await
+            .expect("read")
+            .is_empty()
+    );
+    assert!(
+        store
+            .get_outbound_group_session(room)
+            .await
+            .expect("read")
+            .is_none()
+    );
+    assert!(
+        store
+            .get_device(&user, &device)
+            .await
+            .expect("read")
+            .is_none()
+    );
+    assert!(store.get_room_settings(room).await.expect("read").is_none());
+
+    let drop_trigger = match backend {
+        Backend::Sqlite => "DROP TRIGGER refuse_settings",
+        Backend::Postgres => "DROP TRIGGER refuse_settings ON crypto_room_settings",
+    };
+    sqlx::query(drop_trigger)
+        .execute(db.pool())
+        .await
+        .expect("drop the trigger");
+    store
+        .save_changes(changes())
+        .await
+        .expect("the same save without the trigger");
+    assert_eq!(
+        store
+            .get_inbound_group_sessions()
+            .await
+            .expect("read")
+            .len(),
+        1
+    );
+    assert!(
+        store
+            .get_outbound_group_session(room)
+            .await
+            .expect("read")
+            .is_some()
+    );
+    assert!(
+        store
+            .get_device(&user, &device)
+            .await
+            .expect("read")
+            .is_some()
+    );
+    assert!(store.get_room_settings(room).await.expect("read").is_some());
+    db.close().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Figures for the report: `cargo test --test crypto_store -- --ignored --nocapture bench`.
 
@@ -823,7 +942,7 @@ async fn bench(backend: Backend) {
         .expect("database");
     let key = store_key(&db, None).await;
     let room = room_id!("!room:example.org");
-    let (a_user, _) = alice();
+    let (a_user, a_dev) = alice();
     let (b_user, b_dev) = bob();
 
     // A typical sync for one device: one Olm-encrypted room key arrives (Olm session update,
@@ -849,6 +968,46 @@ async fn bench(backend: Backend) {
     }
     share_key(&pair, room).await;
     drop(pair);
+
+    // The same sync's save_changes alone: one Olm session, one inbound group session and one
+    // message hash, as bob's machine writes them.
+    let bob_store = SqlCryptoStore::open(db.clone(), key.clone(), &b_user, &b_dev);
+    bob_store
+        .load_account()
+        .await
+        .expect("load")
+        .expect("bob's account");
+    let alice_curve = open_machine(&db, &key, &a_user, &a_dev)
+        .await
+        .identity_keys()
+        .curve25519
+        .to_base64();
+    let olm = bob_store
+        .get_sessions(&alice_curve)
+        .await
+        .expect("read")
+        .expect("bob's Olm session")
+        .remove(0);
+    let inbound = bob_store
+        .get_inbound_group_sessions()
+        .await
+        .expect("read")
+        .remove(0);
+    let mut save_times = Vec::new();
+    for i in 0..20 {
+        let changes = Changes {
+            sessions: vec![olm.clone()],
+            inbound_group_sessions: vec![inbound.clone()],
+            message_hashes: vec![matrix_sdk_crypto::olm::OlmMessageHash {
+                sender_key: alice_curve.clone(),
+                hash: format!("bench-hash-{i}"),
+            }],
+            ..Default::default()
+        };
+        let start = Instant::now();
+        bob_store.save_changes(changes).await.expect("save");
+        save_times.push(start.elapsed());
+    }
 
     // Opening a machine that exists in the store.
     let mut open_times = Vec::new();
@@ -881,6 +1040,7 @@ async fn bench(backend: Backend) {
         "crypto store on {backend:?} ({} build):\n  \
          open an existing OlmMachine: median {:?}\n  \
          receive_sync_changes with one Olm-encrypted room key (incl. save_changes): median {:?}\n  \
+         save_changes of that sync (Olm session, room key, message hash): median {:?}\n  \
          fresh device after key upload: {} bytes payload, {} bytes on disk per device \
          ({DEVICES} devices)\n  \
          bob after 21 room keys and 1 Olm session: {} bytes payload",
@@ -891,6 +1051,7 @@ async fn bench(backend: Backend) {
         },
         median(&mut open_times),
         median(&mut sync_times),
+        median(&mut save_times),
         payload / DEVICES as u64,
         size_after.saturating_sub(size_before) / DEVICES as u64,
         bob_payload,
