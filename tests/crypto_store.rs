@@ -255,6 +255,7 @@ machine_tests! {
     concurrent_saves_are_all_kept => concurrent_saves_are_all_kept_sqlite, concurrent_saves_are_all_kept_postgres;
     wrong_store_key_is_refused => wrong_store_key_is_refused_sqlite, wrong_store_key_is_refused_postgres;
     save_changes_is_atomic => save_changes_is_atomic_sqlite, save_changes_is_atomic_postgres;
+    passphrase_opens_only_its_store => passphrase_opens_only_its_store_sqlite, passphrase_opens_only_its_store_postgres;
 }
 
 fn raw_json<T>(value: serde_json::Value) -> Raw<T> {
@@ -802,6 +803,38 @@ async fn wrong_store_key_is_refused(backend: Backend) {
         !text.contains("pickle") && !text.contains(ALICE),
         "account row is encrypted"
     );
+    db.close().await;
+}
+
+/// The pickle passphrase path (PBKDF2): the same passphrase reopens the store after a restart,
+/// another passphrase or a raw key does not.
+async fn passphrase_opens_only_its_store(backend: Backend) {
+    let name = format!("passphrase_{backend:?}");
+    let db = named_db(backend, &name, true).await.expect("database");
+    let (user, device) = alice();
+    let key = store_key(&db, Some("correct horse")).await;
+    let machine = open_machine(&db, &key, &user, &device).await;
+    let identity = machine.identity_keys();
+    drop((machine, key));
+    db.close().await;
+
+    let db = named_db(backend, &name, false).await.expect("database");
+    for wrong in [
+        StoreSecret::Passphrase(Zeroizing::new("battery staple".to_owned())),
+        StoreSecret::Key(Zeroizing::new(TEST_KEY)),
+    ] {
+        let err = StoreKey::load_or_create(&db, wrong)
+            .await
+            .expect_err("only the passphrase opens the store");
+        assert!(
+            err.to_string().contains("does not open"),
+            "clear error, got: {err}"
+        );
+    }
+    let key = store_key(&db, Some("correct horse")).await;
+    let machine = open_machine(&db, &key, &user, &device).await;
+    assert_eq!(machine.identity_keys().ed25519, identity.ed25519);
+    drop(machine);
     db.close().await;
 }
 

@@ -211,3 +211,53 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
         SqlCryptoStoreError::corrupt("store cipher", format!("key task failed: {e}"))
     })?
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> StoreKey {
+        StoreKey {
+            cipher: Arc::new(StoreCipher::new().expect("a new cipher")),
+        }
+    }
+
+    #[test]
+    fn values_round_trip_compactly() {
+        let key = key();
+        let value = serde_json::json!({ "pickle": "very secret", "n": 42 });
+        let sealed = key.encrypt("test value", &value).expect("encrypt");
+        let plain_len = serde_json::to_vec(&value).expect("json").len();
+        // Format byte, version byte, 24-byte nonce, ciphertext with a 16-byte tag.
+        assert_eq!(sealed.len(), 2 + NONCE_LEN + plain_len + 16);
+        assert!(!String::from_utf8_lossy(&sealed).contains("very secret"));
+        let back: serde_json::Value = key.decrypt("test value", &sealed).expect("decrypt");
+        assert_eq!(back, value);
+    }
+
+    #[test]
+    fn tampering_and_other_keys_are_detected_without_leaking() {
+        let key = key();
+        let mut sealed = key.encrypt("test value", "the secret").expect("encrypt");
+        let other = super::tests::key();
+        let err = other
+            .decrypt::<String>("test value", &sealed)
+            .expect_err("another key cannot decrypt");
+        assert!(err.to_string().contains("does not decrypt"), "{err}");
+        let last = sealed.len() - 1;
+        sealed[last] ^= 1;
+        let err = key
+            .decrypt::<String>("test value", &sealed)
+            .expect_err("a flipped bit is refused");
+        assert!(!err.to_string().contains("the secret"), "{err}");
+        assert!(key.decrypt::<String>("test value", b"short").is_err());
+        assert!(key.decrypt::<String>("test value", &[9; 64]).is_err());
+    }
+
+    #[test]
+    fn debug_output_hides_the_secret() {
+        let secret = StoreSecret::Passphrase(Zeroizing::new("hunter2".to_owned()));
+        assert!(!format!("{secret:?}").contains("hunter2"));
+        assert!(!format!("{:?}", key()).contains('['));
+    }
+}
