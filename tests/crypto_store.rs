@@ -68,6 +68,23 @@ const TEST_KEY: [u8; 32] = [7; 32];
 fn run_dir() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
+        // The suite has no teardown: earlier runs' directories are removed once an hour old.
+        if let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) {
+            for entry in entries.flatten() {
+                let stale = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > Duration::from_secs(3600)));
+                if stale
+                    && entry
+                        .file_name()
+                        .to_string_lossy()
+                        .starts_with("ferry-cstore-")
+                {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
         let dir = std::env::temp_dir().join(format!(
             "ferry-cstore-{}-{:08x}",
             std::process::id(),
