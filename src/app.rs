@@ -7,6 +7,7 @@ use anyhow::Context;
 use crate::{
     bridge::Bridge,
     config::Config,
+    crypto::Crypto,
     db::Db,
     matrix::{appservice, client::MatrixClient, intent::Intents, registration::Registration},
     metrics::Metrics,
@@ -28,7 +29,19 @@ pub async fn run(config: Config, config_dir: &Path) -> anyhow::Result<()> {
         Duration::from_secs(config.bridge.max_retry_seconds),
         metrics.clone(),
     );
-    let intents = Intents::new(client, config.bot_user_id());
+    let mut intents = Intents::new(client.clone(), config.bot_user_id());
+    let crypto = if config.encryption.allow {
+        let (crypto, late) = Crypto::new(
+            config.encryption.clone(),
+            db.clone(),
+            client,
+            config.bot_user_id(),
+        );
+        intents = intents.with_crypto(crypto.clone());
+        Some((crypto, late))
+    } else {
+        None
+    };
     let mut networks: Vec<Arc<dyn Network>> = Vec::new();
     if config.networks.sim.enabled {
         networks.push(Arc::new(SimNetwork::new(config.networks.sim.clone())));
@@ -63,7 +76,12 @@ pub async fn run(config: Config, config_dir: &Path) -> anyhow::Result<()> {
         Arc::new(bridge.clone()),
         metrics.clone(),
         config.appservice.max_body_bytes,
+        config.encryption.allow,
     );
+    if let Some((crypto, late)) = crypto {
+        crypto.start();
+        tokio::spawn(route_late_events(db.clone(), bridge.clone(), late));
+    }
     let server = tokio::spawn(async move {
         axum::serve(listener, router)
             .with_graceful_shutdown(shutdown_signal())
@@ -82,6 +100,12 @@ pub async fn run(config: Config, config_dir: &Path) -> anyhow::Result<()> {
     tokio::spawn(async move {
         if let Err(err) = prepare_bridge.prepare().await {
             tracing::error!(%err, "cannot set up the bridge bot on the homeserver");
+            return;
+        }
+        if let Some(crypto) = prepare_bridge.intents.crypto()
+            && let Err(err) = crypto.prepare().await
+        {
+            tracing::error!(%err, "cannot set up the bot's encryption device");
         }
     });
     let prune_db = db.clone();
@@ -102,6 +126,24 @@ pub async fn run(config: Config, config_dir: &Path) -> anyhow::Result<()> {
     bridge.stop_sessions().await;
     db.close().await;
     Ok(())
+}
+
+/// Encrypted events whose keys came late are stored in the inbox again (like a transaction of
+/// their own) and routed to their portal.
+async fn route_late_events(
+    db: Db,
+    bridge: Arc<Bridge>,
+    mut late: tokio::sync::mpsc::Receiver<Vec<String>>,
+) {
+    use crate::matrix::appservice::AppserviceHandler as _;
+    while let Some(events) = late.recv().await {
+        let key = format!("late-key-{}", ruma::TransactionId::new());
+        match db.store_transaction(&key, &events).await {
+            Ok(Some(entries)) => bridge.events(entries).await,
+            Ok(None) => {}
+            Err(err) => tracing::error!(%err, "cannot store events whose keys arrived"),
+        }
+    }
 }
 
 async fn shutdown_signal() {

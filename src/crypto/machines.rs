@@ -1,0 +1,202 @@
+//! Loaded crypto machines: one `OlmMachine` per bridge device, loaded on demand, unloaded when
+//! idle or when too many are loaded (least recently used first).
+//!
+//! A device never has two machines at once: loading happens inside the device's slot (a
+//! `OnceCell`), and a slot is only removed while nobody but the pool holds it.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use matrix_sdk_crypto::{
+    OlmMachine,
+    store::{DynCryptoStore, IntoCryptoStore, MemoryStore},
+};
+use ruma::{OwnedDeviceId, OwnedUserId, UserId};
+use tokio::sync::OnceCell;
+
+use crate::db::Db;
+
+use super::Result;
+
+/// Opens the crypto store of one device.
+///
+/// This is the one place that chooses the store. Until ferry's SQL crypto store
+/// (`crypto::store::SqlCryptoStore`) is merged it hands out matrix-sdk-crypto's `MemoryStore`,
+/// kept per device for the life of the process so that unloading a machine loses nothing
+/// (a restart does: restart survival needs the SQL store).
+pub struct StoreOpener {
+    #[allow(dead_code)] // used by the SQL store once it replaces the memory store
+    db: Db,
+    memory: Mutex<HashMap<(OwnedUserId, OwnedDeviceId), Arc<MemoryStore>>>,
+}
+
+impl StoreOpener {
+    fn new(db: Db) -> Self {
+        Self {
+            db,
+            memory: Mutex::default(),
+        }
+    }
+
+    /// The store of `user`'s device `device`.
+    pub async fn open_store(
+        &self,
+        user: &UserId,
+        device: &ruma::DeviceId,
+    ) -> Result<Arc<DynCryptoStore>> {
+        let store = self
+            .memory
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry((user.to_owned(), device.to_owned()))
+            .or_insert_with(|| Arc::new(MemoryStore::new()))
+            .clone();
+        Ok(store.into_crypto_store())
+    }
+}
+
+/// One device's machine and the locks that serialize work on it.
+pub struct LoadedMachine {
+    pub user: OwnedUserId,
+    pub device: OwnedDeviceId,
+    pub olm: OlmMachine,
+    /// Held while the machine's outgoing requests are sent (so none is sent twice).
+    pub(crate) outgoing: tokio::sync::Mutex<()>,
+    /// Held while a room key is shared and an event encrypted.
+    pub(crate) sending: tokio::sync::Mutex<()>,
+    last_used: AtomicU64,
+}
+
+impl LoadedMachine {
+    pub(crate) fn new(olm: OlmMachine) -> Self {
+        Self {
+            user: olm.user_id().to_owned(),
+            device: olm.device_id().to_owned(),
+            olm,
+            outgoing: tokio::sync::Mutex::new(()),
+            sending: tokio::sync::Mutex::new(()),
+            last_used: AtomicU64::new(0),
+        }
+    }
+}
+
+impl std::fmt::Debug for LoadedMachine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedMachine")
+            .field("user", &self.user)
+            .field("device", &self.device)
+            .finish_non_exhaustive()
+    }
+}
+
+type Slot = Arc<OnceCell<Arc<LoadedMachine>>>;
+
+/// The loaded machines, by owner (one device per user).
+pub struct MachinePool {
+    slots: Mutex<HashMap<OwnedUserId, Slot>>,
+    opener: StoreOpener,
+    pinned: OwnedUserId,
+    epoch: Instant,
+    idle: Duration,
+    max: usize,
+}
+
+impl MachinePool {
+    pub(crate) fn new(db: Db, pinned: OwnedUserId, idle: Duration, max: usize) -> Self {
+        Self {
+            slots: Mutex::default(),
+            opener: StoreOpener::new(db),
+            pinned,
+            epoch: Instant::now(),
+            idle,
+            max,
+        }
+    }
+
+    pub fn opener(&self) -> &StoreOpener {
+        &self.opener
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<OwnedUserId, Slot>> {
+        self.slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn touch(&self, machine: &LoadedMachine) {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        machine.last_used.store(now, Ordering::Relaxed);
+    }
+
+    /// `user`'s machine, loading it with `load` when it is not loaded. Concurrent callers for
+    /// one user share one load.
+    pub async fn get<F, Fut>(&self, user: &UserId, load: F) -> Result<Arc<LoadedMachine>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Arc<LoadedMachine>>>,
+    {
+        let slot = self.lock().entry(user.to_owned()).or_default().clone();
+        let machine = slot.get_or_try_init(load).await?.clone();
+        self.touch(&machine);
+        Ok(machine)
+    }
+
+    /// `user`'s machine if it is loaded.
+    pub fn loaded_for(&self, user: &UserId) -> Option<Arc<LoadedMachine>> {
+        let machine = self.lock().get(user)?.get()?.clone();
+        self.touch(&machine);
+        Some(machine)
+    }
+
+    /// Every loaded machine.
+    pub fn loaded(&self) -> Vec<Arc<LoadedMachine>> {
+        self.lock()
+            .values()
+            .filter_map(|slot| slot.get().cloned())
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Unloads idle machines, then the least recently used beyond the limit. A machine in
+    /// use (held outside the pool) or the bot's is never unloaded. Returns how many were.
+    pub fn evict(&self) -> usize {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        let idle_ms = self.idle.as_millis() as u64;
+        let mut slots = self.lock();
+        let before = slots.len();
+        // Free to unload: nobody else holds the slot or the machine.
+        let mut candidates: Vec<(u64, OwnedUserId)> = slots
+            .iter()
+            .filter(|(user, slot)| **user != self.pinned && Arc::strong_count(slot) == 1)
+            .filter_map(|(user, slot)| match slot.get() {
+                None => Some((0, user.clone())),
+                Some(m) if Arc::strong_count(m) == 1 => {
+                    Some((m.last_used.load(Ordering::Relaxed), user.clone()))
+                }
+                Some(_) => None,
+            })
+            .collect();
+        candidates.sort();
+        let mut remaining = slots.len();
+        for (last_used, user) in candidates {
+            if now.saturating_sub(last_used) >= idle_ms || remaining > self.max {
+                slots.remove(&user);
+                remaining -= 1;
+            }
+        }
+        before - slots.len()
+    }
+}
