@@ -436,6 +436,11 @@ impl User {
         }
     }
 
+    /// The user's access token (for requests the helpers here do not cover).
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
     pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
         let mut request = self
             .client

@@ -271,3 +271,169 @@ async fn encrypted_portal_both_ways(backend: Backend) {
 }
 
 both_backends!(encrypted_portal_both_ways);
+
+/// A Matrix device driven by hand with matrix-sdk-crypto, so the test decides when the room
+/// key is delivered.
+mod manual {
+    use std::{borrow::Cow, collections::BTreeSet};
+
+    use matrix_sdk_crypto::{OlmMachine, types::requests::AnyOutgoingRequest};
+    use ruma::api::{
+        IncomingResponse, MatrixVersion, OutgoingRequest, SupportedVersions,
+        auth_scheme::SendAccessToken, client::keys::get_keys, path_builder::VersionHistory,
+    };
+
+    use crate::common::{User, hs_url};
+
+    pub async fn send<R>(user: &User, request: R) -> R::IncomingResponse
+    where
+        R: OutgoingRequest<PathBuilder = VersionHistory>,
+        for<'a> R::Authentication:
+            ruma::api::auth_scheme::AuthScheme<Input<'a> = SendAccessToken<'a>>,
+    {
+        let versions = SupportedVersions {
+            versions: BTreeSet::from([MatrixVersion::V1_11]),
+            features: BTreeSet::new(),
+        };
+        let http_request = request
+            .try_into_http_request::<Vec<u8>>(
+                &hs_url(),
+                SendAccessToken::Always(user.token()),
+                Cow::Owned(versions),
+            )
+            .expect("request builds");
+        let (parts, body) = http_request.into_parts();
+        let response = crate::common::http()
+            .request(parts.method, parts.uri.to_string())
+            .headers(parts.headers)
+            .body(body)
+            .send()
+            .await
+            .expect("homeserver answers");
+        let status = response.status();
+        let bytes = response.bytes().await.expect("body").to_vec();
+        assert!(status.is_success(), "{status}: {}", String::from_utf8_lossy(&bytes));
+        let mut resp = http::Response::new(bytes);
+        *resp.status_mut() = status;
+        R::IncomingResponse::try_from_http_response(resp).expect("response parses")
+    }
+
+    /// Sends the machine's key uploads and queries until none are left.
+    pub async fn flush(user: &User, machine: &OlmMachine) {
+        for _ in 0..4 {
+            let requests = machine.outgoing_requests().await.expect("requests");
+            if requests.is_empty() {
+                return;
+            }
+            for request in requests {
+                let id = request.request_id();
+                match request.request() {
+                    AnyOutgoingRequest::KeysUpload(r) => {
+                        let response = send(user, r.clone()).await;
+                        machine.mark_request_as_sent(id, &response).await.expect("mark");
+                    }
+                    AnyOutgoingRequest::KeysQuery(r) => {
+                        let mut query = get_keys::v3::Request::new();
+                        query.device_keys = r.device_keys.clone();
+                        let response = send(user, query).await;
+                        machine.mark_request_as_sent(id, &response).await.expect("mark");
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// A message whose room key reaches the bridge only after the message itself: the bridge
+/// waits, asks for the key, tells the room, and bridges the message once the key arrives.
+async fn late_key_is_still_bridged(backend: Backend) {
+    use matrix_sdk_crypto::{EncryptionSettings, OlmMachine};
+    use ruma::{
+        OwnedTransactionId,
+        api::client::{
+            message::send_message_event, to_device::send_event_to_device,
+        },
+        events::MessageLikeEventType,
+        serde::Raw,
+    };
+
+    let slot = Slot::claim();
+    let sim = Sim::start().await;
+    sim.user("alice", "Alice").await;
+    sim.user("bob", "Bob").await;
+    let dm = sim.dm("alice", "bob").await;
+    let _ferry = Ferry::start_configured(&slot, backend, &sim.url(), None, ENCRYPTION).await;
+    let (user, management) = logged_in_user(&slot, &sim, "alice").await;
+    let portal = user.wait_portals(1, &management).await.remove(0);
+    user.accept_invites().await;
+    let room = OwnedRoomId::try_from(portal.as_str()).expect("room id");
+    let whoami = user
+        .call(Method::GET, "/_matrix/client/v3/account/whoami", None)
+        .await;
+    let me = OwnedUserId::try_from(whoami["user_id"].as_str().expect("user")).expect("id");
+    let device = OwnedDeviceId::from(whoami["device_id"].as_str().expect("device"));
+    let machine = OlmMachine::new(&me, &device).await;
+    manual::flush(&user, &machine).await;
+    let bot = OwnedUserId::try_from(slot.bot()).expect("bot id");
+    machine
+        .update_tracked_users([bot.as_ref()])
+        .await
+        .expect("track");
+    manual::flush(&user, &machine).await;
+    if let Some((id, claim)) = machine
+        .get_missing_sessions([bot.as_ref()].into_iter())
+        .await
+        .expect("sessions")
+    {
+        let response = manual::send(&user, claim).await;
+        machine.mark_request_as_sent(&id, &response).await.expect("mark");
+    }
+    let shares = machine
+        .share_room_key(&room, [bot.as_ref()].into_iter(), EncryptionSettings::default())
+        .await
+        .expect("share");
+    assert!(!shares.is_empty(), "the bot's device gets the key");
+    let content: Raw<ruma::events::AnyMessageLikeEventContent> =
+        Raw::new(&serde_json::json!({"msgtype": "m.text", "body": "sent before its key"}))
+            .expect("content")
+            .cast_unchecked();
+    let encrypted = machine
+        .encrypt_room_event_raw(&room, "m.room.message", &content)
+        .await
+        .expect("encrypt");
+    // The message first, its key later.
+    let send = send_message_event::v3::Request::new_raw(
+        room.clone(),
+        OwnedTransactionId::from("late-key-1"),
+        MessageLikeEventType::RoomEncrypted,
+        encrypted.content.cast_unchecked(),
+    );
+    manual::send(&user, send).await;
+    let bot_name = slot.bot();
+    user.wait_message(&portal, "the bridge's note about the missing key", |s, b| {
+        s == bot_name && b.contains("cannot be decrypted yet")
+    })
+    .await;
+    assert!(
+        !sim.messages(&dm)
+            .await
+            .iter()
+            .any(|(_, text)| text == "sent before its key"),
+        "nothing is bridged before the key"
+    );
+    for share in shares {
+        let request = send_event_to_device::v3::Request::new_raw(
+            share.event_type.clone(),
+            share.txn_id.clone(),
+            share.messages.clone(),
+        );
+        manual::send(&user, request).await;
+    }
+    sim.wait_message(&dm, "the late message", |sender, text| {
+        sender == "alice" && text == "sent before its key"
+    })
+    .await;
+}
+
+both_backends!(late_key_is_still_bridged);
