@@ -39,25 +39,23 @@ impl Crypto {
     }
 
     async fn load(&self, user: &UserId) -> Result<Arc<LoadedMachine>> {
-        let (device, store) = match self.db.crypto_device(user.as_str()).await? {
-            Some(device) => {
-                let device = OwnedDeviceId::from(device);
-                let store = self.machines.opener().open_store(user, &device).await?;
-                if store.load_account().await?.is_some() {
-                    (device, store)
-                } else {
-                    // The device exists but its keys are gone: a new device, not new keys
-                    // under the old id.
-                    tracing::warn!(%user, %device, "crypto state of a device is lost; creating a new device");
-                    let generation = crate::db::now_ms().unsigned_abs();
-                    let device = device_id_for(user, generation);
-                    self.create_device(user, &device).await?;
-                    let store = self.machines.opener().open_store(user, &device).await?;
-                    (device, store)
-                }
+        let known = self.db.crypto_device(user.as_str()).await?;
+        let mut reuse = None;
+        if let Some(device) = known {
+            let device = OwnedDeviceId::from(device);
+            let store = self.machines.opener().open_store(user, &device).await?;
+            if store.load_account().await?.is_some() {
+                reuse = Some((device, store));
+            } else {
+                // The device exists but its keys are gone: a new device, not new keys under
+                // the old id (clients would reject the changed keys).
+                tracing::warn!(%user, %device, "crypto state of a device is lost; creating a new device");
             }
+        }
+        let (device, store) = match reuse {
+            Some(found) => found,
             None => {
-                let device = device_id_for(user, 0);
+                let device = self.unused_device_id(user).await?;
                 self.create_device(user, &device).await?;
                 let store = self.machines.opener().open_store(user, &device).await?;
                 (device, store)
@@ -70,6 +68,36 @@ impl Crypto {
         // Device lists may have changed while the machine was not loaded.
         machine.olm.mark_all_tracked_users_as_dirty().await?;
         Ok(machine)
+    }
+
+    /// The first derived device id the homeserver does not know for `user` (a device left by
+    /// an earlier installation keeps its keys there; reusing its id would clash with them).
+    async fn unused_device_id(&self, user: &UserId) -> Result<OwnedDeviceId> {
+        for generation in 0..64 {
+            let device = device_id_for(user, generation);
+            let path = format!(
+                "/_matrix/client/v3/devices/{}",
+                url::form_urlencoded::byte_serialize(device.as_str().as_bytes())
+                    .collect::<String>()
+            );
+            match self
+                .client
+                .send_json(
+                    http::Method::GET,
+                    &path,
+                    &[("user_id", user.as_str())],
+                    None,
+                )
+                .await
+            {
+                Ok(_) => continue,
+                Err(MatrixError::Api { status: 404, .. }) => return Ok(device),
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Err(CryptoError::Invalid(format!(
+            "no free device id for {user}"
+        )))
     }
 
     /// Creates `device` for `user` on the homeserver and remembers it.

@@ -200,3 +200,60 @@ impl MachinePool {
         before - slots.len()
     }
 }
+
+#[cfg(test)]
+mod bench {
+    //! Figures for the README, not assertions: run with
+    //! `cargo test --release -p ferry --lib crypto::machines::bench -- --ignored --nocapture`.
+
+    use std::time::Instant;
+
+    use matrix_sdk_crypto::vodozemac::megolm::{
+        GroupSession, InboundGroupSession, SessionConfig,
+    };
+
+    fn rss_kib() -> u64 {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|n| n.parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
+    #[tokio::test]
+    #[ignore = "benchmark: prints figures"]
+    async fn encrypt_decrypt_cost_and_memory_per_machine() {
+        let mut outbound = GroupSession::new(SessionConfig::version_1());
+        let mut inbound = InboundGroupSession::new(&outbound.session_key(), SessionConfig::version_1());
+        let body = r#"{"type":"m.room.message","content":{"msgtype":"m.text","body":"a typical chat message of some sixty bytes"},"room_id":"!r:localhost"}"#;
+        let n = 10_000;
+        let started = Instant::now();
+        let messages: Vec<_> = (0..n).map(|_| outbound.encrypt(body)).collect();
+        let encrypt = started.elapsed() / n;
+        let started = Instant::now();
+        for message in &messages {
+            inbound.decrypt(message).expect("decrypts");
+        }
+        let decrypt = started.elapsed() / n;
+        let machines = 500;
+        let before = rss_kib();
+        let started = Instant::now();
+        let mut loaded = Vec::with_capacity(machines);
+        for i in 0..machines {
+            let user = ruma::OwnedUserId::try_from(format!("@ghost{i}:localhost")).expect("id");
+            let device = ruma::OwnedDeviceId::from(format!("FERRY{i}"));
+            loaded.push(matrix_sdk_crypto::OlmMachine::new(&user, &device).await);
+        }
+        let create = started.elapsed() / machines as u32;
+        let per_machine = rss_kib().saturating_sub(before) / machines as u64;
+        println!(
+            "megolm encrypt {encrypt:?}/msg, decrypt {decrypt:?}/msg; OlmMachine (memory store) \
+             create {create:?}, RSS {per_machine} KiB per loaded machine ({machines} loaded)"
+        );
+        assert_eq!(loaded.len(), machines);
+    }
+}

@@ -109,7 +109,10 @@ impl PrivateSynapse {
         let tag = &random_hex()[..6];
         let prefix = format!("drill{tag}_");
         let id = format!("drill{tag}");
-        let (as_token, hs_token) = (random_hex() + random_hex().as_str(), random_hex() + random_hex().as_str());
+        let (as_token, hs_token) = (
+            random_hex() + random_hex().as_str(),
+            random_hex() + random_hex().as_str(),
+        );
         let registration = dir.join("registration.yaml");
         std::fs::write(
             &registration,
