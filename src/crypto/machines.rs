@@ -208,9 +208,7 @@ mod bench {
 
     use std::time::Instant;
 
-    use matrix_sdk_crypto::vodozemac::megolm::{
-        GroupSession, InboundGroupSession, SessionConfig,
-    };
+    use matrix_sdk_crypto::vodozemac::megolm::{GroupSession, InboundGroupSession, SessionConfig};
 
     fn rss_kib() -> u64 {
         std::fs::read_to_string("/proc/self/status")
@@ -228,7 +226,8 @@ mod bench {
     #[ignore = "benchmark: prints figures"]
     async fn encrypt_decrypt_cost_and_memory_per_machine() {
         let mut outbound = GroupSession::new(SessionConfig::version_1());
-        let mut inbound = InboundGroupSession::new(&outbound.session_key(), SessionConfig::version_1());
+        let mut inbound =
+            InboundGroupSession::new(&outbound.session_key(), SessionConfig::version_1());
         let body = r#"{"type":"m.room.message","content":{"msgtype":"m.text","body":"a typical chat message of some sixty bytes"},"room_id":"!r:localhost"}"#;
         let n = 10_000;
         let started = Instant::now();
@@ -239,6 +238,58 @@ mod bench {
             inbound.decrypt(message).expect("decrypts");
         }
         let decrypt = started.elapsed() / n;
+        // The same through matrix-sdk-crypto (store lookups, JSON, session bookkeeping): one
+        // machine encrypts for a room and decrypts its own events.
+        let user = ruma::owned_user_id!("@ghost:localhost");
+        let device = ruma::OwnedDeviceId::from("FERRYBENCH");
+        let machine = matrix_sdk_crypto::OlmMachine::new(&user, &device).await;
+        let room = ruma::owned_room_id!("!bench:localhost");
+        machine
+            .share_room_key(
+                &room,
+                std::iter::empty(),
+                matrix_sdk_crypto::EncryptionSettings {
+                    rotation_period_msgs: 1_000_000,
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("session");
+        let content: ruma::serde::Raw<ruma::events::AnyMessageLikeEventContent> =
+            ruma::serde::Raw::new(
+                &serde_json::json!({"msgtype": "m.text", "body": "a typical chat message"}),
+            )
+            .expect("raw")
+            .cast_unchecked();
+        let rounds = 2_000u32;
+        let started = Instant::now();
+        let mut events = Vec::new();
+        for i in 0..rounds {
+            let encrypted = machine
+                .encrypt_room_event_raw(&room, "m.room.message", &content)
+                .await
+                .expect("encrypts");
+            events.push(serde_json::json!({
+                "type": "m.room.encrypted", "sender": user, "event_id": format!("$e{i}"),
+                "origin_server_ts": 1, "room_id": room,
+                "content": encrypted.content.deserialize_as_unchecked::<serde_json::Value>().expect("json"),
+            }));
+        }
+        let sdk_encrypt = started.elapsed() / rounds;
+        let settings = matrix_sdk_crypto::DecryptionSettings {
+            sender_device_trust_requirement: matrix_sdk_crypto::TrustRequirement::Untrusted,
+        };
+        let started = Instant::now();
+        for event in &events {
+            let raw: ruma::serde::Raw<_> =
+                ruma::serde::Raw::new(event).expect("raw").cast_unchecked();
+            machine
+                .decrypt_room_event(&raw, &room, &settings)
+                .await
+                .expect("decrypts");
+        }
+        let sdk_decrypt = started.elapsed() / rounds;
+        println!("OlmMachine encrypt {sdk_encrypt:?}/msg, decrypt {sdk_decrypt:?}/msg");
         let machines = 500;
         let before = rss_kib();
         let started = Instant::now();
