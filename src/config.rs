@@ -380,6 +380,12 @@ impl EncryptionConfig {
                 "must be at least 16 characters when encryption is allowed",
             ));
         }
+        if self.allow && self.inputs == CryptoInputs::Sync {
+            return Err(ConfigError::invalid(
+                "encryption.inputs",
+                "the /sync fallback is not implemented yet: use push or auto (transactions)",
+            ));
+        }
         if self.device_display_name.trim().is_empty() {
             return Err(ConfigError::invalid(
                 "encryption.device_display_name",
@@ -650,6 +656,9 @@ mod tests {
         let bad = EXAMPLE.replace("  require: false", "  require: true");
         let err = Config::parse(&bad).unwrap_err().to_string();
         assert!(err.contains("encryption.require"), "{err}");
+        let bad = keyed.replace("  inputs: auto", "  inputs: sync");
+        let err = Config::parse(&bad).unwrap_err().to_string();
+        assert!(err.contains("not implemented"), "{err}");
         let bad = keyed.replace("  inputs: auto", "  inputs: carrier_pigeon");
         let err = Config::parse(&bad).unwrap_err().to_string();
         assert!(err.contains("encryption.inputs"), "{err}");
