@@ -80,7 +80,7 @@ pub async fn run(config: Config, config_dir: &Path) -> anyhow::Result<()> {
     );
     if let Some((crypto, late)) = crypto {
         crypto.start();
-        tokio::spawn(route_late_events(db.clone(), bridge.clone(), late));
+        tokio::spawn(route_late_events(bridge.clone(), late));
     }
     let server = tokio::spawn(async move {
         axum::serve(listener, router)
@@ -128,21 +128,15 @@ pub async fn run(config: Config, config_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Encrypted events whose keys came late are stored in the inbox again (like a transaction of
-/// their own) and routed to their portal.
+/// Encrypted events whose keys came late, already back in the inbox, are routed to their
+/// portal like a new transaction.
 async fn route_late_events(
-    db: Db,
     bridge: Arc<Bridge>,
-    mut late: tokio::sync::mpsc::Receiver<Vec<String>>,
+    mut late: tokio::sync::mpsc::Receiver<Vec<crate::db::inbox::InboxEntry>>,
 ) {
     use crate::matrix::appservice::AppserviceHandler as _;
-    while let Some(events) = late.recv().await {
-        let key = format!("late-key-{}", ruma::TransactionId::new());
-        match db.store_transaction(&key, &events).await {
-            Ok(Some(entries)) => bridge.events(entries).await,
-            Ok(None) => {}
-            Err(err) => tracing::error!(%err, "cannot store events whose keys arrived"),
-        }
+    while let Some(entries) = late.recv().await {
+        bridge.events(entries).await;
     }
 }
 

@@ -28,7 +28,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::{
     config::EncryptionConfig,
-    db::{Db, DbError},
+    db::{Db, DbError, inbox::InboxEntry},
     matrix::client::{MatrixClient, MatrixError},
 };
 
@@ -70,8 +70,9 @@ pub struct Crypto {
     machines: MachinePool,
     rooms: RoomRegistry,
     room_keys: broadcast::Sender<RoomKeyArrived>,
-    /// Raw events whose keys arrived after their portal gave up waiting: routed again.
-    late: mpsc::Sender<Vec<String>>,
+    /// Events whose keys arrived after their portal gave up waiting, back in the inbox: to
+    /// route again.
+    late: mpsc::Sender<Vec<InboxEntry>>,
 }
 
 impl std::fmt::Debug for Crypto {
@@ -89,7 +90,7 @@ impl Crypto {
         db: Db,
         client: MatrixClient,
         bot: OwnedUserId,
-    ) -> (Arc<Self>, mpsc::Receiver<Vec<String>>) {
+    ) -> (Arc<Self>, mpsc::Receiver<Vec<InboxEntry>>) {
         let (late, late_rx) = mpsc::channel(64);
         let (room_keys, _) = broadcast::channel(1024);
         let machines = MachinePool::new(

@@ -161,12 +161,17 @@ impl Crypto {
 
     /// Routes again the parked events of a session whose key arrived.
     async fn release_waiting(&self, room: &RoomId, session_id: &str) {
-        match self.db.take_waiting_events(room.as_str(), session_id).await {
-            Ok(events) if !events.is_empty() => {
-                tracing::info!(count = events.len(), %room, "room key arrived late; bridging the waiting events");
-                let raw = events.into_iter().map(|e| e.event).collect();
-                if self.late.send(raw).await.is_err() {
-                    tracing::warn!("nobody routes late events; they stay parked");
+        match self
+            .db
+            .release_waiting_events(room.as_str(), session_id)
+            .await
+        {
+            Ok(entries) if !entries.is_empty() => {
+                tracing::info!(count = entries.len(), %room, "room key arrived late; bridging the waiting events");
+                if self.late.send(entries).await.is_err() {
+                    tracing::warn!(
+                        "nobody routes late events; they are replayed from the inbox at the next start"
+                    );
                 }
             }
             Ok(_) => {}

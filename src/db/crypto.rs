@@ -1,7 +1,7 @@
 //! The bridge's crypto bookkeeping outside the crypto store: its devices, which rooms are
 //! encrypted, and encrypted events still waiting for their keys (migration 0004).
 
-use super::{Db, Result, now_ms};
+use super::{Db, Result, inbox::InboxEntry, now_ms};
 
 /// An encrypted room's settings, from its `m.room.encryption` state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -9,13 +9,6 @@ pub struct RoomEncryptionRow {
     pub algorithm: String,
     pub rotation_period_ms: Option<i64>,
     pub rotation_period_msgs: Option<i64>,
-}
-
-/// An encrypted event waiting for its room key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WaitingEvent {
-    pub event_id: String,
-    pub event: String,
 }
 
 impl Db {
@@ -106,23 +99,38 @@ impl Db {
         Ok(())
     }
 
-    /// Takes (returns and deletes) the events waiting for one session's key.
-    pub async fn take_waiting_events(
+    /// Moves the events waiting for one session's key back into the inbox, in one database
+    /// transaction (so a crash leaves them in one place or the other), oldest first.
+    pub async fn release_waiting_events(
         &self,
         room_id: &str,
         session_id: &str,
-    ) -> Result<Vec<WaitingEvent>> {
-        let rows: Vec<(String, String)> = sqlx::query_as(
+    ) -> Result<Vec<InboxEntry>> {
+        let now = now_ms();
+        let mut tx = self.pool().begin().await?;
+        let rows: Vec<(String, i64)> = sqlx::query_as(
             "DELETE FROM crypto_waiting_event WHERE room_id = $1 AND session_id = $2 \
-             RETURNING event_id, event",
+             RETURNING event, received_at",
         )
         .bind(room_id)
         .bind(session_id)
-        .fetch_all(self.pool())
+        .fetch_all(&mut *tx)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(event_id, event)| WaitingEvent { event_id, event })
-            .collect())
+        let mut rows = rows;
+        rows.sort_by_key(|(_, at)| *at);
+        let mut entries = Vec::with_capacity(rows.len());
+        for (event, _) in rows {
+            let (id,): (i64,) = sqlx::query_as(
+                "INSERT INTO inbox (txn_id, event, received_at) VALUES ($1, $2, $3) RETURNING id",
+            )
+            .bind("late-room-key")
+            .bind(&event)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            entries.push(InboxEntry { id, event });
+        }
+        tx.commit().await?;
+        Ok(entries)
     }
 }
