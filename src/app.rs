@@ -6,7 +6,7 @@ use anyhow::Context;
 
 use crate::{
     bridge::Bridge,
-    config::Config,
+    config::{Config, CryptoInputs, DeviceCreation, EncryptionConfig},
     crypto::Crypto,
     db::Db,
     matrix::{appservice, client::MatrixClient, intent::Intents, registration::Registration},
@@ -30,13 +30,11 @@ pub async fn run(config: Config, config_dir: &Path) -> anyhow::Result<()> {
         metrics.clone(),
     );
     let mut intents = Intents::new(client.clone(), config.bot_user_id());
-    let crypto = if config.encryption.allow {
-        let (crypto, late) = Crypto::new(
-            config.encryption.clone(),
-            db.clone(),
-            client,
-            config.bot_user_id(),
-        );
+    let encryption = resolve_encryption(&config, &registration);
+    let crypto = if encryption.allow {
+        tracing::info!(inputs = ?encryption.inputs, devices = ?encryption.devices, "encryption enabled");
+        let (crypto, late) =
+            Crypto::new(encryption.clone(), db.clone(), client, config.bot_user_id());
         intents = intents.with_crypto(crypto.clone());
         Some((crypto, late))
     } else {
@@ -76,7 +74,7 @@ pub async fn run(config: Config, config_dir: &Path) -> anyhow::Result<()> {
         Arc::new(bridge.clone()),
         metrics.clone(),
         config.appservice.max_body_bytes,
-        config.encryption.allow,
+        encryption.allow && encryption.inputs == CryptoInputs::Push,
     );
     if let Some((crypto, late)) = crypto {
         crypto.start();
@@ -126,6 +124,27 @@ pub async fn run(config: Config, config_dir: &Path) -> anyhow::Result<()> {
     bridge.stop_sessions().await;
     db.close().await;
     Ok(())
+}
+
+/// Settles `auto` in the encryption config from what the registration asks of the homeserver
+/// (no requests, so no side effects): crypto inputs are pushed only when the registration has
+/// `org.matrix.msc3202` and ephemeral pushes, else they come from `/sync`; devices are made by
+/// MSC4190 only when the registration has `io.element.msc4190`, else by appservice login.
+fn resolve_encryption(config: &Config, registration: &Registration) -> EncryptionConfig {
+    let mut encryption = config.encryption.clone();
+    let pushes =
+        registration.msc3202 && (registration.receive_ephemeral || registration.push_ephemeral);
+    if encryption.inputs == CryptoInputs::Auto {
+        encryption.inputs = if pushes {
+            CryptoInputs::Push
+        } else {
+            CryptoInputs::Sync
+        };
+    }
+    if encryption.devices == DeviceCreation::Auto && !registration.msc4190 {
+        encryption.devices = DeviceCreation::Login;
+    }
+    encryption
 }
 
 /// Encrypted events whose keys came late, already back in the inbox, are routed to their

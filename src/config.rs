@@ -380,12 +380,6 @@ impl EncryptionConfig {
                 "must be at least 16 characters when encryption is allowed",
             ));
         }
-        if self.allow && self.inputs == CryptoInputs::Sync {
-            return Err(ConfigError::invalid(
-                "encryption.inputs",
-                "the /sync fallback is not implemented yet: use push or auto (transactions)",
-            ));
-        }
         if self.device_display_name.trim().is_empty() {
             return Err(ConfigError::invalid(
                 "encryption.device_display_name",
@@ -656,9 +650,11 @@ mod tests {
         let bad = EXAMPLE.replace("  require: false", "  require: true");
         let err = Config::parse(&bad).unwrap_err().to_string();
         assert!(err.contains("encryption.require"), "{err}");
-        let bad = keyed.replace("  inputs: auto", "  inputs: sync");
-        let err = Config::parse(&bad).unwrap_err().to_string();
-        assert!(err.contains("not implemented"), "{err}");
+        let sync = keyed.replace("  inputs: auto", "  inputs: sync");
+        assert_eq!(
+            Config::parse(&sync).expect("valid").encryption.inputs,
+            CryptoInputs::Sync
+        );
         let bad = keyed.replace("  inputs: auto", "  inputs: carrier_pigeon");
         let err = Config::parse(&bad).unwrap_err().to_string();
         assert!(err.contains("encryption.inputs"), "{err}");

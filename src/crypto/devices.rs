@@ -63,6 +63,9 @@ impl Crypto {
         };
         let olm = matrix_sdk_crypto::OlmMachine::with_store(user, &device, store, None).await?;
         let machine = Arc::new(LoadedMachine::new(olm));
+        if self.config.inputs == crate::config::CryptoInputs::Sync {
+            self.start_sync(&machine);
+        }
         self.flush(&machine).await?;
         self.ensure_cross_signing(&machine).await?;
         // Device lists may have changed while the machine was not loaded.

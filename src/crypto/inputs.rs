@@ -17,7 +17,7 @@ use ruma::{
 use serde::{Deserialize, Serialize};
 use serde_json::{Value as JsonValue, value::RawValue};
 
-use super::{Crypto, RoomKeyArrived, machines::LoadedMachine};
+use super::{Crypto, machines::LoadedMachine};
 
 /// The key an inbox entry holding crypto inputs is recognised by.
 const MARKER: &str = "ferry.crypto_input";
@@ -240,15 +240,7 @@ impl Crypto {
                 .receive_sync_changes(changes, &Self::decryption_settings())
                 .await
             {
-                Ok((_, keys)) => {
-                    for key in keys {
-                        tracing::debug!(room = %key.room_id, user = %machine.user, "room key received");
-                        let _ = self.room_keys.send(RoomKeyArrived {
-                            room_id: key.room_id,
-                            session_id: key.session_id,
-                        });
-                    }
-                }
+                Ok((_, keys)) => self.keys_received(&machine, keys),
                 Err(err) => {
                     tracing::warn!(%err, user = %machine.user, "cannot process crypto inputs");
                     continue;

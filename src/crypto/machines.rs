@@ -71,9 +71,35 @@ pub struct LoadedMachine {
     /// Held while a room key is shared and an event encrypted.
     pub(crate) sending: tokio::sync::Mutex<()>,
     last_used: AtomicU64,
+    /// The device's `/sync` loop, when inputs come from `/sync`: stopped with the machine.
+    sync_task: Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+impl Drop for LoadedMachine {
+    fn drop(&mut self) {
+        if let Some(task) = self
+            .sync_task
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+        {
+            task.abort();
+        }
+    }
 }
 
 impl LoadedMachine {
+    pub(crate) fn set_sync_task(&self, task: tokio::task::AbortHandle) {
+        let old = self
+            .sync_task
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .replace(task);
+        if let Some(old) = old {
+            old.abort();
+        }
+    }
+
     pub(crate) fn new(olm: OlmMachine) -> Self {
         Self {
             user: olm.user_id().to_owned(),
@@ -82,6 +108,7 @@ impl LoadedMachine {
             outgoing: tokio::sync::Mutex::new(()),
             sending: tokio::sync::Mutex::new(()),
             last_used: AtomicU64::new(0),
+            sync_task: Mutex::new(None),
         }
     }
 }

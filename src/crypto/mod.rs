@@ -19,6 +19,7 @@ pub mod receive;
 pub mod requests;
 pub mod rooms;
 pub mod send;
+pub mod sync;
 
 use std::{sync::Arc, time::Duration};
 
@@ -73,6 +74,8 @@ pub struct Crypto {
     /// Events whose keys arrived after their portal gave up waiting, back in the inbox: to
     /// route again.
     late: mpsc::Sender<Vec<InboxEntry>>,
+    /// Itself, for the tasks it starts (the `/sync` loops).
+    me: std::sync::Weak<Crypto>,
 }
 
 impl std::fmt::Debug for Crypto {
@@ -99,7 +102,7 @@ impl Crypto {
             Duration::from_secs(config.machine_idle_seconds),
             config.max_loaded_machines,
         );
-        let crypto = Arc::new(Self {
+        let crypto = Arc::new_cyclic(|me| Self {
             config,
             db,
             client,
@@ -108,6 +111,7 @@ impl Crypto {
             rooms: RoomRegistry::default(),
             room_keys,
             late,
+            me: me.clone(),
         });
         (crypto, late_rx)
     }
@@ -141,6 +145,21 @@ impl Crypto {
         });
         let crypto = self.clone();
         tokio::spawn(async move { crypto.bridge_late_events().await });
+    }
+
+    /// Tells waiting decryptions about room keys a machine just received.
+    pub(crate) fn keys_received(
+        &self,
+        machine: &machines::LoadedMachine,
+        keys: Vec<matrix_sdk_crypto::store::types::RoomKeyInfo>,
+    ) {
+        for key in keys {
+            tracing::debug!(room = %key.room_id, user = %machine.user, "room key received");
+            let _ = self.room_keys.send(RoomKeyArrived {
+                room_id: key.room_id,
+                session_id: key.session_id,
+            });
+        }
     }
 
     /// Sets the bot's device up (at start-up, so clients can share keys with it at once).

@@ -64,8 +64,12 @@ impl Drop for E2eeClient {
 
 impl E2eeClient {
     async fn login(user: &User) -> E2eeClient {
+        Self::login_at(user, &hs_url()).await
+    }
+
+    async fn login_at(user: &User, hs: &str) -> E2eeClient {
         let client = Client::builder()
-            .homeserver_url(hs_url())
+            .homeserver_url(hs)
             .build()
             .await
             .expect("client");
@@ -571,3 +575,54 @@ both_backends!(
     survives_a_restart,
     ignore = "needs the SQL crypto store: the in-memory stand-in loses devices at restart"
 );
+
+/// The Conduit-like profile: a homeserver that pushes no crypto inputs (registration without
+/// `org.matrix.msc3202` and ephemeral pushes) and without MSC4190 device management (no
+/// `io.element.msc4190`). ferry then makes its devices by appservice login and reads crypto
+/// inputs from a `/sync` loop per device (`inputs: auto`, `devices: auto` settle on that from
+/// the registration), and both directions still work.
+async fn conduit_like_profile(backend: Backend) {
+    let ferry_port = crate::drills::free_port_pair();
+    let (_synapse, slot) = crate::drills::PrivateSynapse::start(ferry_port).await;
+    let sim = Sim::start().await;
+    sim.user("alice", "Alice").await;
+    sim.user("bob", "Bob").await;
+    let dm = sim.dm("alice", "bob").await;
+    let ferry = Ferry::start_configured(&slot, backend, &sim.url(), None, ENCRYPTION).await;
+    let (user, management) = logged_in_user(&slot, &sim, "alice").await;
+    let mut client = E2eeClient::login_at(&user, &slot.hs).await;
+    let portal = user.wait_portals(1, &management).await.remove(0);
+    let portal_id = OwnedRoomId::try_from(portal.as_str()).expect("room id");
+    let room = client.join(&portal_id).await;
+    sim.send(&dm, "bob", "hello over the sync fallback").await;
+    let ghost = OwnedUserId::try_from(slot.ghost("bob")).expect("ghost id");
+    let seen = client
+        .wait_seen(&portal_id, "bob's encrypted message", |s| {
+            s.body == "hello over the sync fallback"
+        })
+        .await;
+    assert_eq!(seen.sender, ghost);
+    let device = seen
+        .encryption
+        .and_then(|i| i.sender_device)
+        .expect("encrypted from a device");
+    assert!(device.as_str().starts_with("FERRY"), "{device}");
+    ghost_device_is_cross_signed(&client.client, &ghost, &device).await;
+    room.send(RoomMessageEventContent::text_plain(
+        "reply over the sync fallback",
+    ))
+    .await
+    .expect("client sends");
+    sim.wait_message(&dm, "the decrypted reply", |sender, text| {
+        sender == "alice" && text == "reply over the sync fallback"
+    })
+    .await;
+    let log = ferry.log();
+    assert!(
+        log.contains("inputs=Sync") && log.contains("devices=Login"),
+        "profile settled"
+    );
+    assert!(log.contains("crypto /sync loop started"), "sync loop ran");
+}
+
+both_backends!(conduit_like_profile);
