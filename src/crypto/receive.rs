@@ -52,27 +52,49 @@ impl Crypto {
         &self,
         event: &MatrixEvent,
     ) -> Result<Result<Option<MatrixEvent>, String>> {
-        let machine = self.machine(&self.bot.clone()).await?;
         let raw: Raw<OriginalSyncRoomEncryptedEvent> = match Raw::new(&encrypted_json(event)) {
             Ok(raw) => raw.cast_unchecked(),
             Err(err) => return Ok(Err(err.to_string())),
         };
-        let decrypted = match machine
-            .olm
-            .decrypt_room_event(
-                raw.cast_ref_unchecked(),
-                &event.room_id,
-                &Self::decryption_settings(),
-            )
-            .await
-        {
-            Ok(decrypted) => decrypted,
-            Err(MegolmError::MissingRoomKey(None)) => return Ok(Ok(None)),
-            Err(MegolmError::MissingRoomKey(Some(code))) => {
-                return Ok(Err(format!("the sender withheld the key ({code})")));
+        // The bot's device first; then the loaded devices of ghosts in the room, which get the
+        // same room keys (needed where the bot cannot receive them itself: Synapse refuses
+        // `/sync` to the appservice's own user, so with the `/sync` fallback only ghosts sync).
+        let mut machines = vec![self.machine(&self.bot.clone()).await?];
+        let mut withheld = None;
+        let mut candidates = Vec::new();
+        let decrypted = loop {
+            let Some(machine) = machines.pop() else {
+                return Ok(match withheld {
+                    Some(code) => Err(format!("the sender withheld the key ({code})")),
+                    None => Ok(None),
+                });
+            };
+            match machine
+                .olm
+                .decrypt_room_event(
+                    raw.cast_ref_unchecked(),
+                    &event.room_id,
+                    &Self::decryption_settings(),
+                )
+                .await
+            {
+                Ok(decrypted) => break decrypted,
+                Err(MegolmError::MissingRoomKey(code)) => {
+                    withheld = withheld.or(code);
+                    if machine.user == self.bot && candidates.is_empty() {
+                        let members = self.members(&event.room_id).await.unwrap_or_default();
+                        candidates = self
+                            .machines
+                            .loaded()
+                            .into_iter()
+                            .filter(|m| m.user != self.bot && members.contains(&m.user))
+                            .collect();
+                        machines.extend(candidates.iter().cloned());
+                    }
+                }
+                Err(MegolmError::Store(err)) => return Err(err.into()),
+                Err(err) => return Ok(Err(err.to_string())),
             }
-            Err(MegolmError::Store(err)) => return Err(err.into()),
-            Err(err) => return Ok(Err(err.to_string())),
         };
         let plain: JsonValue = match decrypted.event.deserialize_as_unchecked() {
             Ok(plain) => plain,

@@ -70,6 +70,7 @@ impl Crypto {
             None => return,
         };
         tracing::debug!(%user, %device, "crypto /sync loop started");
+        let mut backoff = Duration::from_secs(5);
         loop {
             let mut query = vec![
                 ("user_id", user.as_str()),
@@ -91,11 +92,15 @@ impl Crypto {
             let response = match response {
                 Ok(response) => response,
                 Err(err) => {
-                    tracing::warn!(%err, %user, %device, "crypto /sync failed; retrying");
-                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    // Synapse answers 500 to the appservice's own user (it refuses `/sync` to
+                    // it); ghosts' devices still sync, and decryption falls back to them.
+                    tracing::warn!(%err, %user, %device, retry_in = ?backoff, "crypto /sync failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(300));
                     continue;
                 }
             };
+            backoff = Duration::from_secs(5);
             let Some(machine) = machine.upgrade() else {
                 return;
             };

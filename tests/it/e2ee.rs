@@ -496,9 +496,32 @@ async fn room_switched_to_encryption_later(backend: Backend) {
         })
         .await;
     assert!(seen.encryption.is_none(), "not encrypted yet");
-    room.enable_encryption()
+    // A room admin (here the bot, through the appservice token) switches encryption on.
+    let switched = crate::common::http()
+        .put(format!(
+            "{}/_matrix/client/v3/rooms/{}/state/m.room.encryption/",
+            slot.hs,
+            enc(&portal)
+        ))
+        .bearer_auth(&slot.as_token)
+        .json(&serde_json::json!({"algorithm": "m.megolm.v1.aes-sha2"}))
+        .send()
         .await
-        .expect("switch encryption on");
+        .expect("homeserver answers");
+    assert!(switched.status().is_success(), "{switched:?}");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !room
+        .latest_encryption_state()
+        .await
+        .expect("state")
+        .is_encrypted()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the client never saw encryption on"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     sim.send(&dm, "bob", "after encryption").await;
     let seen = client
         .wait_seen(&portal_id, "the encrypted message", |s| {
