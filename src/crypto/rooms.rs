@@ -93,10 +93,13 @@ impl Crypto {
     pub async fn observe(&self, event: &MatrixEvent) {
         match event.kind.as_str() {
             "m.room.encryption" if event.state_key.as_deref() == Some("") => {
-                if let Some(row) = encryption_from_content(&event.content)
-                    && let Err(err) = self.set_room_encryption(&event.room_id, row).await
-                {
-                    tracing::warn!(%err, room = %event.room_id, "cannot record room encryption");
+                if let Some(row) = encryption_from_content(&event.content) {
+                    match self.set_room_encryption(&event.room_id, row).await {
+                        Ok(()) => tracing::info!(room = %event.room_id, "room encryption is on"),
+                        Err(err) => {
+                            tracing::warn!(%err, room = %event.room_id, "cannot record room encryption");
+                        }
+                    }
                 }
             }
             "m.room.member" => {
