@@ -229,6 +229,68 @@ impl MachinePool {
 }
 
 #[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{DatabaseConfig, DatabaseType};
+
+    async fn pool(idle: Duration, max: usize) -> MachinePool {
+        let db = Db::connect(&DatabaseConfig {
+            kind: DatabaseType::Sqlite,
+            uri: "sqlite::memory:".to_owned(),
+            max_connections: 1,
+        })
+        .await
+        .expect("database");
+        MachinePool::new(db, ruma::owned_user_id!("@bot:localhost"), idle, max)
+    }
+
+    async fn load(pool: &MachinePool, user: &str) -> Arc<LoadedMachine> {
+        let user = OwnedUserId::try_from(user).expect("user id");
+        let device = ruma::OwnedDeviceId::from("DEV");
+        pool.get(&user, || async {
+            let store = pool.opener().open_store(&user, &device).await?;
+            let olm = OlmMachine::with_store(&user, &device, store, None).await?;
+            Ok(Arc::new(LoadedMachine::new(olm)))
+        })
+        .await
+        .expect("loads")
+    }
+
+    #[tokio::test]
+    async fn one_machine_per_device_and_idle_ones_are_unloaded_but_not_in_use_or_pinned() {
+        let pool = pool(Duration::ZERO, 100).await;
+        let bot = load(&pool, "@bot:localhost").await;
+        let a = load(&pool, "@a:localhost").await;
+        let a_again = load(&pool, "@a:localhost").await;
+        assert!(Arc::ptr_eq(&a, &a_again), "one machine per device");
+        let keys = a.olm.identity_keys();
+        drop(a_again);
+        let held = load(&pool, "@held:localhost").await;
+        drop((bot, a));
+        assert_eq!(pool.len(), 3);
+        assert_eq!(pool.evict(), 1, "only @a is idle, unheld and not the bot");
+        assert!(pool.loaded_for(ruma::user_id!("@a:localhost")).is_none());
+        assert!(pool.loaded_for(ruma::user_id!("@bot:localhost")).is_some());
+        assert_eq!(held.user.as_str(), "@held:localhost");
+        // Reloaded from its store: the same account, not new keys.
+        let a = load(&pool, "@a:localhost").await;
+        assert_eq!(a.olm.identity_keys().ed25519, keys.ed25519);
+    }
+
+    #[tokio::test]
+    async fn beyond_the_limit_the_least_recently_used_go_first() {
+        let pool = pool(Duration::from_secs(3600), 2).await;
+        for user in ["@bot:localhost", "@old:localhost", "@new:localhost"] {
+            drop(load(&pool, user).await);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(pool.evict(), 1);
+        assert!(pool.loaded_for(ruma::user_id!("@old:localhost")).is_none());
+        assert!(pool.loaded_for(ruma::user_id!("@new:localhost")).is_some());
+    }
+}
+
+#[cfg(test)]
 mod bench {
     //! Figures for the README, not assertions: run with
     //! `cargo test --release -p ferry --lib crypto::machines::bench -- --ignored --nocapture`.

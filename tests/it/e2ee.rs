@@ -661,3 +661,44 @@ async fn conduit_like_profile(backend: Backend) {
 }
 
 both_backends!(conduit_like_profile);
+
+/// An encrypted management room (as Element creates DMs): the bot's notices are encrypted
+/// from its own cross-signed device, and encrypted commands are decrypted and answered.
+async fn encrypted_management_room(backend: Backend) {
+    let slot = Slot::claim();
+    let sim = Sim::start().await;
+    let _ferry = Ferry::start_configured(&slot, backend, &sim.url(), None, ENCRYPTION).await;
+    let user = User::register("mgmt").await;
+    let mut client = E2eeClient::login(&user).await;
+    let bot = OwnedUserId::try_from(slot.bot()).expect("bot id");
+    // matrix-sdk creates DMs encrypted.
+    let room = client.client.create_dm(&bot).await.expect("create DM");
+    assert!(
+        room.latest_encryption_state()
+            .await
+            .expect("state")
+            .is_encrypted()
+    );
+    let room_id = room.room_id().to_owned();
+    let welcome = client
+        .wait_seen(&room_id, "the bot's encrypted welcome", |s| {
+            s.sender == bot && s.body.contains("management room")
+        })
+        .await;
+    let device = welcome
+        .encryption
+        .and_then(|i| i.sender_device)
+        .expect("the welcome was encrypted");
+    ghost_device_is_cross_signed(&client.client, &bot, &device).await;
+    room.send(RoomMessageEventContent::text_plain("help"))
+        .await
+        .expect("client sends");
+    let answer = client
+        .wait_seen(&room_id, "the answer to an encrypted command", |s| {
+            s.sender == bot && s.body.starts_with("Commands:")
+        })
+        .await;
+    assert!(answer.encryption.is_some(), "the answer is encrypted");
+}
+
+both_backends!(encrypted_management_room);
