@@ -28,6 +28,23 @@ use crate::{
     },
 };
 
+/// A data URI parameter value: signal-cli reads it with `java.net.URLDecoder`, so everything but
+/// unreserved ASCII is percent-encoded (a '+' would otherwise become a space).
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"._-~".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// How often a sticker that signal-cli has not fetched yet is asked for.
+const STICKER_ATTEMPTS: u64 = 5;
+
 /// What the dispatcher feeds a session.
 #[derive(Debug)]
 pub enum Feed {
@@ -545,6 +562,44 @@ impl Inner {
         }
     }
 
+    /// A received sticker's image. signal-cli fetches the pack in the background after the
+    /// message arrives (and 0.13.19's `getSticker` still answers "not found" on the call that
+    /// triggers the download), so a not-found answer is retried a few times.
+    async fn sticker(&self, pack: &str, sticker: u64) -> Result<MediaStream, NetworkError> {
+        let params = json!({"account": self.account.as_str(), "packId": pack, "stickerId": sticker});
+        let mut attempt = 0u64;
+        let result = loop {
+            attempt += 1;
+            match self.call("getSticker", params.clone()).await {
+                Ok(result) => break result,
+                Err(NetworkError::Rejected(why)) if attempt < STICKER_ATTEMPTS => {
+                    tracing::debug!(%why, attempt, "sticker not fetched yet; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(250 * attempt)).await;
+                }
+                Err(err) => return Err(err),
+            }
+        };
+        let data = result
+            .get("data")
+            .and_then(JsonValue::as_str)
+            .unwrap_or_default();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .map_err(|e| {
+                NetworkError::Rejected(format!("signal-cli sent a sticker that is not base64: {e}"))
+            })?;
+        if bytes.is_empty() {
+            return Err(NetworkError::Rejected(
+                "signal-cli sent an empty sticker".to_owned(),
+            ));
+        }
+        Ok(MediaStream {
+            content_type: wire::sticker_content_type(&bytes).to_owned(),
+            size: Some(bytes.len() as u64),
+            body: futures_util::stream::once(async move { Ok(bytes::Bytes::from(bytes)) }).boxed(),
+        })
+    }
+
     async fn call(&self, method: &str, params: JsonValue) -> Result<JsonValue, NetworkError> {
         match self.rpc.call(method, params).await {
             Ok(result) => Ok(result),
@@ -771,6 +826,9 @@ impl Session for SignalSession {
 
     async fn download_media(&self, id: &str) -> Result<MediaStream, NetworkError> {
         let account = self.inner.account.as_str();
+        if let Some((pack, sticker)) = wire::parse_sticker_id(id) {
+            return self.inner.sticker(pack, sticker).await;
+        }
         let (method, params) = match wire::parse_avatar_id(id) {
             Some(wire::AvatarRef::Profile(user)) => {
                 ("getAvatar", json!({"account": account, "profile": user}))
@@ -811,10 +869,7 @@ impl Session for SignalSession {
         while let Some(chunk) = media.body.next().await {
             bytes.extend_from_slice(&chunk?);
         }
-        let name: String = name
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || "._-".contains(*c))
-            .collect();
+        let name = percent_encode(name);
         Ok(format!(
             "data:{};filename={};base64,{}",
             media.content_type,
@@ -939,6 +994,12 @@ impl Session for SignalSession {
 mod tests {
     use super::*;
     use crate::network::richtext::Entity;
+
+    #[test]
+    fn file_names_survive_java_url_decoding() {
+        assert_eq!(percent_encode("Voice message.ogg"), "Voice%20message.ogg");
+        assert_eq!(percent_encode("a+b;c=d,é.txt"), "a%2Bb%3Bc%3Dd%2C%C3%A9.txt");
+    }
 
     #[test]
     fn styles_and_mentions_use_utf16_ranges() {
