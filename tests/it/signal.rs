@@ -887,6 +887,35 @@ async fn groups_profiles_receipts_and_safety_numbers(backend: Backend) {
             .contains("safety number"),
         "{status}"
     );
+    // In the group (bob, carol and the account) the same change fails only for bob: signal-cli
+    // sends to carol and answers with results[] naming bob as IDENTITY_FAILURE. The message is
+    // sent (status SUCCESS) and the room is told who missed it and how to trust them.
+    let partial = user.send_text(&group, "hello both of you").await;
+    let sent = wait_sent(&url, "the group message", "send", |c| {
+        c["params"]["message"] == "hello both of you"
+    })
+    .await;
+    assert_eq!(sent["params"]["groupId"], group_id.as_str());
+    let (_, group_notice) = user
+        .wait_message(&group, "the partial-delivery notice", |s, b| {
+            s == bot && b.contains("not delivered to everyone")
+        })
+        .await;
+    assert!(group_notice.contains("Bob"), "{group_notice}");
+    assert!(!group_notice.contains("Carol"), "{group_notice}");
+    assert!(
+        group_notice.contains(&format!("trust signal {}", uuids[BOB])),
+        "{group_notice}"
+    );
+    let status = status_of(&user, &group, &partial).await;
+    assert_eq!(status["status"], "SUCCESS", "{status}");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Bob"),
+        "{status}"
+    );
     let command = notice
         .split('`')
         .find(|p| p.starts_with("trust signal"))

@@ -608,6 +608,52 @@ impl Inner {
         }
     }
 
+    /// What to tell the user about recipients a sent message missed (a group member whose safety
+    /// number changed, one not on Signal any more...); `None` when there are none.
+    fn partly_failed(&self, failed: &[(RemoteUserId, String)]) -> Option<String> {
+        if failed.is_empty() {
+            return None;
+        }
+        let name = |id: &RemoteUserId| self.name_of(id, None).name;
+        let mut parts = Vec::new();
+        let untrusted: Vec<&RemoteUserId> = failed
+            .iter()
+            .filter(|(_, kind)| kind == "IDENTITY_FAILURE" || kind == "UNTRUSTED_IDENTITY")
+            .map(|(id, _)| id)
+            .collect();
+        if !untrusted.is_empty() {
+            let names: Vec<String> = untrusted.iter().map(|id| name(id)).collect();
+            let commands: Vec<String> = untrusted
+                .iter()
+                .map(|id| format!("`trust signal {id}`"))
+                .collect();
+            parts.push(format!(
+                "Signal did not deliver it to {} because their safety number has changed. \
+                 Compare the new safety number with them (Signal app: open the chat, view the \
+                 safety number), then send {} to the bridge bot and send your message again.",
+                names.join(", "),
+                commands.join(", ")
+            ));
+        }
+        for (id, kind) in failed
+            .iter()
+            .filter(|(_, kind)| kind != "IDENTITY_FAILURE" && kind != "UNTRUSTED_IDENTITY")
+        {
+            let why = match kind.as_str() {
+                "UNREGISTERED_FAILURE" => "they are not on Signal any more",
+                "RATE_LIMIT_FAILURE" => "Signal is rate limiting this account",
+                "NETWORK_FAILURE" => "of a network failure",
+                "INVALID_PRE_KEY_FAILURE" => "their keys are invalid",
+                _ => "of an unknown failure",
+            };
+            parts.push(format!(
+                "Signal did not deliver it to {} ({id}) because {why}.",
+                name(id)
+            ));
+        }
+        Some(parts.join(" "))
+    }
+
     /// The refusal for a send that failed because a recipient's safety number changed (-4):
     /// who it was, and how the user goes on.
     fn untrusted(&self, data: Option<&JsonValue>) -> NetworkError {
@@ -803,13 +849,18 @@ impl Session for SignalSession {
                 NetworkError::Rejected("signal-cli answered send without a timestamp".to_owned())
             })?;
         let id = wire::message_id(timestamp, &self.inner.me);
+        let partly_failed = self.inner.partly_failed(&wire::failed_recipients(&result));
         // signal-cli sent it with the chat's timer: it disappears in Matrix too.
         let timer = self.inner.timer(chat).await;
         if timer > 0 {
             let deadline = super::expiry::now_ms().saturating_add(timer as i64 * 1000);
             self.inner.schedule_expiry(chat, &id, deadline).await;
         }
-        Ok(SentMessage { id, timestamp })
+        Ok(SentMessage {
+            id,
+            timestamp,
+            partly_failed,
+        })
     }
 
     async fn logout(&self) -> Result<(), NetworkError> {

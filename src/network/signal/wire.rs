@@ -351,6 +351,27 @@ pub fn untrusted_recipients(data: Option<&serde_json::Value>) -> Vec<RemoteUserI
         .collect()
 }
 
+/// The recipients a send that succeeded for others did not reach, from its `results`:
+/// (who, signal-cli's failure type), in order. Entries without an address are skipped.
+pub fn failed_recipients(result: &serde_json::Value) -> Vec<(RemoteUserId, String)> {
+    let results = result
+        .get("results")
+        .and_then(serde_json::Value::as_array);
+    results
+        .into_iter()
+        .flatten()
+        .filter_map(|r| {
+            let kind = r.get("type").and_then(serde_json::Value::as_str)?;
+            if kind == "SUCCESS" {
+                return None;
+            }
+            let address = r.get("recipientAddress")?;
+            let field = |k: &str| address.get(k).and_then(serde_json::Value::as_str);
+            Some((user_id(field("uuid"), field("number"), None)?, kind.to_owned()))
+        })
+        .collect()
+}
+
 /// The id a user goes by: ACI when known, else the number, else whatever `source` says.
 pub fn user_id(
     uuid: Option<&str>,
