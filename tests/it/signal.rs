@@ -294,7 +294,9 @@ async fn link_send_receive_and_survive_a_daemon_restart(backend: Backend) {
             {"contentType": "video/mp4", "filename": "clip.mp4", "data": base64::engine::general_purpose::STANDARD.encode(&clip), "width": 4, "height": 2},
             {"contentType": "audio/aac", "data": base64::engine::general_purpose::STANDARD.encode(&voice)}]}))).await;
     let video = user
-        .wait_event(&portal, "bob's video", |e| e["content"]["msgtype"] == "m.video")
+        .wait_event(&portal, "bob's video", |e| {
+            e["content"]["msgtype"] == "m.video"
+        })
         .await;
     assert_eq!(video["content"]["body"], "clip.mp4");
     assert_eq!(video["content"]["info"]["mimetype"], "video/mp4");
@@ -306,7 +308,9 @@ async fn link_send_receive_and_survive_a_daemon_restart(backend: Backend) {
         clip
     );
     let audio = user
-        .wait_event(&portal, "bob's voice note", |e| e["content"]["msgtype"] == "m.audio")
+        .wait_event(&portal, "bob's voice note", |e| {
+            e["content"]["msgtype"] == "m.audio"
+        })
         .await;
     assert_eq!(audio["content"]["info"]["mimetype"], "audio/aac");
     assert_eq!(audio["content"]["info"]["size"], voice.len());
@@ -374,9 +378,15 @@ async fn link_send_receive_and_survive_a_daemon_restart(backend: Backend) {
     // A sticker from bob: signal-cli names it by pack (hex) and id only; ferry fetches the
     // image with getSticker and posts an m.sticker with the same bytes.
     let webp = b"RIFF\x1a\0\0\0WEBPVP8L sticker bytes".to_vec();
-    control(&url, Method::POST, &format!("/control/accounts/{acct}/message"), Some(json!({"from": BOB,
+    control(
+        &url,
+        Method::POST,
+        &format!("/control/accounts/{acct}/message"),
+        Some(json!({"from": BOB,
         "sticker": {"packId": "00ff10aa", "stickerId": 7,
-            "data": base64::engine::general_purpose::STANDARD.encode(&webp)}}))).await;
+            "data": base64::engine::general_purpose::STANDARD.encode(&webp)}})),
+    )
+    .await;
     let sticker = user
         .wait_event(&portal, "bob's sticker", |e| e["type"] == "m.sticker")
         .await;
@@ -470,6 +480,54 @@ async fn link_send_receive_and_survive_a_daemon_restart(backend: Backend) {
         ["after restart 0", "after restart 1", "after restart 2"],
         "once each, in order"
     );
+
+    // The daemon stays down past the grace period (2 s in the tests' config): the management
+    // room gets one notice, not one per reconnect attempt, and one when it is back; a message
+    // sent meanwhile goes out then. The short restart above said nothing.
+    control(
+        &url,
+        Method::POST,
+        "/control/outage",
+        Some(json!({"down": true})),
+    )
+    .await;
+    user.wait_message(&room, "the daemon-down notice", |s, b| {
+        s == bot && b.contains("cannot reach")
+    })
+    .await;
+    user.send_text(&portal, "sent while the daemon is down")
+        .await;
+    // Several reconnect attempts fail meanwhile.
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    control(
+        &url,
+        Method::POST,
+        "/control/outage",
+        Some(json!({"down": false})),
+    )
+    .await;
+    user.wait_message(&room, "the daemon-back notice", |s, b| {
+        s == bot && b.contains("connected again")
+    })
+    .await;
+    wait_sent(&url, "the message sent while down", "send", |c| {
+        c["params"]["message"] == "sent while the daemon is down"
+    })
+    .await;
+    let count = |needle: &'static str| {
+        let user = &user;
+        let room = &room;
+        let bot = bot.clone();
+        async move {
+            user.messages(room)
+                .await
+                .into_iter()
+                .filter(|(s, _, b)| *s == bot && b.contains(needle))
+                .count()
+        }
+    };
+    assert_eq!(count("cannot reach").await, 1, "one notice for the outage");
+    assert_eq!(count("connected again").await, 1, "one notice when back");
     signal.shutdown().await;
 }
 both_backends!(link_send_receive_and_survive_a_daemon_restart);

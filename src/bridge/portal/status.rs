@@ -11,7 +11,9 @@ use crate::bridge::Bridge;
 pub(crate) enum Outcome {
     Success,
     /// Sent, but not every recipient got it (the message says who and why).
-    Partial { message: String },
+    Partial {
+        message: String,
+    },
     /// Could not be sent now; sending it again may work.
     Retriable {
         reason: &'static str,

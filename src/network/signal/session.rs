@@ -566,7 +566,8 @@ impl Inner {
     /// message arrives (and 0.13.19's `getSticker` still answers "not found" on the call that
     /// triggers the download), so a not-found answer is retried a few times.
     async fn sticker(&self, pack: &str, sticker: u64) -> Result<MediaStream, NetworkError> {
-        let params = json!({"account": self.account.as_str(), "packId": pack, "stickerId": sticker});
+        let params =
+            json!({"account": self.account.as_str(), "packId": pack, "stickerId": sticker});
         let mut attempt = 0u64;
         let result = loop {
             attempt += 1;
@@ -1049,7 +1050,10 @@ mod tests {
     #[test]
     fn file_names_survive_java_url_decoding() {
         assert_eq!(percent_encode("Voice message.ogg"), "Voice%20message.ogg");
-        assert_eq!(percent_encode("a+b;c=d,é.txt"), "a%2Bb%3Bc%3Dd%2C%C3%A9.txt");
+        assert_eq!(
+            percent_encode("a+b;c=d,é.txt"),
+            "a%2Bb%3Bc%3Dd%2C%C3%A9.txt"
+        );
     }
 
     #[test]

@@ -354,9 +354,7 @@ pub fn untrusted_recipients(data: Option<&serde_json::Value>) -> Vec<RemoteUserI
 /// The recipients a send that succeeded for others did not reach, from its `results`:
 /// (who, signal-cli's failure type), in order. Entries without an address are skipped.
 pub fn failed_recipients(result: &serde_json::Value) -> Vec<(RemoteUserId, String)> {
-    let results = result
-        .get("results")
-        .and_then(serde_json::Value::as_array);
+    let results = result.get("results").and_then(serde_json::Value::as_array);
     results
         .into_iter()
         .flatten()
@@ -367,7 +365,10 @@ pub fn failed_recipients(result: &serde_json::Value) -> Vec<(RemoteUserId, Strin
             }
             let address = r.get("recipientAddress")?;
             let field = |k: &str| address.get(k).and_then(serde_json::Value::as_str);
-            Some((user_id(field("uuid"), field("number"), None)?, kind.to_owned()))
+            Some((
+                user_id(field("uuid"), field("number"), None)?,
+                kind.to_owned(),
+            ))
         })
         .collect()
 }

@@ -53,9 +53,7 @@ fn kind(method: &str) -> Option<Kind> {
         | "listContacts" | "listGroups" | "updateGroup" | "quitGroup" | "getAttachment"
         | "getAvatar" | "getUserStatus" | "updateProfile" | "updateContact" | "removeContact"
         | "block" | "unblock" | "listIdentities" | "trust" | "sendSyncRequest" | "listDevices"
-        | "getSticker" => {
-            Kind::Single
-        }
+        | "getSticker" => Kind::Single,
         _ => return None,
     })
 }
