@@ -157,7 +157,12 @@ impl Bridge {
 
     /// The network and remote user a ghost user id stands for, if it is one of ours.
     pub fn parse_ghost(&self, user: &UserId) -> Option<(&dyn Network, RemoteUserId)> {
-        if user.server_name() != self.config.homeserver.domain {
+        // The spec's limit. ruma's own check is compiled out: matrix-sdk-crypto turns on its
+        // `compat-arbitrary-length-ids` feature, so the limit is enforced here.
+        const MAX_USER_ID_BYTES: usize = 255;
+        if user.as_str().len() > MAX_USER_ID_BYTES
+            || user.server_name() != self.config.homeserver.domain
+        {
             return None;
         }
         self.networks.values().find_map(|network| {
