@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use grammers_client::message::InputMessage;
 use grammers_client::peer::Peer;
-use grammers_client::sender::{SenderPool, UpdatesConfiguration};
+use grammers_client::sender::UpdatesConfiguration;
 use grammers_client::session::Session as _;
 use grammers_client::session::types::{PeerId, PeerRef};
 use grammers_client::update::Update;
@@ -355,7 +355,7 @@ impl Inner {
                     continue;
                 }
             };
-            let pool = SenderPool::new(Arc::clone(&session), self.config.api_id);
+            let pool = self.config.sender_pool(Arc::clone(&session));
             let client = Client::new(pool.handle);
             let runner = tokio::spawn(pool.runner.run());
             if let Ok(mut c) = self.client.lock() {
