@@ -11,6 +11,7 @@ mod drills;
 mod events;
 mod signal;
 mod signal_contract;
+mod telegram;
 
 /// Instantiates an async scenario `fn(Backend)` once per database backend.
 #[macro_export]
