@@ -301,3 +301,259 @@ async fn phone_login_messages_and_restart(backend: Backend) {
 }
 
 both_backends!(phone_login_messages_and_restart);
+
+/// Creates Ada (the account) and Bob on the simulator; returns their ids.
+async fn ada_and_bob(tg: &TelegramServer, ada_extra: Value) -> (i64, i64) {
+    let mut ada = json!({"first_name": "Ada", "username": "ada", "phone": "+447700900123"});
+    if let (Some(ada), Some(extra)) = (ada.as_object_mut(), ada_extra.as_object()) {
+        ada.extend(extra.clone());
+    }
+    let ada = post(tg, "/control/users", ada).await["id"]
+        .as_i64()
+        .expect("ada");
+    let bob = post(
+        tg,
+        "/control/users",
+        json!({"first_name": "Bob", "username": "bob"}),
+    )
+    .await["id"]
+        .as_i64()
+        .expect("bob");
+    (ada, bob)
+}
+
+async fn qr_login_media_typing_and_receipts(backend: Backend) {
+    use base64::Engine as _;
+    let slot = Slot::claim();
+    let sim = Sim::start().await;
+    let tg = TelegramServer::start().await.expect("telegram simulator");
+    let (ada, bob) = ada_and_bob(&tg, json!({})).await;
+    let _ferry = start_ferry(&slot, backend, &sim, &tg).await;
+    let bot = slot.bot();
+
+    // Login by QR: the bot shows the token as an image and as text; Ada's phone "scans" it.
+    let user = User::register("tgqr").await;
+    let room = user.create_dm(&bot).await;
+    user.wait_message(&room, "welcome", |s, b| {
+        s == bot && b.contains("management room")
+    })
+    .await;
+    user.send_text(&room, "login telegram qr").await;
+    let qr = user
+        .wait_event(&room, "the QR code image", |e| {
+            e["content"]["msgtype"] == "m.image"
+        })
+        .await;
+    assert_eq!(qr["content"]["info"]["mimetype"], "image/png");
+    let png = user
+        .download(qr["content"]["url"].as_str().expect("url"))
+        .await;
+    assert_eq!(&png[..4], b"\x89PNG");
+    let (_, text) = user
+        .wait_message(&room, "the login link", |s, b| {
+            s == bot && b.contains("tg://login?token=")
+        })
+        .await;
+    let token = text
+        .split("tg://login?token=")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .expect("token")
+        .to_owned();
+    post(
+        &tg,
+        "/control/login_tokens/scan",
+        json!({"token": token, "user": ada}),
+    )
+    .await;
+    user.wait_message(&room, "the login", |s, b| {
+        s == bot && b.contains("Logged in to Telegram")
+    })
+    .await;
+
+    // A photo from Bob arrives as an image, bytes intact.
+    let to_ada = json!({"type": "user", "id": ada});
+    let photo: Vec<u8> = (0..40_000u32).map(|i| (i % 253) as u8).collect();
+    post(
+        &tg,
+        "/control/send",
+        json!({"from": bob, "peer": to_ada, "text": "a photo", "media": {"kind": "photo",
+               "mime_type": "image/jpeg",
+               "data": base64::engine::general_purpose::STANDARD.encode(&photo)}}),
+    )
+    .await;
+    let portal = user.wait_portals(1, &room).await[0].clone();
+    let image = user
+        .wait_event(&portal, "bob's photo", |e| {
+            e["content"]["msgtype"] == "m.image"
+        })
+        .await;
+    assert_eq!(
+        user.download(image["content"]["url"].as_str().expect("url"))
+            .await,
+        photo
+    );
+    // A document from Bob arrives as a file with its name, bytes intact.
+    let doc: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    post(
+        &tg,
+        "/control/send",
+        json!({"from": bob, "peer": to_ada, "text": "", "media": {"kind": "document",
+               "name": "spec.pdf", "mime_type": "application/pdf",
+               "data": base64::engine::general_purpose::STANDARD.encode(&doc)}}),
+    )
+    .await;
+    let file = user
+        .wait_event(&portal, "bob's document", |e| {
+            e["content"]["msgtype"] == "m.file"
+        })
+        .await;
+    assert_eq!(file["content"]["info"]["mimetype"], "application/pdf");
+    assert!(
+        file["content"]["body"] == "spec.pdf" || file["content"]["filename"] == "spec.pdf",
+        "{file}"
+    );
+    assert_eq!(
+        user.download(file["content"]["url"].as_str().expect("url"))
+            .await,
+        doc
+    );
+
+    // Matrix -> Telegram: a file and an image.
+    let notes = b"notes for bob".to_vec();
+    let mxc = user.upload("text/plain", notes.clone()).await;
+    user.send_event(
+        &portal,
+        "m.room.message",
+        json!({"msgtype": "m.file", "body": "notes.txt", "url": mxc,
+               "info": {"mimetype": "text/plain", "size": notes.len()}}),
+    )
+    .await;
+    let sent = wait_sent(&tg, ada, "the file on Telegram", |r| {
+        r["kind"] == "media"
+            && r["media"]
+                .as_str()
+                .is_some_and(|m| m.contains("text/plain"))
+    })
+    .await;
+    assert!(
+        sent["media"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("document:")),
+        "{sent}"
+    );
+    let png_mxc = user.upload("image/png", png.clone()).await;
+    user.send_event(
+        &portal,
+        "m.room.message",
+        json!({"msgtype": "m.image", "body": "qr.png", "url": png_mxc,
+               "info": {"mimetype": "image/png", "size": png.len()}}),
+    )
+    .await;
+    wait_sent(&tg, ada, "the image on Telegram", |r| {
+        r["kind"] == "media" && r["media"].as_str().is_some_and(|m| m.starts_with("photo"))
+    })
+    .await;
+
+    // Typing and read receipts, both ways.
+    post(&tg, "/control/typing", json!({"from": bob, "peer": to_ada})).await;
+    let ghost = format!("@{}telegram_{bob}:localhost", slot.prefix);
+    user.wait_ephemeral(&portal, "bob typing", |e| {
+        e["type"] == "m.typing"
+            && e["content"]["user_ids"]
+                .as_array()
+                .is_some_and(|u| u.iter().any(|id| id == ghost.as_str()))
+    })
+    .await;
+    user.put(
+        &format!(
+            "/_matrix/client/v3/rooms/{}/typing/{}",
+            crate::common::enc(&portal),
+            crate::common::enc(&user.user_id)
+        ),
+        json!({"typing": true, "timeout": 10000}),
+    )
+    .await;
+    wait_sent(&tg, ada, "typing on Telegram", |r| r["kind"] == "typing").await;
+    let doc_event = file["event_id"].as_str().expect("id").to_owned();
+    user.call(
+        Method::POST,
+        &format!(
+            "/_matrix/client/v3/rooms/{}/receipt/m.read/{}",
+            crate::common::enc(&portal),
+            crate::common::enc(&doc_event)
+        ),
+        Some(json!({})),
+    )
+    .await;
+    wait_sent(&tg, ada, "the read on Telegram", |r| r["kind"] == "read").await;
+    let ours = user.send_text(&portal, "did you read this?").await;
+    let ours_tg = wait_sent(&tg, ada, "our text on Telegram", |r| {
+        r["kind"] == "message" && r["text"] == "did you read this?"
+    })
+    .await;
+    post(
+        &tg,
+        "/control/read",
+        json!({"from": bob, "peer": {"type": "user", "id": ada}, "max_id": ours_tg["id"]}),
+    )
+    .await;
+    user.wait_ephemeral(&portal, "bob's read receipt", |e| {
+        e["type"] == "m.receipt"
+            && e["content"][ours.as_str()]["m.read"][ghost.as_str()].is_object()
+    })
+    .await;
+}
+
+both_backends!(qr_login_media_typing_and_receipts);
+
+async fn bot_token_login(backend: Backend) {
+    let slot = Slot::claim();
+    let sim = Sim::start().await;
+    let tg = TelegramServer::start().await.expect("telegram simulator");
+    let relay = post(
+        &tg,
+        "/control/users",
+        json!({"first_name": "Relay", "username": "relay_bot", "bot_token": "77:secret-token"}),
+    )
+    .await["id"]
+        .as_i64()
+        .expect("bot");
+    let bob = post(&tg, "/control/users", json!({"first_name": "Bob"})).await["id"]
+        .as_i64()
+        .expect("bob");
+    let ferry = start_ferry(&slot, backend, &sim, &tg).await;
+    let bot = slot.bot();
+    let user = User::register("tgbot").await;
+    let room = user.create_dm(&bot).await;
+    user.wait_message(&room, "welcome", |s, b| {
+        s == bot && b.contains("management room")
+    })
+    .await;
+    user.send_text(&room, "login telegram bot").await;
+    user.wait_message(&room, "the token prompt", |s, b| {
+        s == bot && b.contains("bot token")
+    })
+    .await;
+    user.send_text(&room, "77:secret-token").await;
+    user.wait_message(&room, "the login", |s, b| {
+        s == bot && b.contains("Logged in to Telegram")
+    })
+    .await;
+    assert!(
+        !ferry.log().contains("secret-token"),
+        "the bot token reached the log"
+    );
+    // Someone writes to the bot: the chat becomes a portal.
+    post(
+        &tg,
+        "/control/send",
+        json!({"from": bob, "peer": {"type": "user", "id": relay}, "text": "hi bot"}),
+    )
+    .await;
+    let portal = user.wait_portals(1, &room).await[0].clone();
+    user.wait_message(&portal, "bob's message", |_, b| b == "hi bot")
+        .await;
+}
+
+both_backends!(bot_token_login);

@@ -577,8 +577,28 @@ impl Session for TelegramSession {
 
     async fn download_media(&self, id: &str) -> Result<MediaStream, NetworkError> {
         let (client, _) = self.client()?;
-        let location = decode_location(id)?;
-        let iter = client.iter_download(&location);
+        let (location, size) = decode_location(id)?;
+        let mut iter = client.iter_download(&location);
+        if size.is_none() {
+            // Photos: no exact size to announce, so the (small) file is read whole first.
+            let mut data = Vec::new();
+            while let Some(chunk) = iter.next().await.map_err(map_err)? {
+                data.extend_from_slice(&chunk);
+                if data.len() > MAX_BUFFERED_UPLOAD {
+                    return Err(NetworkError::Rejected(
+                        "the Telegram file is too large to relay without a known size".into(),
+                    ));
+                }
+            }
+            let size = data.len() as u64;
+            return Ok(MediaStream {
+                content_type: "application/octet-stream".into(),
+                size: Some(size),
+                body: Box::pin(futures_util::stream::once(async move {
+                    Ok(bytes::Bytes::from(data))
+                })),
+            });
+        }
         let body = futures_util::stream::unfold(Some(iter), |state| async move {
             let mut iter = state?;
             match iter.next().await {
@@ -589,7 +609,7 @@ impl Session for TelegramSession {
         });
         Ok(MediaStream {
             content_type: "application/octet-stream".into(),
-            size: None,
+            size,
             body: Box::pin(body),
         })
     }
