@@ -1,7 +1,9 @@
 //! Telegram through ferry's grammers client against testnet's MTProto simulator
 //! (testnet/TELEGRAM_PROTOCOL.md): login from the management room by phone + code + two-step
-//! password, messages both ways with formatting, replies, edits, reactions (and their removal),
-//! deletes, and a restart of ferry while Telegram messages arrive (all bridged once).
+//! password, by QR code and by bot token; messages both ways with formatting, replies, edits,
+//! reactions (and their removal), deletes, photos and documents, typing and read receipts; a
+//! FLOOD_WAIT honoured without loss; and a restart of ferry while Telegram messages arrive (all
+//! bridged once). Private chats only so far.
 
 use std::time::Duration;
 
@@ -554,6 +556,32 @@ async fn bot_token_login(backend: Backend) {
     let portal = user.wait_portals(1, &room).await[0].clone();
     user.wait_message(&portal, "bob's message", |_, b| b == "hi bot")
         .await;
+
+    // A FLOOD_WAIT_2 on the next send: the message waits it out and is sent exactly once.
+    post(
+        &tg,
+        "/control/flood",
+        json!({"method": "messages.sendMessage", "count": 1, "seconds": 2}),
+    )
+    .await;
+    let started = std::time::Instant::now();
+    user.send_text(&portal, "through the flood").await;
+    wait_sent(&tg, relay, "the flooded message on Telegram", |r| {
+        r["kind"] == "message" && r["text"] == "through the flood"
+    })
+    .await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "sent before the flood wait ended: {:?}",
+        started.elapsed()
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let copies = sent_by(&tg, relay)
+        .await
+        .iter()
+        .filter(|r| r["text"] == "through the flood")
+        .count();
+    assert_eq!(copies, 1, "the flooded message was sent once");
 }
 
 both_backends!(bot_token_login);
