@@ -3,7 +3,7 @@
 //! password, by QR code and by bot token; messages both ways with formatting, replies, edits,
 //! reactions (and their removal), deletes, photos and documents, typing and read receipts; a
 //! FLOOD_WAIT honoured without loss; and a restart of ferry while Telegram messages arrive (all
-//! bridged once). Private chats only so far.
+//! bridged once); basic groups and supergroups with names, members and admins' power levels.
 
 use std::time::Duration;
 
@@ -585,3 +585,122 @@ async fn bot_token_login(backend: Backend) {
 }
 
 both_backends!(bot_token_login);
+
+/// Logs `user` in by phone (an account without a two-step password) from a new management room.
+async fn login_by_phone(user: &User, bot: &str, phone: &str) -> String {
+    let room = user.create_dm(bot).await;
+    user.wait_message(&room, "welcome", |s, b| {
+        s == bot && b.contains("management room")
+    })
+    .await;
+    user.send_text(&room, "login telegram phone").await;
+    user.wait_message(&room, "the phone prompt", |s, b| {
+        s == bot && b.contains("phone number")
+    })
+    .await;
+    user.send_text(&room, phone).await;
+    user.wait_message(&room, "the code prompt", |s, b| {
+        s == bot && b.contains("login code")
+    })
+    .await;
+    user.send_text(&room, "12345").await;
+    user.wait_message(&room, "the login", |s, b| {
+        s == bot && b.contains("Logged in to Telegram")
+    })
+    .await;
+    room
+}
+
+async fn groups_members_and_power_levels(backend: Backend) {
+    let slot = Slot::claim();
+    let sim = Sim::start().await;
+    let tg = TelegramServer::start().await.expect("telegram simulator");
+    let (ada, bob) = ada_and_bob(&tg, json!({})).await;
+    let carol = post(&tg, "/control/users", json!({"first_name": "Carol"})).await["id"]
+        .as_i64()
+        .expect("carol");
+    let _ferry = start_ferry(&slot, backend, &sim, &tg).await;
+    let bot = slot.bot();
+    let user = User::register("tggrp").await;
+    let room = login_by_phone(&user, &bot, "+447700900123").await;
+    let ghost = |id: i64| format!("@{}telegram_{id}:localhost", slot.prefix);
+
+    // A basic group: a portal named after it, with Bob's message.
+    let basic = post(
+        &tg,
+        "/control/chats",
+        json!({"creator": bob, "title": "Basics", "members": [ada, carol]}),
+    )
+    .await["id"]
+        .as_i64()
+        .expect("chat");
+    post(
+        &tg,
+        "/control/send",
+        json!({"from": bob, "peer": {"type": "chat", "id": basic}, "text": "in the basic group"}),
+    )
+    .await;
+    let basic_room = user.wait_portals(1, &room).await[0].clone();
+    user.wait_message(&basic_room, "the basic group message", |s, b| {
+        s == ghost(bob) && b == "in the basic group"
+    })
+    .await;
+    crate::common::poll(
+        "the basic group's name",
+        async || json!(user.room_name(&basic_room).await),
+        |v| v == "Basics",
+    )
+    .await;
+
+    // A supergroup: Carol is an admin there, so her ghost gets power level 50.
+    let team = post(
+        &tg,
+        "/control/channels",
+        json!({"creator": bob, "title": "Team", "members": [ada, carol], "admins": [carol]}),
+    )
+    .await["id"]
+        .as_i64()
+        .expect("channel");
+    post(
+        &tg,
+        "/control/send",
+        json!({"from": carol, "peer": {"type": "channel", "id": team}, "text": "in the supergroup"}),
+    )
+    .await;
+    let team_room = user
+        .wait_portals(2, &room)
+        .await
+        .into_iter()
+        .find(|r| *r != basic_room)
+        .expect("the supergroup's portal");
+    user.wait_message(&team_room, "the supergroup message", |s, b| {
+        s == ghost(carol) && b == "in the supergroup"
+    })
+    .await;
+    let path = format!(
+        "/_matrix/client/v3/rooms/{}/state/m.room.power_levels/",
+        crate::common::enc(&team_room)
+    );
+    let carol_ghost = ghost(carol);
+    let levels = crate::common::poll(
+        "carol's power level",
+        async || user.call(Method::GET, &path, None).await,
+        |v| v["users"][carol_ghost.as_str()] == 50,
+    )
+    .await;
+    assert!(
+        levels["users"][ghost(ada).as_str()].is_null(),
+        "the account's own ghost is not given power: {levels}"
+    );
+    assert_eq!(user.room_name(&team_room).await.as_deref(), Some("Team"));
+
+    // Matrix -> the supergroup.
+    user.send_text(&team_room, "hello team").await;
+    let sent = wait_sent(&tg, ada, "the message in the supergroup", |r| {
+        r["kind"] == "message" && r["text"] == "hello team"
+    })
+    .await;
+    assert_eq!(sent["peer"], json!({"type": "channel", "id": team}));
+}
+
+both_backends!(groups_members_and_power_levels);
