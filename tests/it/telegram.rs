@@ -3,7 +3,8 @@
 //! password, by QR code and by bot token; messages both ways with formatting, replies, edits,
 //! reactions (and their removal), deletes, photos and documents, typing and read receipts; a
 //! FLOOD_WAIT honoured without loss; and a restart of ferry while Telegram messages arrive (all
-//! bridged once); basic groups and supergroups with names, members and admins' power levels.
+//! bridged once); basic groups and supergroups with names, members, admins' power levels and
+//! service messages (title change, removal) as readable lines.
 
 use std::time::Duration;
 
@@ -650,6 +651,54 @@ async fn groups_members_and_power_levels(backend: Backend) {
         async || json!(user.room_name(&basic_room).await),
         |v| v == "Basics",
     )
+    .await;
+
+    // Service messages: a title change and a pin read as lines from Bob; removing Carol also
+    // takes her ghost out of the room.
+    let basic_peer = json!({"type": "chat", "id": basic});
+    user.wait_members(&basic_room, "carol's ghost in the group", |m| {
+        m.contains(&ghost(carol))
+    })
+    .await;
+    post(
+        &tg,
+        "/control/service",
+        json!({"from": bob, "peer": basic_peer, "action": "edit_title", "title": "Renamed"}),
+    )
+    .await;
+    let event = user
+        .wait_event(&basic_room, "the title change line", |e| {
+            e["content"]["body"] == "changed the group name to “Renamed”"
+        })
+        .await;
+    assert_eq!(event["sender"], ghost(bob));
+    assert!(
+        event["content"]["formatted_body"]
+            .as_str()
+            .is_some_and(|h| h.contains("<em>")),
+        "{event}"
+    );
+    post(
+        &tg,
+        "/control/service",
+        json!({"from": bob, "peer": basic_peer, "action": "delete_user", "users": [carol]}),
+    )
+    .await;
+    let event = user
+        .wait_event(&basic_room, "the removal line", |e| {
+            // The pill shows the ghost's display name.
+            e["content"]["body"] == "removed Carol (Telegram)"
+        })
+        .await;
+    assert!(
+        event["content"]["formatted_body"]
+            .as_str()
+            .is_some_and(|h| h.contains(&format!("https://matrix.to/#/{}", ghost(carol)))),
+        "a pill to carol's ghost: {event}"
+    );
+    user.wait_members(&basic_room, "carol's ghost leaving", |m| {
+        !m.contains(&ghost(carol))
+    })
     .await;
 
     // A supergroup: Carol is an admin there, so her ghost gets power level 50.

@@ -13,6 +13,7 @@ pub mod entities;
 pub mod ids;
 pub mod login;
 pub mod media;
+pub mod service;
 pub mod session;
 pub mod store;
 #[cfg(test)]

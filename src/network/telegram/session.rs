@@ -224,6 +224,10 @@ impl Inner {
 
     async fn deliver_message(&self, chat: ChatId, m: &grammers_client::message::Message) -> bool {
         let sender_id = m.sender_id().or(Some(m.peer_id()));
+        let service = m.action().map(|action| {
+            let actor = sender_id.and_then(PeerId::bare_id).unwrap_or_default();
+            super::service::describe(action, actor)
+        });
         let message = RemoteMessage {
             id: message_id(m.id()),
             sender: if m.outgoing() {
@@ -235,12 +239,35 @@ impl Inner {
             } else {
                 user_info(m.sender(), sender_id)
             },
-            content: content_of(m),
+            content: match &service {
+                Some(service) => MessageContent::Text(service.text.clone()),
+                None => content_of(m),
+            },
             reply_to: m.reply_to_message_id().map(message_id),
             timestamp: m.date().as_millisecond(),
         };
-        self.deliver(chat.clone(), RemoteEvent::Message { chat, message })
+        if !self
+            .deliver(
+                chat.clone(),
+                RemoteEvent::Message {
+                    chat: chat.clone(),
+                    message,
+                },
+            )
             .await
+        {
+            return false;
+        }
+        for user in service.map(|s| s.left).unwrap_or_default() {
+            let event = RemoteEvent::MemberLeft {
+                chat: chat.clone(),
+                user: user_id(user),
+            };
+            if !self.deliver(chat.clone(), event).await {
+                return false;
+            }
+        }
+        true
     }
 
     async fn handle_raw(&self, raw: tl::enums::Update) -> bool {
