@@ -264,13 +264,15 @@ async fn phone_login_messages_and_restart(backend: Backend) {
 
     // A restart while Bob writes: every message arrives once.
     ferry.kill();
+    let mut down_ids = Vec::new();
     for i in 1..=3 {
-        post(
+        let sent = post(
             &tg,
             "/control/send",
             json!({"from": bob, "peer": to_ada, "text": format!("while down {i}")}),
         )
         .await;
+        down_ids.push(sent["id"].clone());
     }
     ferry.spawn().await;
     for i in 1..=3 {
@@ -285,9 +287,34 @@ async fn phone_login_messages_and_restart(backend: Backend) {
     .await;
     user.wait_message(&portal, "the live message", |_, b| b == "after the restart")
         .await;
+    // A private delete after the restart still finds its chat (from ferry's message table).
+    let first_down = user
+        .wait_event(&portal, "while down 1", |e| {
+            e["content"]["body"] == "while down 1"
+        })
+        .await["event_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    ferry.kill();
+    ferry.spawn().await;
+    post(
+        &tg,
+        "/control/delete",
+        json!({"from": bob, "peer": to_ada, "ids": [down_ids[0]]}),
+    )
+    .await;
+    user.wait_event(&portal, "the delete after a restart", |e| {
+        e["event_id"] == first_down.as_str() && e["unsigned"]["redacted_because"].is_object()
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        count_body(&user, &portal, "while down 1").await,
+        0,
+        "redacted events have no body"
+    );
     for body in [
-        "while down 1",
         "while down 2",
         "while down 3",
         "after the restart",

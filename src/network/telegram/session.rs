@@ -84,7 +84,7 @@ struct Inner {
     state: Mutex<ConnectionState>,
     client: Mutex<Option<(Client, Arc<DbSession>)>>,
     /// Which chat a private/basic-group message id is in: Telegram's delete updates for those
-    /// carry ids only. [in progress: kept in memory, so a delete after a restart is not mapped]
+    /// carry ids only. After a restart, ferry's message table answers instead.
     chat_of: Mutex<HashMap<i32, ChatId>>,
     /// Other users' reactions last seen per message: Telegram sends the whole list each time,
     /// the bridge wants what was added and removed. [in progress: in memory only]
@@ -191,7 +191,10 @@ impl Inner {
                 for id in d.messages() {
                     let chat = match d.channel_id() {
                         Some(c) => chat_id(PeerId::channel_unchecked(c)),
-                        None => self.chat_of.lock().ok().and_then(|m| m.get(id).cloned()),
+                        None => match self.chat_of.lock().ok().and_then(|m| m.get(id).cloned()) {
+                            Some(chat) => Some(chat),
+                            None => self.stored_chat_of(*id).await,
+                        },
                     };
                     let Some(chat) = chat else {
                         tracing::debug!(id, "delete of a message ferry has not seen; skipped");
@@ -220,6 +223,30 @@ impl Inner {
         {
             m.insert(id, chat.clone());
         }
+    }
+
+    /// The private chat or basic group of message `id`, from ferry's message table (after a
+    /// restart the in-memory map is empty). Only this login's chats and shared basic groups
+    /// count; channel message ids are per channel and never looked up here.
+    async fn stored_chat_of(&self, id: i32) -> Option<ChatId> {
+        let rows = match self
+            .db
+            .chats_of_remote_message(TELEGRAM.as_str(), &id.to_string())
+            .await
+        {
+            Ok(rows) => rows,
+            Err(err) => {
+                tracing::warn!(%err, "cannot look up the chat of a deleted Telegram message");
+                return None;
+            }
+        };
+        let login = self.login.as_str();
+        rows.into_iter()
+            .filter(|(chat, receiver)| {
+                !chat.starts_with('c') && (receiver == login || receiver.is_empty())
+            })
+            .map(|(chat, _)| ChatId::new(chat))
+            .next()
     }
 
     async fn deliver_message(&self, chat: ChatId, m: &grammers_client::message::Message) -> bool {
