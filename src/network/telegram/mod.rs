@@ -2,11 +2,13 @@
 //!
 //! Status: **in progress**. Done: the three login flows ([`login`]), the grammers session stored
 //! in ferry's database with its update state ([`store`]), entity <-> rich-text conversion
-//! ([`entities`]), and a first live session ([`session`]: text messages with formatting and
-//! replies, edits, deletes, reactions, typing and read receipts both ways, documents and photos
-//! both ways ([`media`]), catch-up after restarts). Not yet: stickers, voice-note waveforms,
-//! refreshing expired file references, lazy sync of large groups,
-//! forum topics, service messages. Settings come from `networks.telegram` ([`TelegramConfig`]). Tests run
+//! ([`entities`]), and a live session ([`session`]: text messages with formatting and
+//! replies, edits, deletes (also after a restart), reactions, typing and read receipts both ways,
+//! documents and photos both ways ([`media`]), service messages as readable lines ([`service`]),
+//! groups with members and admins, catch-up after restarts). Settings come from
+//! `networks.telegram` ([`TelegramConfig`]). Not yet: stickers as `m.sticker`, polls,
+//! voice-note durations and waveforms, refreshing expired file references, lazy sync of large
+//! groups, forum topics, room updates on title/photo changes. Unit tests run
 //! against `testnet telegram`.
 
 pub mod entities;
