@@ -92,6 +92,7 @@ impl TxnHarness {
                 recorder.clone(),
                 Metrics::new(),
                 MAX_BODY,
+                true,
             );
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await

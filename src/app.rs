@@ -6,7 +6,8 @@ use anyhow::Context;
 
 use crate::{
     bridge::Bridge,
-    config::Config,
+    config::{Config, CryptoInputs, DeviceCreation, EncryptionConfig},
+    crypto::Crypto,
     db::Db,
     matrix::{appservice, client::MatrixClient, intent::Intents, registration::Registration},
     metrics::Metrics,
@@ -33,7 +34,17 @@ pub async fn run(config: Config, config_dir: &Path) -> anyhow::Result<()> {
         Duration::from_secs(config.bridge.max_retry_seconds),
         metrics.clone(),
     );
-    let intents = Intents::new(client, config.bot_user_id());
+    let mut intents = Intents::new(client.clone(), config.bot_user_id());
+    let encryption = resolve_encryption(&config, &registration);
+    let crypto = if encryption.allow {
+        tracing::info!(inputs = ?encryption.inputs, devices = ?encryption.devices, "encryption enabled");
+        let (crypto, late) =
+            Crypto::new(encryption.clone(), db.clone(), client, config.bot_user_id());
+        intents = intents.with_crypto(crypto.clone());
+        Some((crypto, late))
+    } else {
+        None
+    };
     let mut networks: Vec<Arc<dyn Network>> = Vec::new();
     if config.networks.sim.enabled {
         networks.push(Arc::new(SimNetwork::new(config.networks.sim.clone())));
@@ -74,7 +85,12 @@ pub async fn run(config: Config, config_dir: &Path) -> anyhow::Result<()> {
         Arc::new(bridge.clone()),
         metrics.clone(),
         config.appservice.max_body_bytes,
+        encryption.allow && encryption.inputs == CryptoInputs::Push,
     );
+    if let Some((crypto, late)) = crypto {
+        crypto.start();
+        tokio::spawn(route_late_events(bridge.clone(), late));
+    }
     let server = tokio::spawn(async move {
         axum::serve(listener, router)
             .with_graceful_shutdown(shutdown_signal())
@@ -93,6 +109,12 @@ pub async fn run(config: Config, config_dir: &Path) -> anyhow::Result<()> {
     tokio::spawn(async move {
         if let Err(err) = prepare_bridge.prepare().await {
             tracing::error!(%err, "cannot set up the bridge bot on the homeserver");
+            return;
+        }
+        if let Some(crypto) = prepare_bridge.intents.crypto()
+            && let Err(err) = crypto.prepare().await
+        {
+            tracing::error!(%err, "cannot set up the bot's encryption device");
         }
     });
     let prune_db = db.clone();
@@ -113,6 +135,39 @@ pub async fn run(config: Config, config_dir: &Path) -> anyhow::Result<()> {
     bridge.stop_sessions().await;
     db.close().await;
     Ok(())
+}
+
+/// Settles `auto` in the encryption config from what the registration asks of the homeserver
+/// (no requests, so no side effects): crypto inputs are pushed only when the registration has
+/// `org.matrix.msc3202` and ephemeral pushes, else they come from `/sync`; devices are made by
+/// MSC4190 only when the registration has `io.element.msc4190`, else by appservice login.
+fn resolve_encryption(config: &Config, registration: &Registration) -> EncryptionConfig {
+    let mut encryption = config.encryption.clone();
+    let pushes =
+        registration.msc3202 && (registration.receive_ephemeral || registration.push_ephemeral);
+    if encryption.inputs == CryptoInputs::Auto {
+        encryption.inputs = if pushes {
+            CryptoInputs::Push
+        } else {
+            CryptoInputs::Sync
+        };
+    }
+    if encryption.devices == DeviceCreation::Auto && !registration.msc4190 {
+        encryption.devices = DeviceCreation::Login;
+    }
+    encryption
+}
+
+/// Encrypted events whose keys came late, already back in the inbox, are routed to their
+/// portal like a new transaction.
+async fn route_late_events(
+    bridge: Arc<Bridge>,
+    mut late: tokio::sync::mpsc::Receiver<Vec<crate::db::inbox::InboxEntry>>,
+) {
+    use crate::matrix::appservice::AppserviceHandler as _;
+    while let Some(entries) = late.recv().await {
+        bridge.events(entries).await;
+    }
 }
 
 async fn shutdown_signal() {

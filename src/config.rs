@@ -48,6 +48,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub logging: LoggingConfig,
+    #[serde(default)]
+    pub encryption: EncryptionConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -365,6 +367,177 @@ impl Default for LoggingConfig {
     }
 }
 
+/// Matrix-side end-to-end encryption (`encryption:`): see config.example.yaml for each key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EncryptionConfig {
+    /// Encrypted rooms are supported at all (devices are created, events decrypted).
+    pub allow: bool,
+    /// Refuse to bridge into unencrypted portals.
+    pub require: bool,
+    /// New portals are created encrypted.
+    pub default: bool,
+    /// Which devices of Matrix users get the ghosts' room keys.
+    pub trust: KeySharingTrust,
+    /// Display name of the bridge's devices; `{user}` is the device owner's user id,
+    /// `{displayname}` the owner's display name when known (else the user id).
+    pub device_display_name: String,
+    /// Key that encrypts the crypto store's pickles at rest. Never logged.
+    pub pickle_key: Secret,
+    /// How to-device events, device lists and key counts reach ferry.
+    pub inputs: CryptoInputs,
+    /// How the bot's and ghosts' devices are created.
+    pub devices: DeviceCreation,
+    /// Seconds to wait for a missing room key before asking other devices for it.
+    pub key_wait_seconds: u64,
+    /// Seconds to wait after the key request before telling the room; the message is still
+    /// bridged if its key arrives later.
+    pub key_request_wait_seconds: u64,
+    /// Seconds an idle device's crypto machine stays loaded.
+    pub machine_idle_seconds: u64,
+    /// Crypto machines kept loaded at most (least recently used ones are unloaded first).
+    pub max_loaded_machines: usize,
+}
+
+impl Default for EncryptionConfig {
+    fn default() -> Self {
+        Self {
+            allow: false,
+            require: false,
+            default: true,
+            trust: KeySharingTrust::CrossSigned,
+            device_display_name: "ferry bridge ({user})".to_owned(),
+            pickle_key: Secret::default(),
+            inputs: CryptoInputs::Auto,
+            devices: DeviceCreation::Auto,
+            key_wait_seconds: 3,
+            key_request_wait_seconds: 22,
+            machine_idle_seconds: 600,
+            max_loaded_machines: 1000,
+        }
+    }
+}
+
+/// Trust a Matrix device needs to receive room keys from the bridge.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeySharingTrust {
+    /// Every device of every member (least strict; legacy clients without cross-signing).
+    All,
+    /// Devices signed by their owner's cross-signing identity (MSC4153; Element's
+    /// "exclude insecure devices").
+    #[default]
+    CrossSigned,
+    /// Only devices the bridge has verified (effectively none but its own: for tests of
+    /// withheld keys and very strict deployments).
+    Verified,
+}
+
+/// Where crypto inputs (to-device events, device lists, one-time key counts) come from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CryptoInputs {
+    /// Pushed in appservice transactions (MSC4203/MSC2409 and MSC3202).
+    Push,
+    /// A `/sync` loop per loaded device (homeservers that do not push them).
+    Sync,
+    /// Transactions, plus `/sync` when the homeserver is known not to push them.
+    #[default]
+    Auto,
+}
+
+/// How the bridge creates its devices.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceCreation {
+    /// `PUT /devices/{id}` as the appservice (MSC4190, Matrix 1.17).
+    Msc4190,
+    /// Appservice login (`m.login.application_service`) with a chosen device id.
+    Login,
+    /// MSC4190, falling back to appservice login when the homeserver refuses it.
+    #[default]
+    Auto,
+}
+
+/// A secret config value: its `Debug` output is redacted so it never reaches a log.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "(unset)"
+        } else {
+            "(redacted)"
+        })
+    }
+}
+
+impl EncryptionConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.require && !self.allow {
+            return Err(ConfigError::invalid(
+                "encryption.require",
+                "needs encryption.allow: true",
+            ));
+        }
+        if self.allow && self.pickle_key.expose().chars().count() < 16 {
+            return Err(ConfigError::invalid(
+                "encryption.pickle_key",
+                "must be at least 16 characters when encryption is allowed",
+            ));
+        }
+        if self.device_display_name.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                "encryption.device_display_name",
+                "must not be empty",
+            ));
+        }
+        if self.key_wait_seconds + self.key_request_wait_seconds == 0 {
+            return Err(ConfigError::invalid(
+                "encryption.key_request_wait_seconds",
+                "key_wait_seconds plus key_request_wait_seconds must be at least 1",
+            ));
+        }
+        if self.machine_idle_seconds == 0 {
+            return Err(ConfigError::invalid(
+                "encryption.machine_idle_seconds",
+                "must be at least 1",
+            ));
+        }
+        if self.max_loaded_machines < 2 {
+            return Err(ConfigError::invalid(
+                "encryption.max_loaded_machines",
+                "must be at least 2 (the bot and one ghost)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The display name of a bridge device owned by `user`.
+    pub fn device_name(&self, user: &UserId, displayname: Option<&str>) -> String {
+        self.device_display_name
+            .replace("{user}", user.as_str())
+            .replace("{displayname}", displayname.unwrap_or(user.as_str()))
+    }
+}
+
 impl Config {
     /// Reads, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -505,6 +678,7 @@ impl Config {
             telegram.validate()?;
         }
         self.check_prefix_overlap()?;
+        self.encryption.validate()?;
         tracing_subscriber::EnvFilter::try_new(&self.logging.level)
             .map_err(|err| ConfigError::invalid("logging.level", err.to_string()))?;
         Ok(())
@@ -654,6 +828,46 @@ mod tests {
         let text = base.replace("ghost_prefix: telegram_", "ghost_prefix: sim_x");
         let err = Config::parse(&text).unwrap_err().to_string();
         assert!(err.contains("networks.telegram.ghost_prefix"), "{err}");
+    }
+
+    #[test]
+    fn encryption_section_is_validated_and_its_key_never_printed() {
+        let config = Config::parse(EXAMPLE).expect("example config is valid");
+        assert!(!config.encryption.allow);
+        assert!(config.encryption.default);
+        assert_eq!(config.encryption.trust, KeySharingTrust::CrossSigned);
+        let on = EXAMPLE.replace("  allow: false", "  allow: true");
+        let err = Config::parse(&on).unwrap_err().to_string();
+        assert!(err.contains("encryption.pickle_key"), "{err}");
+        let keyed = on.replace(
+            "  pickle_key: \"\"",
+            "  pickle_key: \"0123456789abcdef-secret\"",
+        );
+        let config = Config::parse(&keyed).expect("a key makes it valid");
+        assert_eq!(
+            config.encryption.pickle_key.expose(),
+            "0123456789abcdef-secret"
+        );
+        assert!(!format!("{config:?}").contains("0123456789abcdef-secret"));
+        let strict = keyed.replace("  trust: cross_signed", "  trust: verified");
+        assert_eq!(
+            Config::parse(&strict).expect("valid").encryption.trust,
+            KeySharingTrust::Verified
+        );
+        let bad = keyed.replace("  trust: cross_signed", "  trust: everyone");
+        let err = Config::parse(&bad).unwrap_err().to_string();
+        assert!(err.contains("encryption.trust"), "{err}");
+        let bad = EXAMPLE.replace("  require: false", "  require: true");
+        let err = Config::parse(&bad).unwrap_err().to_string();
+        assert!(err.contains("encryption.require"), "{err}");
+        let sync = keyed.replace("  inputs: auto", "  inputs: sync");
+        assert_eq!(
+            Config::parse(&sync).expect("valid").encryption.inputs,
+            CryptoInputs::Sync
+        );
+        let bad = keyed.replace("  inputs: auto", "  inputs: carrier_pigeon");
+        let err = Config::parse(&bad).unwrap_err().to_string();
+        assert!(err.contains("encryption.inputs"), "{err}");
     }
 
     #[test]

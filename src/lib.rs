@@ -6,6 +6,7 @@
 pub mod app;
 pub mod bridge;
 pub mod config;
+pub mod crypto;
 pub mod db;
 pub mod logging;
 pub mod matrix;

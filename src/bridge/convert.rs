@@ -164,6 +164,12 @@ pub fn from_matrix_content(
     } else {
         str_field("msgtype").ok_or(ConvertError::Malformed("no msgtype"))?
     };
+    // A text message whose body is not a string would go out empty: refuse it instead.
+    if matches!(msgtype, "m.text" | "m.notice" | "m.emote")
+        && content.get("body").is_some_and(|b| !b.is_string())
+    {
+        return Err(ConvertError::Malformed("the body is not a string"));
+    }
     match msgtype {
         "m.text" | "m.notice" => Ok(MatrixContent::Text(format::from_matrix(
             body, formatted, resolve,
@@ -379,6 +385,17 @@ mod tests {
         assert!(
             from_matrix_content("m.room.message", &json!({"body": "x"}), "a", &|_| None).is_err()
         );
+    }
+
+    #[test]
+    fn text_with_a_non_string_body_is_refused() {
+        for body in [json!(42), json!({"a": 1}), json!(["x"]), json!(null)] {
+            let content = json!({"msgtype": "m.text", "body": body});
+            assert_eq!(
+                from_matrix_content("m.room.message", &content, "a", &|_| None),
+                Err(ConvertError::Malformed("the body is not a string"))
+            );
+        }
     }
 
     #[test]

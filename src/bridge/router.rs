@@ -122,6 +122,15 @@ impl Bridge {
     pub(crate) async fn route_matrix(self: &Arc<Self>, entries: Vec<InboxEntry>) {
         let worker = self.worker();
         for entry in entries {
+            if let Some(input) = crate::crypto::inputs::CryptoInput::from_stored(&entry.event) {
+                match (input, self.intents.crypto()) {
+                    (Ok(input), Some(crypto)) => crypto.handle_input(input).await,
+                    (Err(err), _) => tracing::warn!(%err, "skipping unreadable crypto input"),
+                    (Ok(_), None) => {}
+                }
+                self.inbox_done(entry.id).await;
+                continue;
+            }
             let event = match MatrixEvent::parse(&entry.event) {
                 Ok(event) => event,
                 Err(err) => {
@@ -130,6 +139,9 @@ impl Bridge {
                     continue;
                 }
             };
+            if let Some(crypto) = self.intents.crypto() {
+                crypto.observe(&event).await;
+            }
             let Some(key) = self.lane_for(&event).await else {
                 tracing::debug!(event = %event.event_id, kind = %event.kind, "Matrix event needs no handling");
                 self.inbox_done(entry.id).await;
@@ -157,6 +169,10 @@ impl Bridge {
         }
         match self.portal_of_room(&event.room_id).await {
             Ok(Some(key)) => Some(QueueKey::Portal(key)),
+            // Maybe a command: known once decrypted, in the room's lane.
+            Ok(None) if event.kind == "m.room.encrypted" && self.intents.crypto().is_some() => {
+                Some(QueueKey::Room(event.room_id.clone()))
+            }
             Ok(None) => None,
             Err(err) => {
                 // Keep the event: route it to the room lane, which retries the lookup.
@@ -249,6 +265,51 @@ impl Bridge {
             self.handle_bot_invite(&event).await;
         } else if event.kind == "m.room.message" {
             self.handle_command_event(&event).await;
+        } else if event.kind == "m.room.encrypted"
+            && let Some(plain) = self.decrypt_event(&event).await
+            && plain.kind == "m.room.message"
+            && self.is_command(&plain).await
+        {
+            self.handle_command_event(&plain).await;
+        }
+    }
+
+    /// Decrypts an encrypted event (waiting for a late key as configured). `None` when it
+    /// cannot be decrypted now; the room is told, and an event whose key is late is parked
+    /// and bridged when the key arrives.
+    pub(crate) async fn decrypt_event(&self, event: &MatrixEvent) -> Option<MatrixEvent> {
+        use crate::crypto::receive::Decryption;
+        let crypto = self.intents.crypto()?;
+        match crypto.decrypt(event).await {
+            Ok(Decryption::Decrypted(plain)) => Some(*plain),
+            Ok(Decryption::KeyMissing) => {
+                self.notice(
+                    &event.room_id,
+                    &format!(
+                        "⚠ A message from {} cannot be decrypted yet (its key has not arrived). \
+                         It will be bridged as soon as the key arrives.",
+                        event.sender
+                    ),
+                )
+                .await;
+                None
+            }
+            Ok(Decryption::Failed(reason)) => {
+                tracing::info!(event = %event.event_id, %reason, "undecryptable event");
+                self.notice(
+                    &event.room_id,
+                    &format!(
+                        "⚠ A message from {} cannot be decrypted and was not bridged: {reason}",
+                        event.sender
+                    ),
+                )
+                .await;
+                None
+            }
+            Err(err) => {
+                tracing::warn!(%err, event = %event.event_id, "decryption failed");
+                None
+            }
         }
     }
 

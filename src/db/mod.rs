@@ -5,6 +5,7 @@
 //! (`migrations/sqlite`, `migrations/postgres`); they are applied at start-up. One module per
 //! table keeps each query next to the table it touches.
 
+pub mod crypto;
 pub mod ghosts;
 pub mod inbox;
 pub mod kv;

@@ -4,7 +4,8 @@
 //! whole (id and events) in the database before it is answered, so nothing the homeserver counts
 //! as delivered can be lost; a repeated transaction id is answered 200 without doing anything.
 //! Events are checked only for the minimal shape needed to route them: one bad event is logged
-//! and skipped, it never fails the transaction.
+//! and skipped, it never fails the transaction. Crypto inputs (to-device events, device lists,
+//! key counts) are stored with the events, as one entry ahead of them, when encryption is on.
 
 use std::{sync::Arc, time::Instant};
 
@@ -45,6 +46,8 @@ pub trait AppserviceHandler: Send + Sync + 'static {
 
 struct AppState {
     hs_token_hash: [u8; 32],
+    /// Store the transactions' crypto inputs (to-device, device lists, key counts).
+    crypto_inputs: bool,
     db: Db,
     handler: Arc<dyn AppserviceHandler>,
     metrics: Arc<Metrics>,
@@ -57,9 +60,11 @@ pub fn router(
     handler: Arc<dyn AppserviceHandler>,
     metrics: Arc<Metrics>,
     max_body: usize,
+    crypto_inputs: bool,
 ) -> Router {
     let state = Arc::new(AppState {
         hs_token_hash: Sha256::digest(hs_token).into(),
+        crypto_inputs,
         db,
         handler,
         metrics,
@@ -250,6 +255,12 @@ async fn transaction(
             }
             Err(err) => tracing::warn!(%txn_id, %err, "skipping an event that does not parse"),
         }
+    }
+    // Crypto inputs go first, so room keys reach the machines before the events they decrypt.
+    if state.crypto_inputs
+        && let Some(input) = crate::crypto::inputs::CryptoInput::from_transaction(&body)
+    {
+        events.insert(0, input.to_stored());
     }
     let ids: Vec<&str> = event_ids.iter().map(|id| id.as_ref()).collect();
     let key = dedupe_key(&txn_id, &ids, &body);

@@ -8,7 +8,7 @@
 use std::{borrow::Cow, collections::BTreeSet, sync::Arc, time::Duration};
 
 use ruma::{
-    UserId,
+    DeviceId, UserId,
     api::{
         AppserviceUserIdentity, IncomingResponse, MatrixVersion, OutgoingRequest,
         OutgoingRequestAppserviceExt, SupportedVersions, auth_scheme::SendAccessToken,
@@ -111,8 +111,26 @@ impl MatrixClient {
         for<'a> R::Authentication:
             ruma::api::auth_scheme::AuthScheme<Input<'a> = SendAccessToken<'a>>,
     {
+        self.send_as_device(request, user, None).await
+    }
+
+    /// Sends a typed request as `user` and, when given, one of its devices (identity
+    /// assertion, Matrix 1.17: `?user_id=&device_id=`). Key uploads and to-device messages
+    /// need the device.
+    pub async fn send_as_device<R>(
+        &self,
+        request: R,
+        user: Option<&UserId>,
+        device: Option<&DeviceId>,
+    ) -> Result<R::IncomingResponse>
+    where
+        R: OutgoingRequest<PathBuilder = VersionHistory>,
+        for<'a> R::Authentication:
+            ruma::api::auth_scheme::AuthScheme<Input<'a> = SendAccessToken<'a>>,
+    {
         let mut identity = AppserviceUserIdentity::default();
         identity.user_id = user;
+        identity.device_id = device;
         let started = Instant::now();
         let kind = std::any::type_name::<R>()
             .rsplit("::")
@@ -134,6 +152,43 @@ impl MatrixClient {
         let response = response?;
         R::IncomingResponse::try_from_http_response(response)
             .map_err(|e| MatrixError::Response(e.to_string()))
+    }
+
+    /// Sends a JSON request to a client-server path (for calls ruma's typed requests do not
+    /// cover as the appservice, such as appservice login). `query` is URL-encoded here.
+    pub async fn send_json(
+        &self,
+        method: http::Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&serde_json::Value>,
+    ) -> Result<serde_json::Value> {
+        let mut url = url::Url::parse(&format!("{}{path}", self.base_url))
+            .map_err(|e| MatrixError::Request(e.to_string()))?;
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        let body = match body {
+            Some(body) => {
+                serde_json::to_vec(body).map_err(|e| MatrixError::Request(e.to_string()))?
+            }
+            None => Vec::new(),
+        };
+        let request = http::Request::builder()
+            .method(method)
+            .uri(url.as_str())
+            .header(
+                http::header::AUTHORIZATION,
+                format!("Bearer {}", self.as_token),
+            )
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .map_err(|e| MatrixError::Request(e.to_string()))?;
+        let response = self.execute(request).await?;
+        if response.body().is_empty() {
+            return Ok(serde_json::Value::Null);
+        }
+        serde_json::from_slice(response.body()).map_err(|e| MatrixError::Response(e.to_string()))
     }
 
     /// Runs one HTTP request with the retry policy. Non-success answers become `MatrixError::Api`.

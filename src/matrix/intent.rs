@@ -31,6 +31,7 @@ use ruma::{
 use serde_json::{Value as JsonValue, json};
 
 use super::client::{MatrixClient, MatrixError, Result};
+use crate::crypto::Crypto;
 
 /// Joins remembered before the cache is reset (bounds memory; a reset only costs re-joins,
 /// which the homeserver answers idempotently).
@@ -54,7 +55,12 @@ pub struct Intents {
     client: MatrixClient,
     bot: OwnedUserId,
     joined: Arc<Mutex<HashSet<(OwnedRoomId, OwnedUserId)>>>,
+    /// Set when encryption is allowed: sends into encrypted rooms are encrypted with it.
+    crypto: Option<Arc<Crypto>>,
 }
+
+/// Event types sent in the clear even in encrypted rooms (the homeserver must read them).
+const NEVER_ENCRYPTED: &[&str] = &["m.room.encrypted", "m.room.redaction", "m.reaction.clear"];
 
 impl Intents {
     pub fn new(client: MatrixClient, bot: OwnedUserId) -> Self {
@@ -62,7 +68,19 @@ impl Intents {
             client,
             bot,
             joined: Arc::default(),
+            crypto: None,
         }
+    }
+
+    /// Encrypts sends into encrypted rooms (and creates new rooms encrypted when so
+    /// configured) with `crypto`.
+    pub fn with_crypto(mut self, crypto: Arc<Crypto>) -> Self {
+        self.crypto = Some(crypto);
+        self
+    }
+
+    pub fn crypto(&self) -> Option<&Arc<Crypto>> {
+        self.crypto.as_ref()
     }
 
     pub fn client(&self) -> &MatrixClient {
@@ -211,8 +229,20 @@ impl Intents {
         request.is_direct = spec.is_direct;
         request.invite = spec.invite;
         request.preset = Some(create_room::v3::RoomPreset::PrivateChat);
-        request.initial_state = spec
-            .initial_state
+        let encryption = self
+            .crypto
+            .as_ref()
+            .filter(|c| c.config().default || c.config().require)
+            .map(|_| json!({"algorithm": "m.megolm.v1.aes-sha2"}));
+        let mut initial_state = spec.initial_state;
+        if let Some(content) = &encryption {
+            initial_state.push((
+                "m.room.encryption".to_owned(),
+                String::new(),
+                content.clone(),
+            ));
+        }
+        request.initial_state = initial_state
             .iter()
             .map(|(kind, key, content)| {
                 raw_json::<AnyInitialStateEvent>(
@@ -231,11 +261,17 @@ impl Intents {
         }
         let response = self.client.send(request, None).await?;
         self.remember_joined(&response.room_id, &self.bot);
+        if let (Some(crypto), Some(content)) = (&self.crypto, &encryption)
+            && let Some(row) = crate::crypto::rooms::encryption_from_content(content)
+        {
+            crypto.set_room_encryption(&response.room_id, row).await?;
+        }
         Ok(response.room_id)
     }
 
-    /// Sends a message-like event as `user`. `txn_id` makes the send idempotent for a while
-    /// (the homeserver answers a repeat with the first event id).
+    /// Sends a message-like event as `user`; in an encrypted room it is encrypted with the
+    /// user's own device first. `txn_id` makes the send idempotent for a while (the homeserver
+    /// answers a repeat with the first event id).
     pub async fn send_event(
         &self,
         room: &RoomId,
@@ -244,6 +280,23 @@ impl Intents {
         txn_id: &str,
         content: &JsonValue,
     ) -> Result<OwnedEventId> {
+        if let Some(crypto) = &self.crypto
+            && !NEVER_ENCRYPTED.contains(&event_type)
+            && crypto.room_encryption(room).await?.is_some()
+        {
+            let (device, encrypted) = crypto.encrypt(room, user, event_type, content).await?;
+            let request = send_message_event::v3::Request::new_raw(
+                room.to_owned(),
+                OwnedTransactionId::from(txn_id),
+                MessageLikeEventType::RoomEncrypted,
+                raw_json(&encrypted)?,
+            );
+            return Ok(self
+                .client
+                .send_as_device(request, Some(user), Some(&device))
+                .await?
+                .event_id);
+        }
         let request = send_message_event::v3::Request::new_raw(
             room.to_owned(),
             OwnedTransactionId::from(txn_id),

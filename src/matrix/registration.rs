@@ -126,8 +126,12 @@ impl Registration {
             },
             receive_ephemeral: true,
             push_ephemeral: true,
-            msc3202: false,
-            msc4190: false,
+            // Encryption needs device lists and key counts in transactions (MSC3202) and
+            // devices made by the appservice (MSC4190), unless devices come from appservice
+            // login (homeservers where MSC4190 misbehaves).
+            msc3202: config.encryption.allow,
+            msc4190: config.encryption.allow
+                && config.encryption.devices != crate::config::DeviceCreation::Login,
         }
     }
 

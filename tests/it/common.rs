@@ -187,6 +187,17 @@ impl Ferry {
         sim_url: &str,
         signal: Option<&str>,
     ) -> Ferry {
+        Self::start_configured(slot, backend, sim_url, signal, "").await
+    }
+
+    /// As `start_with`, with `extra` (top-level YAML sections, e.g. `encryption:`) added.
+    pub async fn start_configured(
+        slot: &Slot,
+        backend: Backend,
+        sim_url: &str,
+        signal: Option<&str>,
+        extra: &str,
+    ) -> Ferry {
         let signal = match signal {
             Some(addr) => format!(
                 "  signal:\n    enabled: true\n    daemon: tcp://{addr}\n    ghost_prefix: {}signal_\n    request_timeout_seconds: 10\n",
@@ -232,7 +243,7 @@ networks:
     enabled: true
     server: {sim_url}
     ghost_prefix: {prefix}sim_
-{signal}metrics:
+{signal}{extra}metrics:
   enabled: true
   listen: 127.0.0.1:{metrics}
 logging:
@@ -366,6 +377,8 @@ impl Drop for Ferry {
 /// A human Matrix user on the test Synapse.
 pub struct User {
     pub user_id: String,
+    /// For clients that log in as this user (E2EE tests).
+    pub password: String,
     token: String,
     hs: String,
     client: reqwest::Client,
@@ -415,11 +428,17 @@ impl User {
                 .as_str()
                 .unwrap_or_else(|| panic!("registration failed: {body}"))
                 .to_owned(),
+            password,
             token: body["access_token"].as_str().expect("token").to_owned(),
             hs,
             client,
             since: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// The user's access token (for requests the helpers here do not cover).
+    pub fn token(&self) -> &str {
+        &self.token
     }
 
     pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {

@@ -66,7 +66,7 @@ async fn harness_async(args: Vec<String>) -> String {
 }
 
 /// A free loopback port `p` such that `p + 1000` (ferry's metrics port) is free too.
-fn free_port_pair() -> u16 {
+pub(crate) fn free_port_pair() -> u16 {
     for _ in 0..200 {
         let port = TcpListener::bind("127.0.0.1:0")
             .expect("bind")
@@ -93,7 +93,7 @@ fn read_json(path: &Path) -> Value {
 }
 
 /// A Synapse of this drill's own, with one appservice registration for a ferry.
-struct PrivateSynapse {
+pub(crate) struct PrivateSynapse {
     dir: PathBuf,
     port: u16,
     registration: PathBuf,
@@ -103,13 +103,16 @@ struct PrivateSynapse {
 impl PrivateSynapse {
     /// Writes a registration for a ferry listening on `ferry_port` and starts Synapse with it.
     /// Returns the synapse and the slot ferry uses.
-    async fn start(ferry_port: u16) -> (PrivateSynapse, Slot) {
+    pub(crate) async fn start(ferry_port: u16) -> (PrivateSynapse, Slot) {
         let dir = std::env::temp_dir().join(format!("ferry-drill-hs-{}", random_hex()));
         std::fs::create_dir_all(&dir).expect("synapse dir");
         let tag = &random_hex()[..6];
         let prefix = format!("drill{tag}_");
         let id = format!("drill{tag}");
-        let (as_token, hs_token) = (random_hex() + &random_hex(), random_hex() + &random_hex());
+        let (as_token, hs_token) = (
+            random_hex() + random_hex().as_str(),
+            random_hex() + random_hex().as_str(),
+        );
         let registration = dir.join("registration.yaml");
         std::fs::write(
             &registration,

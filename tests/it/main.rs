@@ -2,12 +2,16 @@
 //! `scripts/test.sh`, with the sim network's server in-process. Each scenario runs on SQLite and
 //! on Postgres.
 
+// matrix-sdk's client futures (tests/it/e2ee.rs) nest deeper than the default limit.
+#![recursion_limit = "256"]
+
 mod appservice;
 mod bridge;
 mod cli;
 mod common;
 mod crash;
 mod drills;
+mod e2ee;
 mod events;
 mod signal;
 mod signal_contract;

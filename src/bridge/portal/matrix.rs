@@ -37,6 +37,12 @@ impl Bridge {
         event: &MatrixEvent,
         received: Instant,
     ) {
+        if event.kind == "m.room.encrypted" {
+            if let Some(plain) = self.decrypt_event(event).await {
+                Box::pin(self.portal_matrix_event(portal, &plain, received)).await;
+            }
+            return;
+        }
         let outcome = match event.kind.as_str() {
             "m.room.message" if event.is_edit() => Some(self.matrix_edit(portal, event).await),
             "m.room.message" | "m.sticker" => Some(self.matrix_message(portal, event).await),
