@@ -136,6 +136,9 @@ pub struct BridgeConfig {
     pub portal_idle_seconds: u64,
     pub portal_queue_size: usize,
     pub max_retry_seconds: u64,
+    /// How long a login may be cut off from its network (e.g. the signal-cli daemon down)
+    /// before its user is told, once; they are told again when it is back.
+    pub outage_notice_seconds: u64,
 }
 
 impl Default for BridgeConfig {
@@ -146,6 +149,7 @@ impl Default for BridgeConfig {
             portal_idle_seconds: 300,
             portal_queue_size: 128,
             max_retry_seconds: 600,
+            outage_notice_seconds: 60,
         }
     }
 }

@@ -2,7 +2,7 @@
 
 -- The bridge's own Matrix devices: one per user it acts as (the bot and each ghost), created
 -- lazily. The device id is derived from the user id, and kept here so it never changes.
-CREATE TABLE crypto_device (
+CREATE TABLE bridge_device (
     user_id    TEXT PRIMARY KEY,
     device_id  TEXT NOT NULL,
     created_at BIGINT NOT NULL

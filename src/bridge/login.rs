@@ -39,6 +39,16 @@ pub struct LoginHandle {
     pub remote_name: String,
     pub session: Arc<dyn Session>,
     state: Arc<Mutex<ConnectionState>>,
+    outage: Arc<Mutex<Outage>>,
+}
+
+/// A login's current cut-off from its network, for the one notice when it lasts.
+#[derive(Debug, Default)]
+struct Outage {
+    /// Bumped when an outage starts or ends; a pending notice for an older one is dropped.
+    epoch: u64,
+    /// The user was told about the current outage.
+    notified: bool,
 }
 
 impl LoginHandle {
@@ -148,6 +158,7 @@ impl Bridge {
             remote_name: row.remote_name.clone(),
             session: session.clone(),
             state: Arc::new(Mutex::new(ConnectionState::Connecting)),
+            outage: Arc::default(),
         };
         let old = self
             .sessions
@@ -167,7 +178,7 @@ impl Bridge {
 
     /// Records a session's state; tells the user in their management room when it needs them.
     pub(crate) async fn session_state(
-        &self,
+        self: &Arc<Self>,
         network: NetworkId,
         login: LoginId,
         state: ConnectionState,
@@ -192,6 +203,7 @@ impl Bridge {
             gauge.dec();
         }
         tracing::info!(%network, login = %login, %state, "session state");
+        self.track_outage(&handle, &previous, &state).await;
         if let ConnectionState::LoggedOut(_) = &state
             && let Some(room) = self.management_room(&handle.user).await
         {
@@ -206,6 +218,74 @@ impl Bridge {
                 ),
             )
             .await;
+        }
+    }
+
+    /// One notice when a login stays cut off longer than `outage_notice_seconds` (not one per
+    /// retry), and one when it is back; short blips say nothing.
+    async fn track_outage(
+        self: &Arc<Self>,
+        handle: &LoginHandle,
+        previous: &ConnectionState,
+        state: &ConnectionState,
+    ) {
+        let down = |s: &ConnectionState| matches!(s, ConnectionState::TransientDisconnect(_));
+        let name = self
+            .network(handle.network.as_str())
+            .map_or("network", |n| n.display_name())
+            .to_owned();
+        if down(state) && !down(previous) {
+            let epoch = {
+                let mut outage = handle.outage.lock().expect("outage lock");
+                outage.epoch += 1;
+                outage.epoch
+            };
+            let bridge = Arc::clone(self);
+            let handle = handle.clone();
+            let grace = std::time::Duration::from_secs(self.config.bridge.outage_notice_seconds);
+            tokio::spawn(async move {
+                tokio::time::sleep(grace).await;
+                {
+                    let mut outage = handle.outage.lock().expect("outage lock");
+                    if outage.epoch != epoch || outage.notified {
+                        return;
+                    }
+                    outage.notified = true;
+                }
+                let why = handle.state();
+                if let Some(room) = bridge.management_room(&handle.user).await {
+                    bridge
+                        .notice(
+                            &room,
+                            &format!(
+                                "Your {name} login {} cannot reach {name} ({why}). ferry keeps \
+                                 retrying and loses nothing: messages wait and are delivered \
+                                 when it is back. You will be told then.",
+                                handle.remote_name
+                            ),
+                        )
+                        .await;
+                }
+            });
+        } else if !down(state) {
+            let was_notified = {
+                let mut outage = handle.outage.lock().expect("outage lock");
+                outage.epoch += 1;
+                std::mem::take(&mut outage.notified)
+            };
+            if was_notified
+                && *state == ConnectionState::Connected
+                && let Some(room) = self.management_room(&handle.user).await
+            {
+                self.notice(
+                    &room,
+                    &format!(
+                        "Your {name} login {} is connected again.",
+                        handle.remote_name
+                    ),
+                )
+                .await;
+            }
         }
     }
 

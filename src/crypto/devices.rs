@@ -39,7 +39,7 @@ impl Crypto {
     }
 
     async fn load(&self, user: &UserId) -> Result<Arc<LoadedMachine>> {
-        let known = self.db.crypto_device(user.as_str()).await?;
+        let known = self.db.bridge_device(user.as_str()).await?;
         let mut reuse = None;
         if let Some(device) = known {
             let device = OwnedDeviceId::from(device);
@@ -124,7 +124,7 @@ impl Crypto {
             },
         }
         self.db
-            .set_crypto_device(user.as_str(), device.as_str())
+            .set_bridge_device(user.as_str(), device.as_str())
             .await?;
         tracing::info!(%user, %device, "bridge device created");
         Ok(())

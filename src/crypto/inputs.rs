@@ -166,7 +166,7 @@ impl Crypto {
                 tracing::debug!("skipping a to-device event without a recipient");
                 continue;
             };
-            match self.db.crypto_device(user.as_str()).await {
+            match self.db.bridge_device(user.as_str()).await {
                 Ok(Some(ours)) if ours == device => {}
                 Ok(_) => {
                     tracing::debug!(%user, device, "to-device event for a device we do not drive");

@@ -12,18 +12,18 @@ pub struct RoomEncryptionRow {
 }
 
 impl Db {
-    pub async fn crypto_device(&self, user_id: &str) -> Result<Option<String>> {
+    pub async fn bridge_device(&self, user_id: &str) -> Result<Option<String>> {
         let row: Option<(String,)> =
-            sqlx::query_as("SELECT device_id FROM crypto_device WHERE user_id = $1")
+            sqlx::query_as("SELECT device_id FROM bridge_device WHERE user_id = $1")
                 .bind(user_id)
                 .fetch_optional(self.pool())
                 .await?;
         Ok(row.map(|(d,)| d))
     }
 
-    pub async fn set_crypto_device(&self, user_id: &str, device_id: &str) -> Result<()> {
+    pub async fn set_bridge_device(&self, user_id: &str, device_id: &str) -> Result<()> {
         sqlx::query(
-            "INSERT INTO crypto_device (user_id, device_id, created_at) VALUES ($1, $2, $3) \
+            "INSERT INTO bridge_device (user_id, device_id, created_at) VALUES ($1, $2, $3) \
              ON CONFLICT (user_id) DO UPDATE SET device_id = excluded.device_id",
         )
         .bind(user_id)
@@ -34,8 +34,8 @@ impl Db {
         Ok(())
     }
 
-    pub async fn count_crypto_devices(&self) -> Result<i64> {
-        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM crypto_device")
+    pub async fn count_bridge_devices(&self) -> Result<i64> {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM bridge_device")
             .fetch_one(self.pool())
             .await?;
         Ok(n)

@@ -220,6 +220,9 @@ pub struct OutgoingMessage {
 pub struct SentMessage {
     pub id: MessageId,
     pub timestamp: i64,
+    /// Sent, but some recipients were not reached (a group member whose safety number changed):
+    /// who and what to do, for the room and the message status. `None`: everybody got it.
+    pub partly_failed: Option<String>,
 }
 
 /// Changes to a chat's details requested from Matrix (`None` = unchanged).

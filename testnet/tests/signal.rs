@@ -2163,3 +2163,61 @@ async fn contacts_profiles_and_misc() {
     assert!(sent.contains(&"updateProfile".to_owned()));
     net.server.shutdown().await;
 }
+
+/// `getSticker` as in signal-cli 0.13.19: the envelope names the sticker by hex pack id only;
+/// the pack is known once a sticker from it arrived, the first call (which triggers the download)
+/// still answers not found, later calls the image; an unknown pack is not found.
+#[tokio::test]
+async fn stickers_are_fetched_with_get_sticker() {
+    let (net, mut rpc) = Net::with_account().await;
+    let image = b"RIFF\x10\0\0\0WEBPVP8L".to_vec();
+    net.incoming(
+        ME,
+        json!({"from": ALICE, "sticker": {"packId": "00FF10AA", "stickerId": 7,
+            "data": testnet_b64(&image)}}),
+    )
+    .await;
+    let sticker = rpc.envelope().await["dataMessage"]["sticker"].clone();
+    assert_eq!(sticker, json!({"packId": "00ff10aa", "stickerId": 7}));
+    let params = json!({"account": ME, "packId": "00ff10aa", "stickerId": 7});
+    let first = rpc.call("getSticker", params.clone()).await;
+    assert_eq!(first["error"]["code"], -1, "{first}");
+    assert_eq!(
+        first["error"]["message"],
+        "Could not find sticker with ID: 7 in pack StickerPackId{00ff10aa}"
+    );
+    let data = rpc.ok("getSticker", params).await;
+    assert_eq!(data, json!({"data": testnet_b64(&image)}));
+    let unknown = rpc
+        .call(
+            "getSticker",
+            json!({"account": ME, "packId": "abcd", "stickerId": 1}),
+        )
+        .await;
+    assert_eq!(unknown["error"]["code"], -1, "{unknown}");
+    let missing = rpc
+        .call("getSticker", json!({"account": ME, "stickerId": 1}))
+        .await;
+    assert_eq!(missing["error"]["code"], -32603, "{missing}");
+}
+
+fn testnet_b64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}

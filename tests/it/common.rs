@@ -238,6 +238,7 @@ bridge:
     "@cmdonly{tag}:localhost": commands
     "@admin{tag}:localhost": admin
   max_retry_seconds: 120
+  outage_notice_seconds: 2
 networks:
   sim:
     enabled: true

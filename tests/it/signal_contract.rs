@@ -74,6 +74,11 @@ fn account_calls() -> Vec<(&'static str, Value, Expected)> {
             Err(NEEDS_ACCOUNT),
         ),
         (
+            "getSticker",
+            json!({"packId": "00ff10aa", "stickerId": 7}),
+            Err(NEEDS_ACCOUNT),
+        ),
+        (
             "getUserStatus",
             json!({"recipient": ["+15550002"]}),
             Err(NEEDS_ACCOUNT),

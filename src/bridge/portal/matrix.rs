@@ -305,7 +305,10 @@ impl Bridge {
             tracing::warn!(%err, "message sent but its mapping could not be stored");
         }
         tracing::debug!(event = %event.event_id, remote = %sent.id, "Matrix message sent");
-        Outcome::Success
+        match sent.partly_failed {
+            Some(message) => Outcome::Partial { message },
+            None => Outcome::Success,
+        }
     }
 
     /// Sends, retrying transient network failures with backoff up to the configured deadline.

@@ -10,6 +10,10 @@ use crate::bridge::Bridge;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Outcome {
     Success,
+    /// Sent, but not every recipient got it (the message says who and why).
+    Partial {
+        message: String,
+    },
     /// Could not be sent now; sending it again may work.
     Retriable {
         reason: &'static str,
@@ -61,6 +65,7 @@ impl Outcome {
     fn label(&self) -> &'static str {
         match self {
             Self::Success => "success",
+            Self::Partial { .. } => "partial",
             Self::Retriable { .. } | Self::Permanent { .. } => "failed",
         }
     }
@@ -80,6 +85,13 @@ impl Bridge {
             .with_label_values(&["matrix_to_remote", outcome.label()])
             .inc();
         let (status, reason, message) = match outcome {
+            // Sent: the status stays SUCCESS (clients would offer a retry otherwise), with the
+            // recipients it missed in the message.
+            Outcome::Partial { message } => (
+                "SUCCESS",
+                Some("m.foreign_network_error"),
+                Some(message.as_str()),
+            ),
             Outcome::Success => ("SUCCESS", None, None),
             Outcome::Retriable { reason, message } => {
                 ("FAIL_RETRIABLE", Some(*reason), Some(message.as_str()))
@@ -108,9 +120,19 @@ impl Bridge {
         {
             tracing::warn!(%err, %room, "cannot send message status");
         }
-        if let Some(message) = message {
-            self.notice(room, &format!("⚠️ Your message was not bridged: {message}"))
+        match outcome {
+            Outcome::Success => {}
+            Outcome::Partial { message } => {
+                self.notice(
+                    room,
+                    &format!("⚠️ Your message was not delivered to everyone: {message}"),
+                )
                 .await;
+            }
+            Outcome::Retriable { message, .. } | Outcome::Permanent { message, .. } => {
+                self.notice(room, &format!("⚠️ Your message was not bridged: {message}"))
+                    .await;
+            }
         }
     }
 }

@@ -28,6 +28,23 @@ use crate::{
     },
 };
 
+/// A data URI parameter value: signal-cli reads it with `java.net.URLDecoder`, so everything but
+/// unreserved ASCII is percent-encoded (a '+' would otherwise become a space).
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"._-~".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// How often a sticker that signal-cli has not fetched yet is asked for.
+const STICKER_ATTEMPTS: u64 = 5;
+
 /// What the dispatcher feeds a session.
 #[derive(Debug)]
 pub enum Feed {
@@ -545,12 +562,97 @@ impl Inner {
         }
     }
 
+    /// A received sticker's image. signal-cli fetches the pack in the background after the
+    /// message arrives (and 0.13.19's `getSticker` still answers "not found" on the call that
+    /// triggers the download), so a not-found answer is retried a few times.
+    async fn sticker(&self, pack: &str, sticker: u64) -> Result<MediaStream, NetworkError> {
+        let params =
+            json!({"account": self.account.as_str(), "packId": pack, "stickerId": sticker});
+        let mut attempt = 0u64;
+        let result = loop {
+            attempt += 1;
+            match self.call("getSticker", params.clone()).await {
+                Ok(result) => break result,
+                Err(NetworkError::Rejected(why)) if attempt < STICKER_ATTEMPTS => {
+                    tracing::debug!(%why, attempt, "sticker not fetched yet; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(250 * attempt)).await;
+                }
+                Err(err) => return Err(err),
+            }
+        };
+        let data = result
+            .get("data")
+            .and_then(JsonValue::as_str)
+            .unwrap_or_default();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .map_err(|e| {
+                NetworkError::Rejected(format!("signal-cli sent a sticker that is not base64: {e}"))
+            })?;
+        if bytes.is_empty() {
+            return Err(NetworkError::Rejected(
+                "signal-cli sent an empty sticker".to_owned(),
+            ));
+        }
+        Ok(MediaStream {
+            content_type: wire::sticker_content_type(&bytes).to_owned(),
+            size: Some(bytes.len() as u64),
+            body: futures_util::stream::once(async move { Ok(bytes::Bytes::from(bytes)) }).boxed(),
+        })
+    }
+
     async fn call(&self, method: &str, params: JsonValue) -> Result<JsonValue, NetworkError> {
         match self.rpc.call(method, params).await {
             Ok(result) => Ok(result),
             Err(RpcError::Remote { code: -4, data, .. }) => Err(self.untrusted(data.as_ref())),
             Err(err) => Err(link_error(err)),
         }
+    }
+
+    /// What to tell the user about recipients a sent message missed (a group member whose safety
+    /// number changed, one not on Signal any more...); `None` when there are none.
+    fn partly_failed(&self, failed: &[(RemoteUserId, String)]) -> Option<String> {
+        if failed.is_empty() {
+            return None;
+        }
+        let name = |id: &RemoteUserId| self.name_of(id, None).name;
+        let mut parts = Vec::new();
+        let untrusted: Vec<&RemoteUserId> = failed
+            .iter()
+            .filter(|(_, kind)| kind == "IDENTITY_FAILURE" || kind == "UNTRUSTED_IDENTITY")
+            .map(|(id, _)| id)
+            .collect();
+        if !untrusted.is_empty() {
+            let names: Vec<String> = untrusted.iter().map(|id| name(id)).collect();
+            let commands: Vec<String> = untrusted
+                .iter()
+                .map(|id| format!("`trust signal {id}`"))
+                .collect();
+            parts.push(format!(
+                "Signal did not deliver it to {} because their safety number has changed. \
+                 Compare the new safety number with them (Signal app: open the chat, view the \
+                 safety number), then send {} to the bridge bot and send your message again.",
+                names.join(", "),
+                commands.join(", ")
+            ));
+        }
+        for (id, kind) in failed
+            .iter()
+            .filter(|(_, kind)| kind != "IDENTITY_FAILURE" && kind != "UNTRUSTED_IDENTITY")
+        {
+            let why = match kind.as_str() {
+                "UNREGISTERED_FAILURE" => "they are not on Signal any more",
+                "RATE_LIMIT_FAILURE" => "Signal is rate limiting this account",
+                "NETWORK_FAILURE" => "of a network failure",
+                "INVALID_PRE_KEY_FAILURE" => "their keys are invalid",
+                _ => "of an unknown failure",
+            };
+            parts.push(format!(
+                "Signal did not deliver it to {} ({id}) because {why}.",
+                name(id)
+            ));
+        }
+        Some(parts.join(" "))
     }
 
     /// The refusal for a send that failed because a recipient's safety number changed (-4):
@@ -748,13 +850,18 @@ impl Session for SignalSession {
                 NetworkError::Rejected("signal-cli answered send without a timestamp".to_owned())
             })?;
         let id = wire::message_id(timestamp, &self.inner.me);
+        let partly_failed = self.inner.partly_failed(&wire::failed_recipients(&result));
         // signal-cli sent it with the chat's timer: it disappears in Matrix too.
         let timer = self.inner.timer(chat).await;
         if timer > 0 {
             let deadline = super::expiry::now_ms().saturating_add(timer as i64 * 1000);
             self.inner.schedule_expiry(chat, &id, deadline).await;
         }
-        Ok(SentMessage { id, timestamp })
+        Ok(SentMessage {
+            id,
+            timestamp,
+            partly_failed,
+        })
     }
 
     async fn logout(&self) -> Result<(), NetworkError> {
@@ -771,6 +878,9 @@ impl Session for SignalSession {
 
     async fn download_media(&self, id: &str) -> Result<MediaStream, NetworkError> {
         let account = self.inner.account.as_str();
+        if let Some((pack, sticker)) = wire::parse_sticker_id(id) {
+            return self.inner.sticker(pack, sticker).await;
+        }
         let (method, params) = match wire::parse_avatar_id(id) {
             Some(wire::AvatarRef::Profile(user)) => {
                 ("getAvatar", json!({"account": account, "profile": user}))
@@ -811,10 +921,7 @@ impl Session for SignalSession {
         while let Some(chunk) = media.body.next().await {
             bytes.extend_from_slice(&chunk?);
         }
-        let name: String = name
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || "._-".contains(*c))
-            .collect();
+        let name = percent_encode(name);
         Ok(format!(
             "data:{};filename={};base64,{}",
             media.content_type,
@@ -939,6 +1046,15 @@ impl Session for SignalSession {
 mod tests {
     use super::*;
     use crate::network::richtext::Entity;
+
+    #[test]
+    fn file_names_survive_java_url_decoding() {
+        assert_eq!(percent_encode("Voice message.ogg"), "Voice%20message.ogg");
+        assert_eq!(
+            percent_encode("a+b;c=d,é.txt"),
+            "a%2Bb%3Bc%3Dd%2C%C3%A9.txt"
+        );
+    }
 
     #[test]
     fn styles_and_mentions_use_utf16_ranges() {

@@ -220,6 +220,55 @@ pub fn group_avatar_id(group: &str, version: &str) -> String {
 }
 
 /// What an avatar id names, or `None` for an attachment id.
+/// Sticker ids ferry hands the bridge: signal-cli 0.13.19 names a received sticker only by its
+/// pack id (hex) and sticker id, and serves the image with `getSticker` once it has fetched the
+/// pack (it learns the pack key from the message).
+pub fn sticker_media_id(pack_id: &str, sticker_id: u64) -> String {
+    format!("sticker:{pack_id}:{sticker_id}")
+}
+
+/// The (pack id, sticker id) of a [`sticker_media_id`].
+pub fn parse_sticker_id(id: &str) -> Option<(&str, u64)> {
+    let rest = id.strip_prefix("sticker:")?;
+    let (pack, sticker) = rest.split_once(':')?;
+    if pack.is_empty() || !pack.chars().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    Some((pack, sticker.parse().ok()?))
+}
+
+/// The image type of sticker bytes (Signal stickers are WebP, animated ones may be APNG or GIF).
+pub fn sticker_content_type(bytes: &[u8]) -> &'static str {
+    if bytes.starts_with(b"\x89PNG") {
+        "image/png"
+    } else if bytes.starts_with(b"GIF8") {
+        "image/gif"
+    } else {
+        "image/webp"
+    }
+}
+
+/// A received sticker as neutral media: its own attachment when signal-cli gave one, else a
+/// [`sticker_media_id`] fetched with `getSticker`.
+fn sticker_media(sticker: &Sticker) -> Option<Media> {
+    if let Some(media) = sticker.attachment.as_ref().and_then(|a| media_of(a, true)) {
+        return Some(media);
+    }
+    let pack = sticker.pack_id.as_deref().filter(|p| !p.is_empty())?;
+    let id = sticker.sticker_id?;
+    Some(Media {
+        id: sticker_media_id(pack, id),
+        kind: MediaKind::Sticker,
+        name: "sticker.webp".to_owned(),
+        content_type: "image/webp".to_owned(),
+        size: 0,
+        width: None,
+        height: None,
+        duration_ms: None,
+        waveform: None,
+    })
+}
+
 pub fn parse_avatar_id(id: &str) -> Option<AvatarRef<'_>> {
     let (kind, rest) = id.split_once(':')?;
     let (_, target) = rest.split_once(':')?;
@@ -298,6 +347,28 @@ pub fn untrusted_recipients(data: Option<&serde_json::Value>) -> Vec<RemoteUserI
             let address = r.get("recipientAddress")?;
             let field = |k: &str| address.get(k).and_then(serde_json::Value::as_str);
             user_id(field("uuid"), field("number"), None)
+        })
+        .collect()
+}
+
+/// The recipients a send that succeeded for others did not reach, from its `results`:
+/// (who, signal-cli's failure type), in order. Entries without an address are skipped.
+pub fn failed_recipients(result: &serde_json::Value) -> Vec<(RemoteUserId, String)> {
+    let results = result.get("results").and_then(serde_json::Value::as_array);
+    results
+        .into_iter()
+        .flatten()
+        .filter_map(|r| {
+            let kind = r.get("type").and_then(serde_json::Value::as_str)?;
+            if kind == "SUCCESS" {
+                return None;
+            }
+            let address = r.get("recipientAddress")?;
+            let field = |k: &str| address.get(k).and_then(serde_json::Value::as_str);
+            Some((
+                user_id(field("uuid"), field("number"), None)?,
+                kind.to_owned(),
+            ))
         })
         .collect()
 }
@@ -577,11 +648,7 @@ fn data_events(chat: &ChatId, sender: &UserInfo, data: &DataMessage) -> Vec<Remo
     });
     let id = message_id(data.timestamp, &sender.id);
     let mut contents = Vec::new();
-    let sticker = data
-        .sticker
-        .as_ref()
-        .and_then(|s| s.attachment.as_ref())
-        .and_then(|a| media_of(a, true));
+    let sticker = data.sticker.as_ref().and_then(sticker_media);
     let media: Vec<Media> = sticker
         .into_iter()
         .chain(data.attachments.iter().filter_map(|a| media_of(a, false)))
@@ -639,6 +706,28 @@ mod tests {
 
     fn own() -> RemoteUserId {
         RemoteUserId::new("+15550001")
+    }
+
+    #[test]
+    fn a_sticker_without_an_attachment_is_fetched_by_pack_and_id() {
+        let envelope: Envelope = serde_json::from_value(json!({
+            "source": "+15550002", "sourceNumber": "+15550002", "sourceUuid": "u-2",
+            "timestamp": 5,
+            "dataMessage": {"timestamp": 5, "sticker": {"packId": "00ff10aa", "stickerId": 7}}
+        }))
+        .unwrap();
+        let events = envelope_events(&envelope, &own(), &names);
+        let Some(RemoteEvent::Message { message, .. }) = events.first() else {
+            panic!("no message: {events:?}");
+        };
+        let MessageContent::Media { media, .. } = &message.content else {
+            panic!("not media: {:?}", message.content);
+        };
+        assert_eq!(media.kind, MediaKind::Sticker);
+        assert_eq!(parse_sticker_id(&media.id), Some(("00ff10aa", 7)));
+        assert_eq!(parse_sticker_id("sticker:zz:7"), None);
+        assert_eq!(parse_sticker_id("sticker:00ff:x"), None);
+        assert_eq!(sticker_content_type(b"\x89PNG...."), "image/png");
     }
 
     #[test]

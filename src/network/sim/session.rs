@@ -301,6 +301,7 @@ impl Session for SimSession {
         Ok(SentMessage {
             id: crate::network::MessageId::new(sent.id),
             timestamp: sent.ts,
+            partly_failed: None,
         })
     }
 

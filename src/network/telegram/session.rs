@@ -626,6 +626,7 @@ impl Session for TelegramSession {
         Ok(SentMessage {
             id: message_id(sent.id()),
             timestamp: sent.date().as_millisecond(),
+            partly_failed: None,
         })
     }
 

@@ -361,7 +361,16 @@ fn deliver_content(
     let ts = timestamp_for(state, body);
     let device = device(body);
     let mut ids = Vec::new();
+    if let (Some((pack, id)), Some(data)) = (&content.sticker, &content.sticker_data) {
+        state.stickers.insert((pack.clone(), *id), data.clone());
+    }
     for member in to {
+        if let Some((pack, _)) = &content.sticker
+            && let Some(acc) = state.accounts.get_mut(&member)
+        {
+            // As signal-cli does on receipt: the pack becomes known, fetched in the background.
+            acc.sticker_packs.entry(pack.clone()).or_insert(false);
+        }
         let data = envelope::data_message(state, ts, content);
         if member == account {
             ids = data

@@ -73,6 +73,8 @@ pub(crate) struct Content {
     pub quote: Option<QuoteSpec>,
     pub attachments: Vec<AttachmentSpec>,
     pub sticker: Option<(String, i64)>,
+    /// The sticker's image, put on the simulated server for `getSticker` (control API only).
+    pub sticker_data: Option<Vec<u8>>,
     pub previews: Vec<PreviewSpec>,
     pub group: Option<String>,
     pub group_update: bool,

@@ -52,9 +52,8 @@ fn kind(method: &str) -> Option<Kind> {
         "send" | "sendReaction" | "remoteDelete" | "sendTyping" | "sendReceipt"
         | "listContacts" | "listGroups" | "updateGroup" | "quitGroup" | "getAttachment"
         | "getAvatar" | "getUserStatus" | "updateProfile" | "updateContact" | "removeContact"
-        | "block" | "unblock" | "listIdentities" | "trust" | "sendSyncRequest" | "listDevices" => {
-            Kind::Single
-        }
+        | "block" | "unblock" | "listIdentities" | "trust" | "sendSyncRequest" | "listDevices"
+        | "getSticker" => Kind::Single,
         _ => return None,
     })
 }
@@ -341,6 +340,7 @@ async fn single(
         "quitGroup" => quit_group(shared, account, &p),
         "getAttachment" => get_attachment(shared, &p),
         "getAvatar" => get_avatar(shared, &p),
+        "getSticker" => get_sticker(shared, account, &p),
         "getUserStatus" => get_user_status(shared, &p),
         "updateProfile" => update_profile(shared, account, &p).await,
         "updateContact" => update_contact(shared, account, &p),
@@ -1405,6 +1405,41 @@ fn get_attachment(shared: &Arc<Shared>, p: &Params) -> Result<Value, RpcError> {
     }
 }
 
+/// `getSticker`: a sticker of a pack the account learned from a received sticker, base64 in
+/// `{"data"}`. signal-cli fetches the pack in the background on receipt, and the call that finds
+/// it missing fetches it but still answers "not found" (0.13.19's `retrieveSticker`), so the
+/// first call after a receipt fails once.
+fn get_sticker(shared: &Arc<Shared>, account: &str, p: &Params) -> Result<Value, RpcError> {
+    let Some(pack) = p.string("packId") else {
+        return Err(missing("packId"));
+    };
+    let Some(sticker) = p.long("stickerId")? else {
+        return Err(missing("stickerId"));
+    };
+    let pack = pack.to_ascii_lowercase();
+    let not_found = || {
+        RpcError::user(format!(
+            "Could not find sticker with ID: {sticker} in pack StickerPackId{{{pack}}}"
+        ))
+    };
+    let mut state = shared.lock();
+    let fetched = match state
+        .accounts
+        .get_mut(account)
+        .and_then(|a| a.sticker_packs.get_mut(&pack))
+    {
+        None => return Err(not_found()),
+        Some(fetched) => std::mem::replace(fetched, true),
+    };
+    if !fetched {
+        return Err(not_found());
+    }
+    match state.stickers.get(&(pack.clone(), sticker)) {
+        Some(data) => Ok(json!({"data": util::b64_encode(data)})),
+        None => Err(not_found()),
+    }
+}
+
 fn get_avatar(shared: &Arc<Shared>, p: &Params) -> Result<Value, RpcError> {
     let not_found = || RpcError::user("Could not find avatar");
     let state = shared.lock();
@@ -1850,12 +1885,25 @@ pub(crate) fn content_from_control(body: &Map<String, Value>) -> Result<Content,
                 .unwrap_or_default(),
         }),
     };
-    let sticker = match body.get("sticker").filter(|s| !s.is_null()) {
-        None => None,
-        Some(s) => Some((
-            text(s.get("packId")).ok_or("sticker needs packId")?,
-            int(s.get("stickerId")).ok_or("sticker needs stickerId")?,
-        )),
+    let (sticker, sticker_data) = match body.get("sticker").filter(|s| !s.is_null()) {
+        None => (None, None),
+        Some(s) => {
+            let pack = text(s.get("packId")).ok_or("sticker needs packId")?;
+            if pack.is_empty() || !pack.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err("sticker packId must be hex, as signal-cli writes it".to_owned());
+            }
+            let data = match s.get("data").and_then(Value::as_str) {
+                Some(d) => Some(util::b64_decode(d).ok_or("sticker data is not base64")?),
+                None => None,
+            };
+            (
+                Some((
+                    pack.to_ascii_lowercase(),
+                    int(s.get("stickerId")).ok_or("sticker needs stickerId")?,
+                )),
+                data,
+            )
+        }
     };
     let previews = array("previews")
         .iter()
@@ -1877,6 +1925,7 @@ pub(crate) fn content_from_control(body: &Map<String, Value>) -> Result<Content,
         quote,
         attachments,
         sticker,
+        sticker_data,
         previews,
         group: text(body.get("groupId")),
         ..Content::default()

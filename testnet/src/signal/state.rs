@@ -146,6 +146,8 @@ pub(crate) struct Account {
     /// Groups the account deleted locally (`quitGroup --delete`).
     pub deleted_groups: BTreeSet<String>,
     pub blocked_groups: BTreeSet<String>,
+    /// Sticker packs the account learned from received stickers (hex pack id → fetched yet).
+    pub sticker_packs: BTreeMap<String, bool>,
 }
 
 /// A v2 group.
@@ -226,6 +228,8 @@ pub(crate) struct State {
     pub accounts: BTreeMap<String, Account>,
     pub groups: BTreeMap<String, Group>,
     pub attachments: HashMap<String, Vec<u8>>,
+    /// Sticker images on the simulated server, by (hex pack id, sticker id).
+    pub stickers: HashMap<(String, i64), Vec<u8>>,
     pub links: Vec<PendingLink>,
     pub conns: BTreeMap<u64, Conn>,
     pub subs: BTreeMap<i64, Subscription>,

@@ -185,6 +185,10 @@ pub(crate) fn url_decode(text: &str) -> Option<String> {
             let hexpart = text.get(i + 1..i + 3)?;
             out.push(u8::from_str_radix(hexpart, 16).ok()?);
             i += 3;
+        } else if bytes[i] == b'+' {
+            // java.net.URLDecoder, which signal-cli uses, reads '+' as a space.
+            out.push(b' ');
+            i += 1;
         } else {
             out.push(bytes[i]);
             i += 1;
