@@ -11,7 +11,12 @@ use crate::{
     db::Db,
     matrix::{appservice, client::MatrixClient, intent::Intents, registration::Registration},
     metrics::Metrics,
-    network::{Network, signal::SignalNetwork, sim::SimNetwork},
+    network::{
+        Network,
+        signal::SignalNetwork,
+        sim::SimNetwork,
+        telegram::{TelegramConfig, TelegramNetwork},
+    },
 };
 
 /// Runs the bridge: returns when SIGINT/SIGTERM arrives (after a clean stop) or on a fatal error.
@@ -47,6 +52,12 @@ pub async fn run(config: Config, config_dir: &Path) -> anyhow::Result<()> {
     if config.networks.signal.enabled {
         networks.push(Arc::new(SignalNetwork::new(
             config.networks.signal.clone(),
+            db.clone(),
+        )));
+    }
+    if config.networks.telegram.enabled {
+        networks.push(Arc::new(TelegramNetwork::new(
+            TelegramConfig::from_config(&config.networks.telegram),
             db.clone(),
         )));
     }

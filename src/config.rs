@@ -159,6 +159,7 @@ impl Default for BridgeConfig {
 pub struct NetworksConfig {
     pub sim: SimConfig,
     pub signal: SignalConfig,
+    pub telegram: TelegramConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -185,6 +186,128 @@ impl Default for SignalConfig {
             device_name: "ferry".to_owned(),
             request_timeout_seconds: 60,
         }
+    }
+}
+
+/// `networks.telegram`: the app ferry presents to Telegram and, for tests, where Telegram is.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelegramConfig {
+    pub enabled: bool,
+    /// From <https://my.telegram.org> → API development tools.
+    pub api_id: i32,
+    /// The app's secret hash (32 hex digits); never logged.
+    pub api_hash: String,
+    pub ghost_prefix: String,
+    pub displayname_template: String,
+    /// What Telegram's "Devices" list shows for ferry's sessions.
+    pub device_model: String,
+    /// Empty: the operating system ferry runs on.
+    pub system_version: String,
+    /// Empty: ferry's own version.
+    pub app_version: String,
+    /// ISO 639-1 language code sent to Telegram (service texts come in that language).
+    pub lang_code: String,
+    /// Test networks only: every data centre at this `ip:port` instead of Telegram's.
+    pub dc_address: String,
+    /// Test networks only: an auth key (512 hex digits) already shared with `dc_address`, since
+    /// a test server cannot do Telegram's RSA key exchange. Never logged.
+    pub dc_auth_key: String,
+}
+
+impl Default for TelegramConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            api_id: 0,
+            api_hash: String::new(),
+            ghost_prefix: "telegram_".to_owned(),
+            displayname_template: "{name} (Telegram)".to_owned(),
+            device_model: "ferry".to_owned(),
+            system_version: String::new(),
+            app_version: String::new(),
+            lang_code: "en".to_owned(),
+            dc_address: String::new(),
+            dc_auth_key: String::new(),
+        }
+    }
+}
+
+impl std::fmt::Debug for TelegramConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // api_hash and dc_auth_key are secrets: only whether they are set is shown.
+        f.debug_struct("TelegramConfig")
+            .field("enabled", &self.enabled)
+            .field("api_id", &self.api_id)
+            .field("api_hash_set", &!self.api_hash.is_empty())
+            .field("ghost_prefix", &self.ghost_prefix)
+            .field("displayname_template", &self.displayname_template)
+            .field("device_model", &self.device_model)
+            .field("system_version", &self.system_version)
+            .field("app_version", &self.app_version)
+            .field("lang_code", &self.lang_code)
+            .field("dc_address", &self.dc_address)
+            .field("dc_auth_key_set", &!self.dc_auth_key.is_empty())
+            .finish()
+    }
+}
+
+impl TelegramConfig {
+    /// The data-centre override, parsed (validated at load, so `None` means "Telegram's own").
+    pub fn dc_override(&self) -> Option<(std::net::SocketAddrV4, Option<[u8; 256]>)> {
+        let addr = self.dc_address.parse().ok()?;
+        let key = hex::decode(&self.dc_auth_key)
+            .ok()
+            .and_then(|bytes| <[u8; 256]>::try_from(bytes).ok());
+        Some((addr, key))
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.api_id <= 0 {
+            return Err(ConfigError::invalid(
+                "networks.telegram.api_id",
+                "must be the positive number from my.telegram.org",
+            ));
+        }
+        if self.api_hash.len() != 32 || !self.api_hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            // The value is a secret: the message does not repeat it.
+            return Err(ConfigError::invalid(
+                "networks.telegram.api_hash",
+                "must be the 32 hex digits from my.telegram.org",
+            ));
+        }
+        for (key, value) in [
+            ("networks.telegram.device_model", &self.device_model),
+            ("networks.telegram.lang_code", &self.lang_code),
+        ] {
+            if value.trim().is_empty() {
+                return Err(ConfigError::invalid(key, "must not be empty"));
+            }
+        }
+        if !self.dc_address.is_empty() && self.dc_address.parse::<std::net::SocketAddrV4>().is_err()
+        {
+            return Err(ConfigError::invalid(
+                "networks.telegram.dc_address",
+                "must be empty or an IPv4 ip:port",
+            ));
+        }
+        if !self.dc_auth_key.is_empty() {
+            let ok = self.dc_auth_key.len() == 512
+                && self.dc_auth_key.bytes().all(|b| b.is_ascii_hexdigit());
+            if !ok {
+                return Err(ConfigError::invalid(
+                    "networks.telegram.dc_auth_key",
+                    "must be empty or 512 hex digits (a 256-byte key)",
+                ));
+            }
+            if self.dc_address.is_empty() {
+                return Err(ConfigError::invalid(
+                    "networks.telegram.dc_auth_key",
+                    "needs networks.telegram.dc_address",
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -553,9 +676,44 @@ impl Config {
                 ));
             }
         }
+        let telegram = &self.networks.telegram;
+        if telegram.enabled {
+            validate_prefix("networks.telegram.ghost_prefix", &telegram.ghost_prefix)?;
+            telegram.validate()?;
+        }
+        self.check_prefix_overlap()?;
         self.encryption.validate()?;
         tracing_subscriber::EnvFilter::try_new(&self.logging.level)
             .map_err(|err| ConfigError::invalid("logging.level", err.to_string()))?;
+        Ok(())
+    }
+
+    /// No enabled network's ghost prefix may start another's, or one network's ghosts would be
+    /// taken for the other's. (Signal vs sim is checked with Signal's settings above.)
+    fn check_prefix_overlap(&self) -> Result<(), ConfigError> {
+        let telegram = &self.networks.telegram;
+        if !telegram.enabled {
+            return Ok(());
+        }
+        let others = [
+            (self.networks.sim.enabled, &self.networks.sim.ghost_prefix),
+            (
+                self.networks.signal.enabled,
+                &self.networks.signal.ghost_prefix,
+            ),
+            (true, &self.appservice.bot.username),
+        ];
+        for (enabled, other) in others {
+            if enabled
+                && (other.starts_with(&telegram.ghost_prefix)
+                    || telegram.ghost_prefix.starts_with(other.as_str()))
+            {
+                return Err(ConfigError::invalid(
+                    "networks.telegram.ghost_prefix",
+                    "must not overlap another network's ghost_prefix or the bot's username",
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -622,6 +780,58 @@ mod tests {
         let text = EXAMPLE.replace("\"localhost\": user", "\"not a key!\": user");
         let err = Config::parse(&text).unwrap_err().to_string();
         assert!(err.contains("bridge.permissions"), "{err}");
+    }
+
+    /// The example with Telegram enabled and `api_id` set to `api_id`.
+    fn with_telegram(api_id: &str) -> String {
+        EXAMPLE
+            .replace(
+                "  telegram:\n    enabled: false\n",
+                "  telegram:\n    enabled: true\n",
+            )
+            .replace("    api_id: 0\n", &format!("    api_id: {api_id}\n"))
+    }
+
+    #[test]
+    fn telegram_needs_api_credentials_and_hides_the_hash() {
+        let err = Config::parse(&with_telegram("0")).unwrap_err().to_string();
+        assert!(err.contains("networks.telegram.api_id"), "{err}");
+        let hash = "0123456789abcdef0123456789abcdef";
+        let text = with_telegram("12345").replace("api_hash: \"\"", "api_hash: nothex");
+        let err = Config::parse(&text).unwrap_err().to_string();
+        assert!(err.contains("networks.telegram.api_hash"), "{err}");
+        assert!(!err.contains("nothex"), "the secret is not repeated: {err}");
+        let text =
+            with_telegram("12345").replace("api_hash: \"\"", &format!("api_hash: \"{hash}\""));
+        let config = Config::parse(&text).expect("valid telegram section");
+        assert_eq!(config.networks.telegram.api_id, 12345);
+        assert_eq!(config.networks.telegram.dc_override(), None);
+        let debug = format!("{config:?}");
+        assert!(!debug.contains(hash), "api_hash leaked into Debug: {debug}");
+    }
+
+    #[test]
+    fn telegram_test_dc_override_is_checked() {
+        let base = with_telegram("1").replace(
+            "api_hash: \"\"",
+            "api_hash: \"0123456789abcdef0123456789abcdef\"",
+        );
+        let text = base.replace("dc_address: \"\"", "dc_address: \"localhost:443\"");
+        let err = Config::parse(&text).unwrap_err().to_string();
+        assert!(err.contains("networks.telegram.dc_address"), "{err}");
+        let key = "ab".repeat(256);
+        let text = base.replace("dc_auth_key: \"\"", &format!("dc_auth_key: \"{key}\""));
+        let err = Config::parse(&text).unwrap_err().to_string();
+        assert!(err.contains("needs networks.telegram.dc_address"), "{err}");
+        let text = text.replace("dc_address: \"\"", "dc_address: \"127.0.0.1:4430\"");
+        let config = Config::parse(&text).expect("valid override");
+        let (addr, key) = config.networks.telegram.dc_override().expect("override");
+        assert_eq!(addr.to_string(), "127.0.0.1:4430");
+        assert_eq!(key.expect("key")[0], 0xab);
+        assert!(!format!("{config:?}").contains(&"ab".repeat(8)));
+        let text = base.replace("ghost_prefix: telegram_", "ghost_prefix: sim_x");
+        let err = Config::parse(&text).unwrap_err().to_string();
+        assert!(err.contains("networks.telegram.ghost_prefix"), "{err}");
     }
 
     #[test]

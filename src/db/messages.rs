@@ -107,6 +107,23 @@ impl Db {
         Ok(rows.into_iter().map(from_raw).collect())
     }
 
+    /// (chat_id, receiver) of every stored message of `network` with this remote id, for
+    /// networks whose delete notices name the message but not the chat (Telegram).
+    pub async fn chats_of_remote_message(
+        &self,
+        network: &str,
+        remote_id: &str,
+    ) -> Result<Vec<(String, String)>> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT DISTINCT chat_id, receiver FROM message WHERE network = $1 AND remote_id = $2",
+        )
+        .bind(network)
+        .bind(remote_id)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows)
+    }
+
     pub async fn message_by_event(&self, event_id: &str) -> Result<Option<MessageRow>> {
         let row: Option<Raw> = sqlx::query_as(concat!(
             "SELECT ",

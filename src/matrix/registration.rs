@@ -166,6 +166,9 @@ fn enabled_ghost_prefixes(config: &Config) -> Vec<&str> {
     if config.networks.signal.enabled {
         prefixes.push(config.networks.signal.ghost_prefix.as_str());
     }
+    if config.networks.telegram.enabled {
+        prefixes.push(config.networks.telegram.ghost_prefix.as_str());
+    }
     prefixes
 }
 

@@ -15,6 +15,7 @@ mod e2ee;
 mod events;
 mod signal;
 mod signal_contract;
+mod telegram;
 
 /// Instantiates an async scenario `fn(Backend)` once per database backend.
 #[macro_export]

@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use base64::Engine as _;
 use grammers_client::client::{LoginToken, PasswordToken, UpdateStream};
-use grammers_client::sender::{SenderPool, UpdatesConfiguration};
+use grammers_client::sender::UpdatesConfiguration;
 use grammers_client::update::Update;
 use grammers_client::{Client, InvocationError, SignInError, tl};
 use serde_json::json;
@@ -38,7 +38,7 @@ struct LoginClient {
 impl LoginClient {
     fn new(db: &Db, config: &TelegramConfig) -> Self {
         let session = Arc::new(DbSession::fresh(db.clone(), data_for(config.dc_override())));
-        let pool = SenderPool::new(Arc::clone(&session), config.api_id);
+        let pool = config.sender_pool(Arc::clone(&session));
         let client = Client::new(pool.handle);
         let runner = tokio::spawn(pool.runner.run());
         Self {

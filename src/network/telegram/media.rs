@@ -3,7 +3,9 @@
 //!
 //! A media id is `tl:` + the hex of the file's serialized `InputFileLocation` (document or
 //! photo id, access hash, file reference, size type): everything `upload.getFile` needs, so a
-//! download works without the message at hand. [in progress: file references expire on
+//! download works without the message at hand. Documents add their exact byte size
+//! (`tl:<size>:<hex>`), so the download can be streamed with a known length (homeservers refuse
+//! uploads without one); photos' sizes are only approximate, so they are buffered instead. [in progress: file references expire on
 //! Telegram; refetching the message to refresh one is not done yet]
 
 use grammers_client::media::{Downloadable, Media as TgMedia};
@@ -21,19 +23,28 @@ impl Downloadable for Location {
     }
 }
 
-pub fn encode_location(loc: &tl::enums::InputFileLocation) -> String {
+/// `size`: the exact byte size when known (documents), else `None`.
+pub fn encode_location(loc: &tl::enums::InputFileLocation, size: Option<u64>) -> String {
     let bytes = loc.to_bytes();
-    let mut out = String::with_capacity(3 + bytes.len() * 2);
+    let mut out = String::with_capacity(24 + bytes.len() * 2);
     out.push_str("tl:");
+    if let Some(size) = size {
+        out.push_str(&format!("{size}:"));
+    }
     for b in bytes {
         out.push_str(&format!("{b:02x}"));
     }
     out
 }
 
-pub fn decode_location(id: &str) -> Result<Location, NetworkError> {
+/// The location in a media id, and the file's exact size when the id carries it.
+pub fn decode_location(id: &str) -> Result<(Location, Option<u64>), NetworkError> {
     let bad = || NetworkError::Rejected(format!("{id} is not a Telegram media id"));
-    let hex = id.strip_prefix("tl:").ok_or_else(bad)?;
+    let rest = id.strip_prefix("tl:").ok_or_else(bad)?;
+    let (size, hex) = match rest.split_once(':') {
+        Some((size, hex)) => (Some(size.parse::<u64>().map_err(|_| bad())?), hex),
+        None => (None, rest),
+    };
     if hex.len() % 2 != 0 || hex.len() > 4096 {
         return Err(bad());
     }
@@ -43,7 +54,7 @@ pub fn decode_location(id: &str) -> Result<Location, NetworkError> {
         .collect::<Result<Vec<u8>, _>>()
         .map_err(|_| bad())?;
     tl::enums::InputFileLocation::from_bytes(&bytes)
-        .map(Location)
+        .map(|loc| (Location(loc), size))
         .map_err(|_| bad())
 }
 
@@ -76,7 +87,7 @@ pub fn content_of(message: &grammers_client::message::Message) -> MessageContent
         Some(TgMedia::Photo(photo)) => match photo.to_raw_input_location() {
             Some(loc) => MessageContent::Media {
                 media: Media {
-                    id: encode_location(&loc),
+                    id: encode_location(&loc, None),
                     kind: MediaKind::Image,
                     name: format!("photo_{}.jpg", photo.id()),
                     content_type: "image/jpeg".into(),
@@ -98,7 +109,7 @@ pub fn content_of(message: &grammers_client::message::Message) -> MessageContent
                     .to_owned();
                 MessageContent::Media {
                     media: Media {
-                        id: encode_location(&loc),
+                        id: encode_location(&loc, doc.size().and_then(|s| u64::try_from(s).ok())),
                         kind: kind_of(&doc, &mime),
                         name: doc.name().unwrap_or("file").to_owned(),
                         content_type: mime,
@@ -143,8 +154,13 @@ mod tests {
                 thumb_size: String::new(),
             },
         );
-        let id = encode_location(&loc);
-        let Location(back) = decode_location(&id).expect("decodes");
+        let id = encode_location(&loc, None);
+        let (Location(back), size) = decode_location(&id).expect("decodes");
+        assert_eq!(size, None);
+        let sized = encode_location(&loc, Some(700_000));
+        assert!(sized.starts_with("tl:700000:"), "{sized}");
+        let (Location(again), size) = decode_location(&sized).expect("decodes");
+        assert_eq!((size, again.to_bytes()), (Some(700_000), loc.to_bytes()));
         assert_eq!(back, loc);
         for bad in ["", "tl:", "tl:zz", "tl:abc", "doc:1", "tl:00000000"] {
             assert!(decode_location(bad).is_err(), "{bad}");

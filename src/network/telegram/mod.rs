@@ -2,18 +2,20 @@
 //!
 //! Status: **in progress**. Done: the three login flows ([`login`]), the grammers session stored
 //! in ferry's database with its update state ([`store`]), entity <-> rich-text conversion
-//! ([`entities`]), and a first live session ([`session`]: text messages with formatting and
-//! replies, edits, deletes, reactions, typing and read receipts both ways, documents and photos
-//! both ways ([`media`]), catch-up after restarts). Not yet: stickers, voice-note waveforms,
-//! refreshing expired file references, lazy sync of large groups,
-//! forum topics, service messages, the config section (the settings live in [`TelegramConfig`]
-//! until `config.rs` gets a `networks.telegram` section) and registration in the app. Tests run
+//! ([`entities`]), and a live session ([`session`]: text messages with formatting and
+//! replies, edits, deletes (also after a restart), reactions, typing and read receipts both ways,
+//! documents and photos both ways ([`media`]), service messages as readable lines ([`service`]),
+//! groups with members and admins, catch-up after restarts). Settings come from
+//! `networks.telegram` ([`TelegramConfig`]). Not yet: stickers as `m.sticker`, polls,
+//! voice-note durations and waveforms, refreshing expired file references, lazy sync of large
+//! groups, forum topics, room updates on title/photo changes. Unit tests run
 //! against `testnet telegram`.
 
 pub mod entities;
 pub mod ids;
 pub mod login;
 pub mod media;
+pub mod service;
 pub mod session;
 pub mod store;
 #[cfg(test)]
@@ -35,7 +37,7 @@ use crate::{
 
 pub const TELEGRAM: NetworkId = NetworkId::new("telegram");
 
-/// Where and as which app ferry talks to Telegram.
+/// Where and as which app ferry talks to Telegram (built from `networks.telegram`).
 #[derive(Clone)]
 pub struct TelegramConfig {
     /// From <https://my.telegram.org> → API development tools.
@@ -46,6 +48,13 @@ pub struct TelegramConfig {
     /// An auth key already shared with `server`, so no key exchange is needed (test networks
     /// cannot do Telegram's RSA handshake).
     pub auth_key: Option<[u8; 256]>,
+    pub ghost_prefix: String,
+    pub displayname_template: String,
+    /// Sent in `initConnection`: what Telegram's device list shows.
+    pub device_model: String,
+    pub system_version: String,
+    pub app_version: String,
+    pub lang_code: String,
 }
 
 impl std::fmt::Debug for TelegramConfig {
@@ -54,13 +63,71 @@ impl std::fmt::Debug for TelegramConfig {
         f.debug_struct("TelegramConfig")
             .field("api_id", &self.api_id)
             .field("server", &self.server)
+            .field("device_model", &self.device_model)
             .finish_non_exhaustive()
     }
 }
 
 impl TelegramConfig {
+    /// The settings of a validated `networks.telegram` section.
+    pub fn from_config(config: &crate::config::TelegramConfig) -> Self {
+        let (server, auth_key) = match config.dc_override() {
+            Some((addr, key)) => (Some(addr), key),
+            None => (None, None),
+        };
+        Self {
+            api_id: config.api_id,
+            api_hash: config.api_hash.clone(),
+            server,
+            auth_key,
+            ghost_prefix: config.ghost_prefix.clone(),
+            displayname_template: config.displayname_template.clone(),
+            device_model: config.device_model.clone(),
+            system_version: config.system_version.clone(),
+            app_version: config.app_version.clone(),
+            lang_code: config.lang_code.clone(),
+        }
+    }
+
+    /// Settings for tests against a simulator at `server` sharing `auth_key`.
+    pub fn for_test_server(server: SocketAddrV4, auth_key: [u8; 256]) -> Self {
+        let defaults = crate::config::TelegramConfig::default();
+        Self {
+            api_id: 611,
+            api_hash: "0123456789abcdef0123456789abcdef".into(),
+            server: Some(server),
+            auth_key: Some(auth_key),
+            ..Self::from_config(&defaults)
+        }
+    }
+
     fn dc_override(&self) -> Option<(SocketAddrV4, Option<[u8; 256]>)> {
         self.server.map(|s| (s, self.auth_key))
+    }
+
+    /// A sender pool on `session` that introduces itself as configured.
+    fn sender_pool(&self, session: Arc<store::DbSession>) -> grammers_client::SenderPool {
+        let defaults = grammers_client::sender::ConnectionParams::default();
+        let or_default = |value: &str, default: String| {
+            if value.is_empty() {
+                default
+            } else {
+                value.to_owned()
+            }
+        };
+        let params = grammers_client::sender::ConnectionParams {
+            device_model: self.device_model.clone(),
+            system_version: or_default(&self.system_version, defaults.system_version.clone()),
+            app_version: or_default(&self.app_version, env!("CARGO_PKG_VERSION").to_owned()),
+            system_lang_code: self.lang_code.clone(),
+            lang_code: self.lang_code.clone(),
+            // grammers drops updates once this channel is full; ferry reads it continuously,
+            // so a generous buffer only matters in bursts (and gaps are recovered anyway).
+            updates_channel_capacity: std::num::NonZeroUsize::new(10_000)
+                .unwrap_or(defaults.updates_channel_capacity),
+            ..defaults
+        };
+        grammers_client::SenderPool::with_configuration(session, self.api_id, params)
     }
 }
 
@@ -87,11 +154,11 @@ impl Network for TelegramNetwork {
     }
 
     fn ghost_prefix(&self) -> &str {
-        "telegram_"
+        &self.config.ghost_prefix
     }
 
     fn ghost_displayname(&self, user: &UserInfo) -> String {
-        crate::network::render_displayname("{name} (Telegram)", user)
+        crate::network::render_displayname(&self.config.displayname_template, user)
     }
 
     fn capabilities(&self) -> Capabilities {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use grammers_client::message::InputMessage;
 use grammers_client::peer::Peer;
-use grammers_client::sender::{SenderPool, UpdatesConfiguration};
+use grammers_client::sender::UpdatesConfiguration;
 use grammers_client::session::Session as _;
 use grammers_client::session::types::{PeerId, PeerRef};
 use grammers_client::update::Update;
@@ -84,7 +84,7 @@ struct Inner {
     state: Mutex<ConnectionState>,
     client: Mutex<Option<(Client, Arc<DbSession>)>>,
     /// Which chat a private/basic-group message id is in: Telegram's delete updates for those
-    /// carry ids only. [in progress: kept in memory, so a delete after a restart is not mapped]
+    /// carry ids only. After a restart, ferry's message table answers instead.
     chat_of: Mutex<HashMap<i32, ChatId>>,
     /// Other users' reactions last seen per message: Telegram sends the whole list each time,
     /// the bridge wants what was added and removed. [in progress: in memory only]
@@ -191,7 +191,10 @@ impl Inner {
                 for id in d.messages() {
                     let chat = match d.channel_id() {
                         Some(c) => chat_id(PeerId::channel_unchecked(c)),
-                        None => self.chat_of.lock().ok().and_then(|m| m.get(id).cloned()),
+                        None => match self.chat_of.lock().ok().and_then(|m| m.get(id).cloned()) {
+                            Some(chat) => Some(chat),
+                            None => self.stored_chat_of(*id).await,
+                        },
                     };
                     let Some(chat) = chat else {
                         tracing::debug!(id, "delete of a message ferry has not seen; skipped");
@@ -222,8 +225,36 @@ impl Inner {
         }
     }
 
+    /// The private chat or basic group of message `id`, from ferry's message table (after a
+    /// restart the in-memory map is empty). Only this login's chats and shared basic groups
+    /// count; channel message ids are per channel and never looked up here.
+    async fn stored_chat_of(&self, id: i32) -> Option<ChatId> {
+        let rows = match self
+            .db
+            .chats_of_remote_message(TELEGRAM.as_str(), &id.to_string())
+            .await
+        {
+            Ok(rows) => rows,
+            Err(err) => {
+                tracing::warn!(%err, "cannot look up the chat of a deleted Telegram message");
+                return None;
+            }
+        };
+        let login = self.login.as_str();
+        rows.into_iter()
+            .filter(|(chat, receiver)| {
+                !chat.starts_with('c') && (receiver == login || receiver.is_empty())
+            })
+            .map(|(chat, _)| ChatId::new(chat))
+            .next()
+    }
+
     async fn deliver_message(&self, chat: ChatId, m: &grammers_client::message::Message) -> bool {
         let sender_id = m.sender_id().or(Some(m.peer_id()));
+        let service = m.action().map(|action| {
+            let actor = sender_id.and_then(PeerId::bare_id).unwrap_or_default();
+            super::service::describe(action, actor)
+        });
         let message = RemoteMessage {
             id: message_id(m.id()),
             sender: if m.outgoing() {
@@ -235,12 +266,35 @@ impl Inner {
             } else {
                 user_info(m.sender(), sender_id)
             },
-            content: content_of(m),
+            content: match &service {
+                Some(service) => MessageContent::Text(service.text.clone()),
+                None => content_of(m),
+            },
             reply_to: m.reply_to_message_id().map(message_id),
             timestamp: m.date().as_millisecond(),
         };
-        self.deliver(chat.clone(), RemoteEvent::Message { chat, message })
+        if !self
+            .deliver(
+                chat.clone(),
+                RemoteEvent::Message {
+                    chat: chat.clone(),
+                    message,
+                },
+            )
             .await
+        {
+            return false;
+        }
+        for user in service.map(|s| s.left).unwrap_or_default() {
+            let event = RemoteEvent::MemberLeft {
+                chat: chat.clone(),
+                user: user_id(user),
+            };
+            if !self.deliver(chat.clone(), event).await {
+                return false;
+            }
+        }
+        true
     }
 
     async fn handle_raw(&self, raw: tl::enums::Update) -> bool {
@@ -355,7 +409,7 @@ impl Inner {
                     continue;
                 }
             };
-            let pool = SenderPool::new(Arc::clone(&session), self.config.api_id);
+            let pool = self.config.sender_pool(Arc::clone(&session));
             let client = Client::new(pool.handle);
             let runner = tokio::spawn(pool.runner.run());
             if let Ok(mut c) = self.client.lock() {
@@ -578,8 +632,28 @@ impl Session for TelegramSession {
 
     async fn download_media(&self, id: &str) -> Result<MediaStream, NetworkError> {
         let (client, _) = self.client()?;
-        let location = decode_location(id)?;
-        let iter = client.iter_download(&location);
+        let (location, size) = decode_location(id)?;
+        let mut iter = client.iter_download(&location);
+        if size.is_none() {
+            // Photos: no exact size to announce, so the (small) file is read whole first.
+            let mut data = Vec::new();
+            while let Some(chunk) = iter.next().await.map_err(map_err)? {
+                data.extend_from_slice(&chunk);
+                if data.len() > MAX_BUFFERED_UPLOAD {
+                    return Err(NetworkError::Rejected(
+                        "the Telegram file is too large to relay without a known size".into(),
+                    ));
+                }
+            }
+            let size = data.len() as u64;
+            return Ok(MediaStream {
+                content_type: "application/octet-stream".into(),
+                size: Some(size),
+                body: Box::pin(futures_util::stream::once(async move {
+                    Ok(bytes::Bytes::from(data))
+                })),
+            });
+        }
         let body = futures_util::stream::unfold(Some(iter), |state| async move {
             let mut iter = state?;
             match iter.next().await {
@@ -590,7 +664,7 @@ impl Session for TelegramSession {
         });
         Ok(MediaStream {
             content_type: "application/octet-stream".into(),
-            size: None,
+            size,
             body: Box::pin(body),
         })
     }

@@ -54,15 +54,7 @@ impl Fixture {
         let std::net::SocketAddr::V4(addr) = self.sim.mtproto_addr() else {
             panic!("IPv4 simulator")
         };
-        TelegramNetwork::new(
-            TelegramConfig {
-                api_id: 611,
-                api_hash: "0123456789abcdef0123456789abcdef".into(),
-                server: Some(addr),
-                auth_key: Some(key),
-            },
-            self.db.clone(),
-        )
+        TelegramNetwork::new(TelegramConfig::for_test_server(addr, key), self.db.clone())
     }
 
     async fn control(&self, path: &str, body: Value) -> Value {

@@ -1,0 +1,782 @@
+//! Telegram through ferry's grammers client against testnet's MTProto simulator
+//! (testnet/TELEGRAM_PROTOCOL.md): login from the management room by phone + code + two-step
+//! password, by QR code and by bot token; messages both ways with formatting, replies, edits,
+//! reactions (and their removal), deletes, photos and documents, typing and read receipts; a
+//! FLOOD_WAIT honoured without loss; and a restart of ferry while Telegram messages arrive (all
+//! bridged once); basic groups and supergroups with names, members, admins' power levels and
+//! service messages (title change, removal) as readable lines.
+
+use std::time::Duration;
+
+use rand::RngCore as _;
+use reqwest::Method;
+use serde_json::{Value, json};
+use testnet::telegram::TelegramServer;
+
+use crate::{
+    both_backends,
+    common::{Backend, Ferry, Sim, Slot, User, http},
+};
+
+async fn control(tg: &TelegramServer, method: Method, path: &str, body: Option<Value>) -> Value {
+    let mut request = http().request(method, format!("{}{path}", tg.control_url()));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("telegram control");
+    let status = response.status();
+    let value = response.json().await.unwrap_or(Value::Null);
+    assert!(status.is_success(), "{path}: {status} {value}");
+    value
+}
+
+async fn post(tg: &TelegramServer, path: &str, body: Value) -> Value {
+    control(tg, Method::POST, path, Some(body)).await
+}
+
+/// What the account `from` sent to Telegram, oldest first.
+async fn sent_by(tg: &TelegramServer, from: i64) -> Vec<Value> {
+    let log = control(tg, Method::GET, &format!("/control/sent?from={from}"), None).await;
+    log.as_array().cloned().unwrap_or_default()
+}
+
+/// Waits until `from` has sent a record satisfying `pred`; returns it.
+async fn wait_sent(
+    tg: &TelegramServer,
+    from: i64,
+    what: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    crate::common::poll(
+        what,
+        async || {
+            sent_by(tg, from)
+                .await
+                .into_iter()
+                .find(|r| pred(r))
+                .unwrap_or(Value::Null)
+        },
+        |v| !v.is_null(),
+    )
+    .await
+}
+
+/// Starts ferry with Telegram enabled against `tg`, with a fresh auth key shared with it.
+/// (The key belongs to one authorization, so one ferry process serves one Telegram login here.)
+async fn start_ferry(slot: &Slot, backend: Backend, sim: &Sim, tg: &TelegramServer) -> Ferry {
+    let mut key = [0u8; 256];
+    rand::rng().fill_bytes(&mut key);
+    tg.add_auth_key(key);
+    let mut ferry = Ferry::start(slot, backend, &sim.url()).await;
+    ferry.kill();
+    let config = std::fs::read_to_string(&ferry.config_path).expect("config");
+    let telegram = format!(
+        "  telegram:\n    enabled: true\n    api_id: 611\n    api_hash: \"0123456789abcdef0123456789abcdef\"\n    ghost_prefix: {}telegram_\n    dc_address: \"{}\"\n    dc_auth_key: \"{}\"\nmetrics:\n",
+        slot.prefix,
+        tg.mtproto_addr(),
+        hex::encode(key)
+    );
+    let config = config.replacen("metrics:\n", &telegram, 1);
+    std::fs::write(&ferry.config_path, config).expect("config");
+    ferry.spawn().await;
+    ferry
+}
+
+/// Bodies of the m.room.message events in `room` equal to `body`.
+async fn count_body(user: &User, room: &str, body: &str) -> usize {
+    user.messages(room)
+        .await
+        .iter()
+        .filter(|(_, _, b)| b == body)
+        .count()
+}
+
+async fn phone_login_messages_and_restart(backend: Backend) {
+    let slot = Slot::claim();
+    let sim = Sim::start().await;
+    let tg = TelegramServer::start().await.expect("telegram simulator");
+    let ada = post(
+        &tg,
+        "/control/users",
+        json!({"first_name": "Ada", "username": "ada", "phone": "+447700900123",
+               "code": "31415", "password": "s3cret", "hint": "usual"}),
+    )
+    .await["id"]
+        .as_i64()
+        .expect("ada");
+    let bob = post(
+        &tg,
+        "/control/users",
+        json!({"first_name": "Bob", "username": "bob"}),
+    )
+    .await["id"]
+        .as_i64()
+        .expect("bob");
+    let mut ferry = start_ferry(&slot, backend, &sim, &tg).await;
+    let bot = slot.bot();
+
+    // Login by phone number, code and two-step password, in the management room.
+    let user = User::register("tg").await;
+    let room = user.create_dm(&bot).await;
+    user.wait_message(&room, "welcome", |s, b| {
+        s == bot && b.contains("management room")
+    })
+    .await;
+    user.send_text(&room, "login telegram phone").await;
+    user.wait_message(&room, "the phone prompt", |s, b| {
+        s == bot && b.contains("phone number")
+    })
+    .await;
+    user.send_text(&room, "+44 7700 900123").await;
+    user.wait_message(&room, "the code prompt", |s, b| {
+        s == bot && b.contains("login code")
+    })
+    .await;
+    user.send_text(&room, "31415").await;
+    user.wait_message(&room, "the password prompt", |s, b| {
+        s == bot && b.contains("two-step") && b.contains("usual")
+    })
+    .await;
+    user.send_text(&room, "s3cret").await;
+    user.wait_message(&room, "the login", |s, b| {
+        s == bot && b.contains("Logged in to Telegram")
+    })
+    .await;
+    assert!(
+        !ferry.log().contains("s3cret"),
+        "the password reached the log"
+    );
+
+    // Telegram -> Matrix: Bob's formatted message opens a portal.
+    let to_ada = json!({"type": "user", "id": ada});
+    let first = post(
+        &tg,
+        "/control/send",
+        json!({"from": bob, "peer": to_ada, "text": "hello from Telegram",
+               "entities": [{"type": "bold", "offset": 6, "length": 4}]}),
+    )
+    .await;
+    let portal = user.wait_portals(1, &room).await[0].clone();
+    let event = user
+        .wait_event(&portal, "bob's message", |e| {
+            e["content"]["body"] == "hello from Telegram"
+        })
+        .await;
+    assert_eq!(
+        event["sender"],
+        format!("@{}telegram_{bob}:localhost", slot.prefix)
+    );
+    let html = event["content"]["formatted_body"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(html.contains("<strong>from</strong>"), "{html}");
+    let bob_event = event["event_id"].as_str().expect("event id").to_owned();
+
+    // Matrix -> Telegram: a formatted reply.
+    user.send_event(
+        &portal,
+        "m.room.message",
+        json!({"msgtype": "m.text", "body": "answer", "format": "org.matrix.custom.html",
+               "formatted_body": "<em>answer</em>",
+               "m.relates_to": {"m.in_reply_to": {"event_id": bob_event}}}),
+    )
+    .await;
+    let reply = wait_sent(&tg, ada, "the reply on Telegram", |r| {
+        r["kind"] == "message" && r["text"] == "answer"
+    })
+    .await;
+    assert_eq!(reply["entities"], json!(["italic:0:6"]));
+    assert_eq!(reply["reply_to"], first["id"]);
+
+    // Telegram -> Matrix: edit, reaction and its removal, delete.
+    post(
+        &tg,
+        "/control/edit",
+        json!({"from": bob, "peer": to_ada, "id": first["id"], "text": "hello (edited)"}),
+    )
+    .await;
+    user.wait_event(&portal, "the edit", |e| {
+        e["content"]["m.relates_to"]["rel_type"] == "m.replace"
+            && e["content"]["m.relates_to"]["event_id"] == bob_event.as_str()
+            && e["content"]["m.new_content"]["body"] == "hello (edited)"
+    })
+    .await;
+    post(
+        &tg,
+        "/control/react",
+        json!({"from": bob, "peer": to_ada, "id": first["id"], "emoji": "🎉"}),
+    )
+    .await;
+    let reaction = user
+        .wait_event(&portal, "the reaction", |e| {
+            e["type"] == "m.reaction" && e["content"]["m.relates_to"]["key"] == "🎉"
+        })
+        .await;
+    let reaction_id = reaction["event_id"].as_str().expect("id").to_owned();
+    post(
+        &tg,
+        "/control/react",
+        json!({"from": bob, "peer": to_ada, "id": first["id"], "emoji": null}),
+    )
+    .await;
+    user.wait_event(&portal, "the reaction's removal", |e| {
+        e["event_id"] == reaction_id.as_str() && e["unsigned"]["redacted_because"].is_object()
+    })
+    .await;
+    post(
+        &tg,
+        "/control/delete",
+        json!({"from": bob, "peer": to_ada, "ids": [first["id"]]}),
+    )
+    .await;
+    user.wait_event(&portal, "the delete", |e| {
+        e["event_id"] == bob_event.as_str() && e["unsigned"]["redacted_because"].is_object()
+    })
+    .await;
+
+    // Matrix -> Telegram: a reaction and an edit of our own message.
+    let second = post(
+        &tg,
+        "/control/send",
+        json!({"from": bob, "peer": to_ada, "text": "second"}),
+    )
+    .await;
+    let second_event = user
+        .wait_event(&portal, "the second message", |e| {
+            e["content"]["body"] == "second"
+        })
+        .await["event_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    user.send_event(
+        &portal,
+        "m.reaction",
+        json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": second_event, "key": "👍"}}),
+    )
+    .await;
+    let reacted = wait_sent(&tg, ada, "the reaction on Telegram", |r| {
+        r["kind"] == "reaction"
+    })
+    .await;
+    assert_eq!(reacted["id"], second["id"]);
+    assert_eq!(reacted["reaction"], "👍");
+
+    // A restart while Bob writes: every message arrives once.
+    ferry.kill();
+    let mut down_ids = Vec::new();
+    for i in 1..=3 {
+        let sent = post(
+            &tg,
+            "/control/send",
+            json!({"from": bob, "peer": to_ada, "text": format!("while down {i}")}),
+        )
+        .await;
+        down_ids.push(sent["id"].clone());
+    }
+    ferry.spawn().await;
+    for i in 1..=3 {
+        let body = format!("while down {i}");
+        user.wait_message(&portal, &body, |_, b| b == body).await;
+    }
+    post(
+        &tg,
+        "/control/send",
+        json!({"from": bob, "peer": to_ada, "text": "after the restart"}),
+    )
+    .await;
+    user.wait_message(&portal, "the live message", |_, b| b == "after the restart")
+        .await;
+    // A private delete after the restart still finds its chat (from ferry's message table).
+    let first_down = user
+        .wait_event(&portal, "while down 1", |e| {
+            e["content"]["body"] == "while down 1"
+        })
+        .await["event_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    ferry.kill();
+    ferry.spawn().await;
+    post(
+        &tg,
+        "/control/delete",
+        json!({"from": bob, "peer": to_ada, "ids": [down_ids[0]]}),
+    )
+    .await;
+    user.wait_event(&portal, "the delete after a restart", |e| {
+        e["event_id"] == first_down.as_str() && e["unsigned"]["redacted_because"].is_object()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        count_body(&user, &portal, "while down 1").await,
+        0,
+        "redacted events have no body"
+    );
+    for body in [
+        "while down 2",
+        "while down 3",
+        "after the restart",
+        "second",
+    ] {
+        assert_eq!(count_body(&user, &portal, body).await, 1, "{body}");
+    }
+    let sent_answers = sent_by(&tg, ada)
+        .await
+        .iter()
+        .filter(|r| r["kind"] == "message" && r["text"] == "answer")
+        .count();
+    assert_eq!(sent_answers, 1, "the reply was sent to Telegram once");
+}
+
+both_backends!(phone_login_messages_and_restart);
+
+/// Creates Ada (the account) and Bob on the simulator; returns their ids.
+async fn ada_and_bob(tg: &TelegramServer, ada_extra: Value) -> (i64, i64) {
+    let mut ada = json!({"first_name": "Ada", "username": "ada", "phone": "+447700900123"});
+    if let (Some(ada), Some(extra)) = (ada.as_object_mut(), ada_extra.as_object()) {
+        ada.extend(extra.clone());
+    }
+    let ada = post(tg, "/control/users", ada).await["id"]
+        .as_i64()
+        .expect("ada");
+    let bob = post(
+        tg,
+        "/control/users",
+        json!({"first_name": "Bob", "username": "bob"}),
+    )
+    .await["id"]
+        .as_i64()
+        .expect("bob");
+    (ada, bob)
+}
+
+async fn qr_login_media_typing_and_receipts(backend: Backend) {
+    use base64::Engine as _;
+    let slot = Slot::claim();
+    let sim = Sim::start().await;
+    let tg = TelegramServer::start().await.expect("telegram simulator");
+    let (ada, bob) = ada_and_bob(&tg, json!({})).await;
+    let _ferry = start_ferry(&slot, backend, &sim, &tg).await;
+    let bot = slot.bot();
+
+    // Login by QR: the bot shows the token as an image and as text; Ada's phone "scans" it.
+    let user = User::register("tgqr").await;
+    let room = user.create_dm(&bot).await;
+    user.wait_message(&room, "welcome", |s, b| {
+        s == bot && b.contains("management room")
+    })
+    .await;
+    user.send_text(&room, "login telegram qr").await;
+    let qr = user
+        .wait_event(&room, "the QR code image", |e| {
+            e["content"]["msgtype"] == "m.image"
+        })
+        .await;
+    assert_eq!(qr["content"]["info"]["mimetype"], "image/png");
+    let png = user
+        .download(qr["content"]["url"].as_str().expect("url"))
+        .await;
+    assert_eq!(&png[..4], b"\x89PNG");
+    let (_, text) = user
+        .wait_message(&room, "the login link", |s, b| {
+            s == bot && b.contains("tg://login?token=")
+        })
+        .await;
+    let token = text
+        .split("tg://login?token=")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .expect("token")
+        .to_owned();
+    post(
+        &tg,
+        "/control/login_tokens/scan",
+        json!({"token": token, "user": ada}),
+    )
+    .await;
+    user.wait_message(&room, "the login", |s, b| {
+        s == bot && b.contains("Logged in to Telegram")
+    })
+    .await;
+
+    // A photo from Bob arrives as an image, bytes intact.
+    let to_ada = json!({"type": "user", "id": ada});
+    let photo: Vec<u8> = (0..40_000u32).map(|i| (i % 253) as u8).collect();
+    post(
+        &tg,
+        "/control/send",
+        json!({"from": bob, "peer": to_ada, "text": "a photo", "media": {"kind": "photo",
+               "mime_type": "image/jpeg",
+               "data": base64::engine::general_purpose::STANDARD.encode(&photo)}}),
+    )
+    .await;
+    let portal = user.wait_portals(1, &room).await[0].clone();
+    let image = user
+        .wait_event(&portal, "bob's photo", |e| {
+            e["content"]["msgtype"] == "m.image"
+        })
+        .await;
+    assert_eq!(
+        user.download(image["content"]["url"].as_str().expect("url"))
+            .await,
+        photo
+    );
+    // A document from Bob arrives as a file with its name, bytes intact.
+    let doc: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    post(
+        &tg,
+        "/control/send",
+        json!({"from": bob, "peer": to_ada, "text": "", "media": {"kind": "document",
+               "name": "spec.pdf", "mime_type": "application/pdf",
+               "data": base64::engine::general_purpose::STANDARD.encode(&doc)}}),
+    )
+    .await;
+    let file = user
+        .wait_event(&portal, "bob's document", |e| {
+            e["content"]["msgtype"] == "m.file"
+        })
+        .await;
+    assert_eq!(file["content"]["info"]["mimetype"], "application/pdf");
+    assert!(
+        file["content"]["body"] == "spec.pdf" || file["content"]["filename"] == "spec.pdf",
+        "{file}"
+    );
+    assert_eq!(
+        user.download(file["content"]["url"].as_str().expect("url"))
+            .await,
+        doc
+    );
+
+    // Matrix -> Telegram: a file and an image.
+    let notes = b"notes for bob".to_vec();
+    let mxc = user.upload("text/plain", notes.clone()).await;
+    user.send_event(
+        &portal,
+        "m.room.message",
+        json!({"msgtype": "m.file", "body": "notes.txt", "url": mxc,
+               "info": {"mimetype": "text/plain", "size": notes.len()}}),
+    )
+    .await;
+    let sent = wait_sent(&tg, ada, "the file on Telegram", |r| {
+        r["kind"] == "media"
+            && r["media"]
+                .as_str()
+                .is_some_and(|m| m.contains("text/plain"))
+    })
+    .await;
+    assert!(
+        sent["media"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("document:")),
+        "{sent}"
+    );
+    let png_mxc = user.upload("image/png", png.clone()).await;
+    user.send_event(
+        &portal,
+        "m.room.message",
+        json!({"msgtype": "m.image", "body": "qr.png", "url": png_mxc,
+               "info": {"mimetype": "image/png", "size": png.len()}}),
+    )
+    .await;
+    wait_sent(&tg, ada, "the image on Telegram", |r| {
+        r["kind"] == "media" && r["media"].as_str().is_some_and(|m| m.starts_with("photo"))
+    })
+    .await;
+
+    // Typing and read receipts, both ways.
+    post(&tg, "/control/typing", json!({"from": bob, "peer": to_ada})).await;
+    let ghost = format!("@{}telegram_{bob}:localhost", slot.prefix);
+    user.wait_ephemeral(&portal, "bob typing", |e| {
+        e["type"] == "m.typing"
+            && e["content"]["user_ids"]
+                .as_array()
+                .is_some_and(|u| u.iter().any(|id| id == ghost.as_str()))
+    })
+    .await;
+    user.put(
+        &format!(
+            "/_matrix/client/v3/rooms/{}/typing/{}",
+            crate::common::enc(&portal),
+            crate::common::enc(&user.user_id)
+        ),
+        json!({"typing": true, "timeout": 10000}),
+    )
+    .await;
+    wait_sent(&tg, ada, "typing on Telegram", |r| r["kind"] == "typing").await;
+    let doc_event = file["event_id"].as_str().expect("id").to_owned();
+    user.call(
+        Method::POST,
+        &format!(
+            "/_matrix/client/v3/rooms/{}/receipt/m.read/{}",
+            crate::common::enc(&portal),
+            crate::common::enc(&doc_event)
+        ),
+        Some(json!({})),
+    )
+    .await;
+    wait_sent(&tg, ada, "the read on Telegram", |r| r["kind"] == "read").await;
+    let ours = user.send_text(&portal, "did you read this?").await;
+    let ours_tg = wait_sent(&tg, ada, "our text on Telegram", |r| {
+        r["kind"] == "message" && r["text"] == "did you read this?"
+    })
+    .await;
+    post(
+        &tg,
+        "/control/read",
+        json!({"from": bob, "peer": {"type": "user", "id": ada}, "max_id": ours_tg["id"]}),
+    )
+    .await;
+    user.wait_ephemeral(&portal, "bob's read receipt", |e| {
+        e["type"] == "m.receipt"
+            && e["content"][ours.as_str()]["m.read"][ghost.as_str()].is_object()
+    })
+    .await;
+}
+
+both_backends!(qr_login_media_typing_and_receipts);
+
+async fn bot_token_login(backend: Backend) {
+    let slot = Slot::claim();
+    let sim = Sim::start().await;
+    let tg = TelegramServer::start().await.expect("telegram simulator");
+    let relay = post(
+        &tg,
+        "/control/users",
+        json!({"first_name": "Relay", "username": "relay_bot", "bot_token": "77:secret-token"}),
+    )
+    .await["id"]
+        .as_i64()
+        .expect("bot");
+    let bob = post(&tg, "/control/users", json!({"first_name": "Bob"})).await["id"]
+        .as_i64()
+        .expect("bob");
+    let ferry = start_ferry(&slot, backend, &sim, &tg).await;
+    let bot = slot.bot();
+    let user = User::register("tgbot").await;
+    let room = user.create_dm(&bot).await;
+    user.wait_message(&room, "welcome", |s, b| {
+        s == bot && b.contains("management room")
+    })
+    .await;
+    user.send_text(&room, "login telegram bot").await;
+    user.wait_message(&room, "the token prompt", |s, b| {
+        s == bot && b.contains("bot token")
+    })
+    .await;
+    user.send_text(&room, "77:secret-token").await;
+    user.wait_message(&room, "the login", |s, b| {
+        s == bot && b.contains("Logged in to Telegram")
+    })
+    .await;
+    assert!(
+        !ferry.log().contains("secret-token"),
+        "the bot token reached the log"
+    );
+    // Someone writes to the bot: the chat becomes a portal.
+    post(
+        &tg,
+        "/control/send",
+        json!({"from": bob, "peer": {"type": "user", "id": relay}, "text": "hi bot"}),
+    )
+    .await;
+    let portal = user.wait_portals(1, &room).await[0].clone();
+    user.wait_message(&portal, "bob's message", |_, b| b == "hi bot")
+        .await;
+
+    // A FLOOD_WAIT_2 on the next send: the message waits it out and is sent exactly once.
+    post(
+        &tg,
+        "/control/flood",
+        json!({"method": "messages.sendMessage", "count": 1, "seconds": 2}),
+    )
+    .await;
+    let started = std::time::Instant::now();
+    user.send_text(&portal, "through the flood").await;
+    wait_sent(&tg, relay, "the flooded message on Telegram", |r| {
+        r["kind"] == "message" && r["text"] == "through the flood"
+    })
+    .await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "sent before the flood wait ended: {:?}",
+        started.elapsed()
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let copies = sent_by(&tg, relay)
+        .await
+        .iter()
+        .filter(|r| r["text"] == "through the flood")
+        .count();
+    assert_eq!(copies, 1, "the flooded message was sent once");
+}
+
+both_backends!(bot_token_login);
+
+/// Logs `user` in by phone (an account without a two-step password) from a new management room.
+async fn login_by_phone(user: &User, bot: &str, phone: &str) -> String {
+    let room = user.create_dm(bot).await;
+    user.wait_message(&room, "welcome", |s, b| {
+        s == bot && b.contains("management room")
+    })
+    .await;
+    user.send_text(&room, "login telegram phone").await;
+    user.wait_message(&room, "the phone prompt", |s, b| {
+        s == bot && b.contains("phone number")
+    })
+    .await;
+    user.send_text(&room, phone).await;
+    user.wait_message(&room, "the code prompt", |s, b| {
+        s == bot && b.contains("login code")
+    })
+    .await;
+    user.send_text(&room, "12345").await;
+    user.wait_message(&room, "the login", |s, b| {
+        s == bot && b.contains("Logged in to Telegram")
+    })
+    .await;
+    room
+}
+
+async fn groups_members_and_power_levels(backend: Backend) {
+    let slot = Slot::claim();
+    let sim = Sim::start().await;
+    let tg = TelegramServer::start().await.expect("telegram simulator");
+    let (ada, bob) = ada_and_bob(&tg, json!({})).await;
+    let carol = post(&tg, "/control/users", json!({"first_name": "Carol"})).await["id"]
+        .as_i64()
+        .expect("carol");
+    let _ferry = start_ferry(&slot, backend, &sim, &tg).await;
+    let bot = slot.bot();
+    let user = User::register("tggrp").await;
+    let room = login_by_phone(&user, &bot, "+447700900123").await;
+    let ghost = |id: i64| format!("@{}telegram_{id}:localhost", slot.prefix);
+
+    // A basic group: a portal named after it, with Bob's message.
+    let basic = post(
+        &tg,
+        "/control/chats",
+        json!({"creator": bob, "title": "Basics", "members": [ada, carol]}),
+    )
+    .await["id"]
+        .as_i64()
+        .expect("chat");
+    post(
+        &tg,
+        "/control/send",
+        json!({"from": bob, "peer": {"type": "chat", "id": basic}, "text": "in the basic group"}),
+    )
+    .await;
+    let basic_room = user.wait_portals(1, &room).await[0].clone();
+    user.wait_message(&basic_room, "the basic group message", |s, b| {
+        s == ghost(bob) && b == "in the basic group"
+    })
+    .await;
+    crate::common::poll(
+        "the basic group's name",
+        async || json!(user.room_name(&basic_room).await),
+        |v| v == "Basics",
+    )
+    .await;
+
+    // Service messages: a title change and a pin read as lines from Bob; removing Carol also
+    // takes her ghost out of the room.
+    let basic_peer = json!({"type": "chat", "id": basic});
+    user.wait_members(&basic_room, "carol's ghost in the group", |m| {
+        m.contains(&ghost(carol))
+    })
+    .await;
+    post(
+        &tg,
+        "/control/service",
+        json!({"from": bob, "peer": basic_peer, "action": "edit_title", "title": "Renamed"}),
+    )
+    .await;
+    let event = user
+        .wait_event(&basic_room, "the title change line", |e| {
+            e["content"]["body"] == "changed the group name to “Renamed”"
+        })
+        .await;
+    assert_eq!(event["sender"], ghost(bob));
+    assert!(
+        event["content"]["formatted_body"]
+            .as_str()
+            .is_some_and(|h| h.contains("<em>")),
+        "{event}"
+    );
+    post(
+        &tg,
+        "/control/service",
+        json!({"from": bob, "peer": basic_peer, "action": "delete_user", "users": [carol]}),
+    )
+    .await;
+    let event = user
+        .wait_event(&basic_room, "the removal line", |e| {
+            // The pill shows the ghost's display name.
+            e["content"]["body"] == "removed Carol (Telegram)"
+        })
+        .await;
+    assert!(
+        event["content"]["formatted_body"]
+            .as_str()
+            .is_some_and(|h| h.contains(&format!("https://matrix.to/#/{}", ghost(carol)))),
+        "a pill to carol's ghost: {event}"
+    );
+    user.wait_members(&basic_room, "carol's ghost leaving", |m| {
+        !m.contains(&ghost(carol))
+    })
+    .await;
+
+    // A supergroup: Carol is an admin there, so her ghost gets power level 50.
+    let team = post(
+        &tg,
+        "/control/channels",
+        json!({"creator": bob, "title": "Team", "members": [ada, carol], "admins": [carol]}),
+    )
+    .await["id"]
+        .as_i64()
+        .expect("channel");
+    post(
+        &tg,
+        "/control/send",
+        json!({"from": carol, "peer": {"type": "channel", "id": team}, "text": "in the supergroup"}),
+    )
+    .await;
+    let team_room = user
+        .wait_portals(2, &room)
+        .await
+        .into_iter()
+        .find(|r| *r != basic_room)
+        .expect("the supergroup's portal");
+    user.wait_message(&team_room, "the supergroup message", |s, b| {
+        s == ghost(carol) && b == "in the supergroup"
+    })
+    .await;
+    let path = format!(
+        "/_matrix/client/v3/rooms/{}/state/m.room.power_levels/",
+        crate::common::enc(&team_room)
+    );
+    let carol_ghost = ghost(carol);
+    let levels = crate::common::poll(
+        "carol's power level",
+        async || user.call(Method::GET, &path, None).await,
+        |v| v["users"][carol_ghost.as_str()] == 50,
+    )
+    .await;
+    assert!(
+        levels["users"][ghost(ada).as_str()].is_null(),
+        "the account's own ghost is not given power: {levels}"
+    );
+    assert_eq!(user.room_name(&team_room).await.as_deref(), Some("Team"));
+
+    // Matrix -> the supergroup.
+    user.send_text(&team_room, "hello team").await;
+    let sent = wait_sent(&tg, ada, "the message in the supergroup", |r| {
+        r["kind"] == "message" && r["text"] == "hello team"
+    })
+    .await;
+    assert_eq!(sent["peer"], json!({"type": "channel", "id": team}));
+}
+
+both_backends!(groups_members_and_power_levels);
