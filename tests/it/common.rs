@@ -394,6 +394,12 @@ impl User {
         Self::register_exact(&format!("{localpart_hint}{}", &random_suffix()[..8])).await
     }
 
+    /// Registers a fresh user on `slot`'s homeserver (the shared one, or a private one).
+    pub async fn register_on(slot: &Slot, localpart_hint: &str) -> User {
+        let name = format!("{localpart_hint}{}", &random_suffix()[..8]);
+        Self::register_at(&slot.hs, &slot.reg_secret, &name).await
+    }
+
     pub async fn register_exact(username: &str) -> User {
         Self::register_at(&hs_url(), &env("FERRY_TEST_REG_SECRET"), username).await
     }
@@ -435,6 +441,11 @@ impl User {
             client,
             since: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// The homeserver this user lives on.
+    pub fn hs(&self) -> &str {
+        &self.hs
     }
 
     /// The user's access token (for requests the helpers here do not cover).
