@@ -47,21 +47,34 @@ enum Profile {
 struct Homeserver {
     slot: Slot,
     _private: Option<PrivateSynapse>,
+    /// Push-profile scenarios run one at a time: Synapse can lose a pushed to-device message
+    /// when several are notified at once (each notification advances the appservice's stream
+    /// position but reads only its own recipients), so concurrent scenarios on the shared
+    /// Synapse would lose each other's room keys. Production is exposed to the same loss
+    /// (README, encryption section); the tests must not be.
+    _serial: Option<tokio::sync::MutexGuard<'static, ()>>,
 }
+
+static PUSH_SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 impl Homeserver {
     async fn start(profile: Profile) -> Homeserver {
         match profile {
-            Profile::Push => Homeserver {
-                slot: Slot::claim(),
-                _private: None,
-            },
+            Profile::Push => {
+                let serial = PUSH_SERIAL.lock().await;
+                Homeserver {
+                    slot: Slot::claim(),
+                    _private: None,
+                    _serial: Some(serial),
+                }
+            }
             Profile::ConduitLike => {
                 let ferry_port = crate::drills::free_port_pair();
                 let (synapse, slot) = PrivateSynapse::start(ferry_port).await;
                 Homeserver {
                     slot,
                     _private: Some(synapse),
+                    _serial: None,
                 }
             }
         }
