@@ -158,11 +158,14 @@ impl Bridge {
             return Outcome::unsupported("the network is disabled");
         };
         let caps = network.capabilities();
-        let display = self
-            .intents
-            .displayname(&event.sender)
-            .await
-            .unwrap_or_else(|| event.sender.localpart().to_owned());
+        // Only an emote names its sender in the text; asking the homeserver for every message
+        // would put a profile round trip on every message's path.
+        let is_emote = event.content.get("msgtype").and_then(|m| m.as_str()) == Some("m.emote");
+        let display = match is_emote {
+            true => self.intents.displayname(&event.sender).await,
+            false => None,
+        }
+        .unwrap_or_else(|| event.sender.localpart().to_owned());
         let parsed = convert::from_matrix_content(&event.kind, &event.content, &display, &|mxid| {
             self.resolve_mention(portal, mxid)
         });
