@@ -204,11 +204,7 @@ async fn commands_check_permissions_and_answer_unknown_input(backend: Backend) {
     let _ferry = Ferry::start(&slot, backend, &sim.url()).await;
     let bot = slot.bot();
     let user = crate::common::User::register("cmd").await;
-    let room = user.create_dm(&bot).await;
-    user.wait_message(&room, "welcome", |s, b| {
-        s == bot && b.contains("management room")
-    })
-    .await;
+    let room = user.open_management_room(&bot).await;
     let answer = user
         .command(&room, &bot, "frobnicate", "Unknown command")
         .await;
@@ -239,12 +235,7 @@ async fn permissions_are_enforced(backend: Backend) {
 
     // `commands` level: may talk to the bot, may not log in.
     let limited = crate::common::User::register_exact(&format!("cmdonly{}", ferry.tag)).await;
-    let room = limited.create_dm(&bot).await;
-    limited
-        .wait_message(&room, "welcome", |s, b| {
-            s == bot && b.contains("management room")
-        })
-        .await;
+    let room = limited.open_management_room(&bot).await;
     limited.command(&room, &bot, "help", "Commands").await;
     let answer = limited
         .command(&room, &bot, "login sim", "permission")

@@ -657,6 +657,44 @@ impl User {
             .collect()
     }
 
+    /// Opens a direct chat with the bridge bot and waits for its welcome: the user's management
+    /// room.
+    pub async fn open_management_room(&self, bot: &str) -> String {
+        let room = self.create_dm(bot).await;
+        self.wait_message(&room, "the bot's welcome", |s, b| {
+            s == bot && b.contains("management room")
+        })
+        .await;
+        room
+    }
+
+    /// Sends a QR `login` command in the management room, checks that the bot shows the code
+    /// as a PNG image, and returns the bot's text message that carries `link` (the code's
+    /// content, for the simulated phone to "scan") and the image's bytes.
+    pub async fn start_qr_login(
+        &self,
+        room: &str,
+        bot: &str,
+        command: &str,
+        link: &str,
+    ) -> (String, Vec<u8>) {
+        self.send_text(room, command).await;
+        let qr = self
+            .wait_event(room, "the QR code image", |e| {
+                e["content"]["msgtype"] == "m.image"
+            })
+            .await;
+        assert_eq!(qr["content"]["info"]["mimetype"], "image/png");
+        let png = self
+            .download(qr["content"]["url"].as_str().expect("url"))
+            .await;
+        assert_eq!(&png[..4], b"\x89PNG");
+        let (_, text) = self
+            .wait_message(room, "the login link", |s, b| s == bot && b.contains(link))
+            .await;
+        (text, png)
+    }
+
     /// Waits for a message in `room` whose body satisfies `pred`; returns (sender, body).
     pub async fn wait_message(
         &self,
@@ -1021,12 +1059,8 @@ impl Sim {
 pub async fn logged_in_user(slot: &Slot, sim: &Sim, remote: &str) -> (User, String) {
     let name = format!("user{}", &random_suffix()[..8]);
     let user = User::register_at(&slot.hs, &slot.reg_secret, &name).await;
-    let room = user.create_dm(&slot.bot()).await;
     let bot = slot.bot();
-    user.wait_message(&room, "the bot's welcome", |s, b| {
-        s == bot && b.contains("management room")
-    })
-    .await;
+    let room = user.open_management_room(&bot).await;
     user.command(&room, &bot, "login sim", "username").await;
     user.command(&room, &bot, remote, "code").await;
     let code = sim.login_code(remote).await;

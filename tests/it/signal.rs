@@ -67,26 +67,9 @@ async fn link_send_receive_and_survive_a_daemon_restart(backend: Backend) {
 
     // Link by QR: the bot shows the code as an image and as text; the "phone" scans it.
     let user = User::register("sig").await;
-    let room = user.create_dm(&bot).await;
-    user.wait_message(&room, "welcome", |s, b| {
-        s == bot && b.contains("management room")
-    })
-    .await;
-    user.send_text(&room, "login signal").await;
-    let qr = user
-        .wait_event(&room, "the QR code image", |e| {
-            e["content"]["msgtype"] == "m.image"
-        })
-        .await;
-    assert_eq!(qr["content"]["info"]["mimetype"], "image/png");
-    let png = user
-        .download(qr["content"]["url"].as_str().expect("url"))
-        .await;
-    assert_eq!(&png[..4], b"\x89PNG");
-    let (_, text) = user
-        .wait_message(&room, "the link URI", |s, b| {
-            s == bot && b.contains("sgnl://linkdevice")
-        })
+    let room = user.open_management_room(&bot).await;
+    let (text, _) = user
+        .start_qr_login(&room, &bot, "login signal", "sgnl://linkdevice")
         .await;
     let uri = text
         .lines()
@@ -573,11 +556,7 @@ async fn power_of(user: &User, room: &str, who: &str) -> i64 {
 /// Logs a Matrix user in to an account signal-cli already has; returns the management room.
 async fn existing_login(slot: &Slot, user: &User) -> String {
     let bot = slot.bot();
-    let room = user.create_dm(&bot).await;
-    user.wait_message(&room, "welcome", |s, b| {
-        s == bot && b.contains("management room")
-    })
-    .await;
+    let room = user.open_management_room(&bot).await;
     user.command(&room, &bot, "login signal existing", "phone number")
         .await;
     user.command(&room, &bot, ACCOUNT, "Logged in to Signal")

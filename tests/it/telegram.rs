@@ -117,11 +117,7 @@ async fn phone_login_messages_and_restart(backend: Backend) {
 
     // Login by phone number, code and two-step password, in the management room.
     let user = User::register("tg").await;
-    let room = user.create_dm(&bot).await;
-    user.wait_message(&room, "welcome", |s, b| {
-        s == bot && b.contains("management room")
-    })
-    .await;
+    let room = user.open_management_room(&bot).await;
     user.send_text(&room, "login telegram phone").await;
     user.wait_message(&room, "the phone prompt", |s, b| {
         s == bot && b.contains("phone number")
@@ -363,26 +359,9 @@ async fn qr_login_media_typing_and_receipts(backend: Backend) {
 
     // Login by QR: the bot shows the token as an image and as text; Ada's phone "scans" it.
     let user = User::register("tgqr").await;
-    let room = user.create_dm(&bot).await;
-    user.wait_message(&room, "welcome", |s, b| {
-        s == bot && b.contains("management room")
-    })
-    .await;
-    user.send_text(&room, "login telegram qr").await;
-    let qr = user
-        .wait_event(&room, "the QR code image", |e| {
-            e["content"]["msgtype"] == "m.image"
-        })
-        .await;
-    assert_eq!(qr["content"]["info"]["mimetype"], "image/png");
-    let png = user
-        .download(qr["content"]["url"].as_str().expect("url"))
-        .await;
-    assert_eq!(&png[..4], b"\x89PNG");
-    let (_, text) = user
-        .wait_message(&room, "the login link", |s, b| {
-            s == bot && b.contains("tg://login?token=")
-        })
+    let room = user.open_management_room(&bot).await;
+    let (text, png) = user
+        .start_qr_login(&room, &bot, "login telegram qr", "tg://login?token=")
         .await;
     let token = text
         .split("tg://login?token=")
@@ -555,11 +534,7 @@ async fn bot_token_login(backend: Backend) {
     let ferry = start_ferry(&slot, backend, &sim, &tg).await;
     let bot = slot.bot();
     let user = User::register("tgbot").await;
-    let room = user.create_dm(&bot).await;
-    user.wait_message(&room, "welcome", |s, b| {
-        s == bot && b.contains("management room")
-    })
-    .await;
+    let room = user.open_management_room(&bot).await;
     user.send_text(&room, "login telegram bot").await;
     user.wait_message(&room, "the token prompt", |s, b| {
         s == bot && b.contains("bot token")
@@ -616,11 +591,7 @@ both_backends!(bot_token_login);
 
 /// Logs `user` in by phone (an account without a two-step password) from a new management room.
 async fn login_by_phone(user: &User, bot: &str, phone: &str) -> String {
-    let room = user.create_dm(bot).await;
-    user.wait_message(&room, "welcome", |s, b| {
-        s == bot && b.contains("management room")
-    })
-    .await;
+    let room = user.open_management_room(bot).await;
     user.send_text(&room, "login telegram phone").await;
     user.wait_message(&room, "the phone prompt", |s, b| {
         s == bot && b.contains("phone number")
