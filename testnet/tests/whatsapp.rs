@@ -1,0 +1,206 @@
+//! The WhatsApp simulator driven by the real whatsapp-rust client (in-memory store), the client
+//! ferry uses in production: linking by QR code and by pairing code, reconnecting as the linked
+//! device, and messages both ways with the simulated contacts (themselves whatsapp-rust clients),
+//! decrypted on the other side.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use testnet::whatsapp::WhatsAppServer;
+use tokio::sync::mpsc;
+use wacore::store::InMemoryBackend;
+use wacore::types::events::Event;
+use whatsapp_rust::Client;
+use whatsapp_rust::bot::{Bot, BotHandle};
+
+const USER: &str = "15550100001";
+const ALICE: &str = "15550200002";
+const BOB: &str = "15550200003";
+
+struct Control {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Control {
+    fn new(server: &WhatsAppServer) -> Self {
+        Self {
+            base: server.control_url(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Value {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .expect("control API reachable");
+        let status = resp.status();
+        let v: Value = resp.json().await.expect("control API answers JSON");
+        assert!(status.is_success(), "POST {path} {body} -> {status}: {v}");
+        v
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("control API reachable");
+        let status = resp.status();
+        let v: Value = resp.json().await.expect("control API answers JSON");
+        assert!(status.is_success(), "GET {path} -> {status}: {v}");
+        v
+    }
+
+    /// Polls `GET path` until `pick` finds something (or fails after `secs`).
+    async fn wait_for<T>(&self, path: &str, secs: u64, pick: impl Fn(&Value) -> Option<T>) -> T {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let v = self.get(path).await;
+            if let Some(t) = pick(&v) {
+                return t;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting on {path}; last answer: {v}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// The bridged device: a whatsapp-rust client with an in-memory store, and what it saw.
+struct Device {
+    client: Arc<Client>,
+    handle: Option<BotHandle>,
+    events: mpsc::UnboundedReceiver<Arc<Event>>,
+    seen: Arc<Mutex<Vec<Arc<Event>>>>,
+}
+
+impl Device {
+    async fn start(server: &WhatsAppServer, backend: Arc<InMemoryBackend>) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let seen2 = seen.clone();
+        let transport = whatsapp_rust_tokio_transport::TokioWebSocketTransportFactory::new()
+            .with_url(server.ws_url());
+        let bot = Bot::builder()
+            .with_backend_arc(backend)
+            .with_transport_factory(transport)
+            .with_http_client(whatsapp_rust_ureq_http_client::UreqHttpClient::new())
+            .with_version((2, 3000, 1_020_000_000))
+            .on_event(move |event, _client| {
+                let tx = tx.clone();
+                let seen = seen2.clone();
+                async move {
+                    seen.lock().expect("lock").push(event.clone());
+                    let _ = tx.send(event);
+                }
+            })
+            .build()
+            .await
+            .expect("bot builds");
+        let client = bot.client();
+        let handle = bot.spawn();
+        Self {
+            client,
+            handle: Some(handle),
+            events: rx,
+            seen,
+        }
+    }
+
+    /// The next event `pick` accepts, within `secs`.
+    async fn next<T>(&mut self, secs: u64, pick: impl Fn(&Event) -> Option<T>) -> T {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let ev = tokio::time::timeout_at(deadline, self.events.recv())
+                .await
+                .expect("timed out waiting for a client event")
+                .expect("client event stream ended");
+            if let Some(t) = pick(&ev) {
+                return t;
+            }
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            h.abort();
+        }
+    }
+}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// Starts the simulator, the user's account, and links a fresh device by QR code.
+async fn linked_device(server: &WhatsAppServer, ctl: &Control) -> (Device, Arc<InMemoryBackend>) {
+    ctl.post(
+        "/control/accounts",
+        json!({ "phone": USER, "name": "Bridge User" }),
+    )
+    .await;
+    let backend = Arc::new(InMemoryBackend::new());
+    let mut dev = Device::start(server, backend.clone()).await;
+    let code = dev
+        .next(20, |e| match e {
+            Event::PairingQrCode(q) => Some(q.code.clone()),
+            _ => None,
+        })
+        .await;
+    let linked = ctl
+        .post("/control/qr/scan", json!({ "phone": USER, "code": code }))
+        .await;
+    assert_eq!(linked["device"], format!("{USER}:1@s.whatsapp.net"));
+    dev.next(20, |e| matches!(e, Event::PairSuccess(_)).then_some(()))
+        .await;
+    dev.next(30, |e| matches!(e, Event::Connected(_)).then_some(()))
+        .await;
+    (dev, backend)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn qr_linking_then_reconnect_as_the_linked_device() {
+    init_logs();
+    let server = WhatsAppServer::start().await.expect("simulator starts");
+    let ctl = Control::new(&server);
+    let (mut dev, backend) = linked_device(&server, &ctl).await;
+    let jid = dev.client.pn().expect("device has its JID");
+    assert_eq!(jid.to_string(), format!("{USER}:1@s.whatsapp.net"));
+    let devices = ctl.get(&format!("/control/devices?phone={USER}")).await;
+    assert_eq!(devices["devices"][0]["device"], 1);
+    assert_eq!(devices["devices"][0]["online"], true);
+
+    // A new process with the same store logs in again without linking.
+    dev.stop();
+    drop(dev);
+    let mut again = Device::start(&server, backend).await;
+    again
+        .next(30, |e| match e {
+            Event::Connected(_) => Some(()),
+            Event::PairingQrCode(_) => panic!("a linked device must not be asked to link again"),
+            _ => None,
+        })
+        .await;
+    server.shutdown().await;
+}
