@@ -204,3 +204,130 @@ async fn qr_linking_then_reconnect_as_the_linked_device() {
         .await;
     server.shutdown().await;
 }
+
+fn text_of(m: &wacore::types::events::InboundMessage) -> Option<String> {
+    use wacore::proto_helpers::MessageExt as _;
+    m.message
+        .get_base_message()
+        .text_content()
+        .map(str::to_owned)
+}
+
+/// The first message the device receives whose text `pick` accepts, with its sender and id.
+async fn next_text(dev: &mut Device, secs: u64, want: &str) -> (String, String, String) {
+    dev.next(secs, |e| match e {
+        Event::Messages(batch) => batch.messages.iter().find_map(|m| {
+            let text = text_of(m)?;
+            (text == want).then(|| {
+                (
+                    m.info.source.chat.to_string(),
+                    m.info.source.sender.to_string(),
+                    m.info.id.to_string(),
+                )
+            })
+        }),
+        _ => None,
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn text_both_ways_is_decrypted_on_the_other_side_with_receipts() {
+    init_logs();
+    let server = WhatsAppServer::start().await.expect("simulator starts");
+    let ctl = Control::new(&server);
+    let (mut dev, _backend) = linked_device(&server, &ctl).await;
+    let alice = ctl
+        .post(
+            "/control/contacts",
+            json!({ "phone": ALICE, "name": "Alice" }),
+        )
+        .await;
+    assert_eq!(alice["jid"], format!("{ALICE}@s.whatsapp.net"));
+
+    // Contact -> bridged device (pkmsg: Alice starts the Signal session).
+    let sent = ctl
+        .post(
+            "/control/send",
+            json!({ "from": ALICE, "to": USER, "text": "hello from Alice" }),
+        )
+        .await;
+    let (chat, sender, id) = next_text(&mut dev, 20, "hello from Alice").await;
+    assert_eq!(chat, format!("{ALICE}@s.whatsapp.net"));
+    assert!(sender.starts_with(ALICE), "sender {sender}");
+    assert_eq!(id, sent["id"].as_str().expect("id"));
+
+    // Bridged device -> contact, decrypted by Alice's client.
+    let alice_jid: wacore_binary::Jid = format!("{ALICE}@s.whatsapp.net").parse().expect("jid");
+    let out = dev
+        .client
+        .send_message(
+            alice_jid.clone(),
+            waproto::whatsapp::Message {
+                conversation: Some("hi Alice, from the bridge".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("send to Alice");
+    let got = ctl
+        .wait_for(&format!("/control/received?to={ALICE}"), 20, |v| {
+            v["messages"]
+                .as_array()?
+                .iter()
+                .find(|m| m["text"] == "hi Alice, from the bridge")
+                .cloned()
+        })
+        .await;
+    assert_eq!(got["id"], out.message_id.to_string());
+    assert!(
+        got["sender"]
+            .as_str()
+            .is_some_and(|s| s.starts_with(&format!("{USER}:1")))
+    );
+
+    // Alice's client confirmed delivery by itself; she then reads it.
+    dev.next(20, |e| match e {
+        Event::Receipt(r)
+            if r.message_ids
+                .iter()
+                .any(|i| i.to_string() == out.message_id.to_string()) =>
+        {
+            Some(())
+        }
+        _ => None,
+    })
+    .await;
+    ctl.post(
+        "/control/receipt",
+        json!({ "from": ALICE, "chat": USER, "ids": [out.message_id.to_string()] }),
+    )
+    .await;
+    dev.next(20, |e| match e {
+        Event::Receipt(r)
+            if format!("{:?}", r.r#type).to_lowercase().contains("read")
+                && r.message_ids
+                    .iter()
+                    .any(|i| i.to_string() == out.message_id.to_string()) =>
+        {
+            Some(())
+        }
+        _ => None,
+    })
+    .await;
+
+    // The bridged device reads Alice's message: Alice's client gets the read receipt.
+    dev.client
+        .mark_as_read(&alice_jid, None, &[id.as_str()])
+        .await
+        .expect("mark as read");
+    ctl.wait_for(&format!("/control/receipts?to={ALICE}"), 20, |v| {
+        v["receipts"]
+            .as_array()?
+            .iter()
+            .find(|r| r["ids"][0] == id && r["type"].as_str().is_some_and(|t| t.contains("read")))
+            .cloned()
+    })
+    .await;
+    server.shutdown().await;
+}

@@ -125,7 +125,7 @@ async fn create_contact(State(app): State<App>, Json(req): Json<AccountReq>) -> 
     )
     .await
     .map_err(|e| fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    if !p.ready(Duration::from_secs(30)).await {
+    if !p.ready(&app.world, Duration::from_secs(30)).await {
         return Err(fail(
             StatusCode::GATEWAY_TIMEOUT,
             "the contact's client did not log in",

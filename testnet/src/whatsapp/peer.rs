@@ -70,12 +70,30 @@ pub struct Peer {
 }
 
 impl Peer {
-    /// Waits until the contact's client is logged in.
-    pub async fn ready(&self, within: Duration) -> bool {
-        let mut rx = self.connected.clone();
-        tokio::time::timeout(within, rx.wait_for(|c| *c))
-            .await
-            .is_ok_and(|r| r.is_ok())
+    /// Waits until the contact's client is logged in and has published its prekeys (so the
+    /// bridged device can start a session with it).
+    pub async fn ready(&self, world: &Shared, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let keys = world.lock().is_ok_and(|w| {
+                w.accounts
+                    .get(&self.phone)
+                    .and_then(|a| a.devices.get(&0))
+                    .is_some_and(|d| !d.keys.prekeys.is_empty())
+            });
+            if self.client.is_logged_in() && keys {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Whether the client finished its start-up (the `Connected` event).
+    pub fn connected(&self) -> bool {
+        *self.connected.borrow()
     }
 
     pub fn stop(&mut self) {
