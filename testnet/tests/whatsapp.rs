@@ -331,3 +331,72 @@ async fn text_both_ways_is_decrypted_on_the_other_side_with_receipts() {
     .await;
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn group_messages_both_ways_with_sender_keys() {
+    init_logs();
+    let server = WhatsAppServer::start().await.expect("simulator starts");
+    let ctl = Control::new(&server);
+    let (mut dev, _backend) = linked_device(&server, &ctl).await;
+    for (phone, name) in [(ALICE, "Alice"), (BOB, "Bob")] {
+        ctl.post("/control/contacts", json!({ "phone": phone, "name": name }))
+            .await;
+    }
+    let group = ctl
+        .post(
+            "/control/groups",
+            json!({ "subject": "Test group", "creator": ALICE, "members": [USER, BOB] }),
+        )
+        .await;
+    let gjid = group["jid"].as_str().expect("group jid").to_owned();
+
+    // A contact writes to the group (skmsg, with the sender key distributed by pkmsg).
+    ctl.post(
+        "/control/send",
+        json!({ "from": ALICE, "to": gjid, "text": "hello group" }),
+    )
+    .await;
+    let (chat, sender, _id) = next_text(&mut dev, 20, "hello group").await;
+    assert_eq!(chat, gjid);
+    assert!(sender.starts_with(ALICE), "sender {sender}");
+
+    // The bridged device writes to the group; both contacts decrypt it.
+    let g: wacore_binary::Jid = gjid.parse().expect("group jid");
+    let out = dev
+        .client
+        .send_message(
+            g,
+            waproto::whatsapp::Message {
+                conversation: Some("hello from the bridge".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("send to group");
+    for who in [ALICE, BOB] {
+        let got = ctl
+            .wait_for(&format!("/control/received?to={who}&chat={gjid}"), 20, |v| {
+                v["messages"]
+                    .as_array()?
+                    .iter()
+                    .find(|m| m["text"] == "hello from the bridge")
+                    .cloned()
+            })
+            .await;
+        assert_eq!(got["id"], out.message_id.to_string());
+        assert_eq!(got["is_group"], true);
+    }
+
+    // Bob leaves: the bridged device learns it from the group notification.
+    ctl.post(
+        "/control/groups/members",
+        json!({ "group": gjid, "author": ALICE, "remove": [BOB] }),
+    )
+    .await;
+    dev.next(20, |e| match e {
+        Event::GroupUpdate(u) => format!("{u:?}").contains(BOB).then_some(()),
+        _ => None,
+    })
+    .await;
+    server.shutdown().await;
+}
