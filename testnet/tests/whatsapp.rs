@@ -85,12 +85,20 @@ struct Device {
 
 impl Device {
     async fn start(server: &WhatsAppServer, backend: Arc<InMemoryBackend>) -> Self {
+        Self::start_with(server, backend, None).await
+    }
+
+    async fn start_with(
+        server: &WhatsAppServer,
+        backend: Arc<InMemoryBackend>,
+        pair_code: Option<wacore::pair_code::PairCodeOptions>,
+    ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let seen2 = seen.clone();
         let transport = whatsapp_rust_tokio_transport::TokioWebSocketTransportFactory::new()
             .with_url(server.ws_url());
-        let bot = Bot::builder()
+        let mut builder = Bot::builder()
             .with_backend_arc(backend)
             .with_transport_factory(transport)
             .with_http_client(whatsapp_rust_ureq_http_client::UreqHttpClient::new())
@@ -102,10 +110,11 @@ impl Device {
                     seen.lock().expect("lock").push(event.clone());
                     let _ = tx.send(event);
                 }
-            })
-            .build()
-            .await
-            .expect("bot builds");
+            });
+        if let Some(options) = pair_code {
+            builder = builder.with_pair_code(options);
+        }
+        let bot = builder.build().await.expect("bot builds");
         let client = bot.client();
         let handle = bot.spawn();
         Self {
@@ -375,13 +384,17 @@ async fn group_messages_both_ways_with_sender_keys() {
         .expect("send to group");
     for who in [ALICE, BOB] {
         let got = ctl
-            .wait_for(&format!("/control/received?to={who}&chat={gjid}"), 20, |v| {
-                v["messages"]
-                    .as_array()?
-                    .iter()
-                    .find(|m| m["text"] == "hello from the bridge")
-                    .cloned()
-            })
+            .wait_for(
+                &format!("/control/received?to={who}&chat={gjid}"),
+                20,
+                |v| {
+                    v["messages"]
+                        .as_array()?
+                        .iter()
+                        .find(|m| m["text"] == "hello from the bridge")
+                        .cloned()
+                },
+            )
             .await;
         assert_eq!(got["id"], out.message_id.to_string());
         assert_eq!(got["is_group"], true);
@@ -398,5 +411,57 @@ async fn group_messages_both_ways_with_sender_keys() {
         _ => None,
     })
     .await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pairing_code_linking() {
+    init_logs();
+    let server = WhatsAppServer::start().await.expect("simulator starts");
+    let ctl = Control::new(&server);
+    ctl.post(
+        "/control/accounts",
+        json!({ "phone": USER, "name": "Bridge User" }),
+    )
+    .await;
+    let options = wacore::pair_code::PairCodeOptions {
+        phone_number: format!("+{USER}"),
+        ..Default::default()
+    };
+    let mut dev =
+        Device::start_with(&server, Arc::new(InMemoryBackend::new()), Some(options)).await;
+    let code = dev
+        .next(30, |e| match e {
+            Event::PairingCode(c) => Some(c.code.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(code.len(), 8, "code {code}");
+
+    // A wrong code is refused by the device's own key-bundle check: nothing gets linked.
+    let wrong: String = code.chars().rev().collect();
+    if wrong != code {
+        ctl.post(
+            "/control/pair_code",
+            json!({ "phone": USER, "code": wrong }),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let devices = ctl.get(&format!("/control/devices?phone={USER}")).await;
+        assert_eq!(devices["devices"].as_array().map(Vec::len), Some(0));
+    }
+
+    let linked = ctl
+        .post("/control/pair_code", json!({ "phone": USER, "code": code }))
+        .await;
+    assert_eq!(linked["entered"], true);
+    dev.next(20, |e| matches!(e, Event::PairSuccess(_)).then_some(()))
+        .await;
+    dev.next(30, |e| matches!(e, Event::Connected(_)).then_some(()))
+        .await;
+    assert_eq!(
+        dev.client.pn().map(|j| j.to_string()),
+        Some(format!("{USER}:1@s.whatsapp.net"))
+    );
     server.shutdown().await;
 }

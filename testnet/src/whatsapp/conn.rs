@@ -203,8 +203,7 @@ fn start_session(
                 refs: Vec::new(),
                 noise_static: client_static,
                 keys,
-                code_phone: None,
-                code: None,
+                link: None,
             },
         );
         if let Some(node) = super::pairing::pair_device_iq(w, id) {

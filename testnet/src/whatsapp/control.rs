@@ -54,10 +54,7 @@ pub fn routes(app: App) -> Router {
         .route("/control/groups", post(create_group))
         .route("/control/groups/members", post(group_members))
         .route("/control/qr/scan", post(scan))
-        .route(
-            "/control/pair_code",
-            get(get_pair_code).post(enter_pair_code),
-        )
+        .route("/control/pair_code", post(enter_pair_code))
         .route("/control/devices", get(devices))
         .route("/control/unlink", post(unlink))
         .route("/control/send", post(send))
@@ -211,18 +208,6 @@ struct PhoneQuery {
     phone: String,
 }
 
-async fn get_pair_code(State(app): State<App>, Query(q): Query<PhoneQuery>) -> Reply {
-    let w = world(&app)?;
-    let phone = normalize_phone(&q.phone).ok_or_else(|| bad("bad phone"))?;
-    let code = super::paircode::waiting_code(&w, &phone).ok_or_else(|| {
-        fail(
-            StatusCode::NOT_FOUND,
-            "no device is waiting for a pairing code for that phone",
-        )
-    })?;
-    Ok(Json(json!({ "code": code })))
-}
-
 #[derive(Deserialize)]
 struct CodeReq {
     phone: String,
@@ -232,8 +217,8 @@ struct CodeReq {
 async fn enter_pair_code(State(app): State<App>, Json(req): Json<CodeReq>) -> Reply {
     let mut w = world(&app)?;
     let phone = normalize_phone(&req.phone).ok_or_else(|| bad("bad phone"))?;
-    let jid = super::paircode::enter_code(&mut w, &phone, &req.code).map_err(bad)?;
-    Ok(Json(json!({ "device": jid })))
+    super::paircode::enter_code(&mut w, &phone, &req.code).map_err(bad)?;
+    Ok(Json(json!({ "entered": true })))
 }
 
 async fn devices(State(app): State<App>, Query(q): Query<PhoneQuery>) -> Reply {

@@ -43,8 +43,7 @@ pub fn handle(w: &mut World, conn: u64, node: Node) {
         .and_then(|c| c.first())
         .map(|c| c.tag.to_string())
         .unwrap_or_default();
-    if let Some(reply) = super::paircode::handle_iq(w, conn, &node, &xmlns, &first) {
-        w.send(conn, reply);
+    if super::paircode::handle_iq(w, conn, &node, &xmlns, &first) {
         return;
     }
     let Some((phone, device)) = w.login_of(conn) else {

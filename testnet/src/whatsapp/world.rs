@@ -55,8 +55,6 @@ pub struct Account {
     pub adv_key: KeyPair,
     pub devices: BTreeMap<u16, Device>,
     pub next_key_index: u32,
-    /// The code `POST /control/pair_code` sets or the client's `link_code_companion_reg` proposed.
-    pub pair_code: Option<String>,
 }
 
 impl Account {
@@ -79,16 +77,14 @@ pub struct Group {
 }
 
 /// A fresh device waiting for its QR code to be scanned or its pairing code entered.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PendingPair {
     pub conn: u64,
     pub refs: Vec<String>,
     pub noise_static: [u8; 32],
     pub keys: DeviceKeys,
-    /// Set when the client asked for a pairing code for this phone number.
-    pub code_phone: Option<String>,
-    /// The pairing code the client showed (its `link_code_companion_reg` stage one).
-    pub code: Option<String>,
+    /// Set when the client asked to link by pairing code (its `companion_hello`).
+    pub link: Option<super::paircode::LinkCode>,
 }
 
 #[derive(Debug)]
@@ -216,7 +212,6 @@ impl World {
                 adv_key: KeyPair::generate(&mut rand10::rng()),
                 devices: BTreeMap::new(),
                 next_key_index: 1,
-                pair_code: None,
             },
         );
         self.accounts
