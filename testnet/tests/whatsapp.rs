@@ -196,9 +196,11 @@ async fn qr_linking_then_reconnect_as_the_linked_device() {
     let (mut dev, backend) = linked_device(&server, &ctl).await;
     let jid = dev.client.pn().expect("device has its JID");
     assert_eq!(jid.to_string(), format!("{USER}:1@s.whatsapp.net"));
+    // The account's phone (device 0) and the linked device, both online.
     let devices = ctl.get(&format!("/control/devices?phone={USER}")).await;
-    assert_eq!(devices["devices"][0]["device"], 1);
-    assert_eq!(devices["devices"][0]["online"], true);
+    assert_eq!(devices["devices"][0]["device"], 0);
+    assert_eq!(devices["devices"][1]["device"], 1);
+    assert_eq!(devices["devices"][1]["online"], true);
 
     // A new process with the same store logs in again without linking.
     dev.stop();
@@ -448,7 +450,11 @@ async fn pairing_code_linking() {
         .await;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let devices = ctl.get(&format!("/control/devices?phone={USER}")).await;
-        assert_eq!(devices["devices"].as_array().map(Vec::len), Some(0));
+        assert_eq!(
+            devices["devices"].as_array().map(Vec::len),
+            Some(1),
+            "only the phone: {devices}"
+        );
     }
 
     let linked = ctl
@@ -462,6 +468,66 @@ async fn pairing_code_linking() {
     assert_eq!(
         dev.client.pn().map(|j| j.to_string()),
         Some(format!("{USER}:1@s.whatsapp.net"))
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn history_sync_after_linking() {
+    init_logs();
+    let server = WhatsAppServer::start().await.expect("simulator starts");
+    let ctl = Control::new(&server);
+    let (mut dev, _backend) = linked_device(&server, &ctl).await;
+    ctl.post(
+        "/control/contacts",
+        json!({ "phone": ALICE, "name": "Alice" }),
+    )
+    .await;
+    let pushed = ctl
+        .post(
+            "/control/history_sync",
+            json!({
+                "phone": USER,
+                "conversations": [{
+                    "chat": ALICE,
+                    "name": "Alice",
+                    "messages": [
+                        { "id": "HIST1", "text": "an old hello" },
+                        { "id": "HIST2", "text": "an old answer", "from_me": true },
+                    ],
+                }],
+            }),
+        )
+        .await;
+    assert_eq!(pushed["message_ids"], json!(["HIST1", "HIST2"]));
+    let history = dev
+        .next(30, |e| match e {
+            Event::HistorySync(h) => h.get().cloned(),
+            _ => None,
+        })
+        .await;
+    let conv = history
+        .conversations
+        .iter()
+        .find(|c| c.id == format!("{ALICE}@s.whatsapp.net"))
+        .expect("Alice's conversation is in the history");
+    let texts: Vec<(String, bool)> = conv
+        .messages
+        .iter()
+        .filter_map(|m| {
+            let info = m.message.as_option()?;
+            Some((
+                info.message.as_option()?.conversation.clone()?,
+                info.key.as_option()?.from_me?,
+            ))
+        })
+        .collect();
+    assert_eq!(
+        texts,
+        vec![
+            ("an old hello".to_owned(), false),
+            ("an old answer".to_owned(), true)
+        ]
     );
     server.shutdown().await;
 }

@@ -74,6 +74,10 @@ pub fn routes(app: App) -> Router {
 #[derive(Deserialize)]
 struct AccountReq {
     phone: String,
+    /// Whether the account gets a primary device (its "phone", a whatsapp-rust client): needed
+    /// for history sync and for messages the user sends from the phone. Default true.
+    #[serde(default)]
+    phone_device: Option<bool>,
     #[serde(default)]
     name: Option<String>,
     #[serde(default)]
@@ -94,14 +98,40 @@ fn account_json(w: &World, phone: &str) -> Value {
 }
 
 async fn create_account(State(app): State<App>, Json(req): Json<AccountReq>) -> Reply {
-    let mut w = world(&app)?;
     let name = req.name.unwrap_or_else(|| "Bridge User".into());
-    let phone = w
-        .create_account(&req.phone, &name, req.lid.as_deref())
-        .map_err(bad)?
-        .phone
-        .clone();
+    let phone = {
+        let mut w = world(&app)?;
+        w.create_account(&req.phone, &name, req.lid.as_deref())
+            .map_err(bad)?
+            .phone
+            .clone()
+    };
+    if req.phone_device.unwrap_or(true) {
+        start_peer(&app, &phone, &name).await?;
+    }
+    let w = world(&app)?;
     Ok(Json(account_json(&w, &phone)))
+}
+
+/// Starts the account's primary device (a whatsapp-rust client) and waits until it is ready.
+async fn start_peer(app: &App, phone: &str, name: &str) -> Result<(), (StatusCode, Json<Value>)> {
+    let p = peer::spawn(
+        app.world.clone(),
+        app.inbox.clone(),
+        &app.ws_url,
+        phone,
+        name,
+    )
+    .await
+    .map_err(|e| fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    if !p.ready(&app.world, Duration::from_secs(30)).await {
+        return Err(fail(
+            StatusCode::GATEWAY_TIMEOUT,
+            "the account's primary device did not log in",
+        ));
+    }
+    app.peers.lock().await.insert(phone.to_owned(), p);
+    Ok(())
 }
 
 async fn create_contact(State(app): State<App>, Json(req): Json<AccountReq>) -> Reply {
@@ -113,22 +143,7 @@ async fn create_contact(State(app): State<App>, Json(req): Json<AccountReq>) -> 
             .phone
             .clone()
     };
-    let p = peer::spawn(
-        app.world.clone(),
-        app.inbox.clone(),
-        &app.ws_url,
-        &phone,
-        &name,
-    )
-    .await
-    .map_err(|e| fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    if !p.ready(&app.world, Duration::from_secs(30)).await {
-        return Err(fail(
-            StatusCode::GATEWAY_TIMEOUT,
-            "the contact's client did not log in",
-        ));
-    }
-    app.peers.lock().await.insert(phone.clone(), p);
+    start_peer(&app, &phone, &name).await?;
     let w = world(&app)?;
     Ok(Json(account_json(&w, &phone)))
 }
@@ -251,6 +266,9 @@ pub fn unlink_device(w: &mut World, phone: &str, device: u16) -> bool {
         .get_mut(phone)
         .and_then(|a| a.devices.remove(&device))
         .is_some();
+    if removed {
+        super::pairing::notify_devices(w, phone, device, 0, false);
+    }
     if let Some(conn) = w.conn_of(phone, device) {
         w.send(
             conn,
@@ -329,7 +347,7 @@ struct SendReq {
     file_name: Option<String>,
 }
 
-async fn peer_client(
+pub async fn peer_client(
     app: &App,
     phone: &str,
 ) -> Result<Arc<whatsapp_rust::Client>, (StatusCode, Json<Value>)> {

@@ -334,7 +334,7 @@ fn user_error(jid: &Jid, code: u16, text: &str) -> Node {
 }
 
 /// The account's signed key-index list: which companion key indexes are valid.
-fn key_index_list(w: &World, phone: &str) -> Option<Node> {
+pub fn key_index_list(w: &World, phone: &str) -> Option<Node> {
     let a = w.accounts.get(phone)?;
     let valid: Vec<u32> = a
         .devices

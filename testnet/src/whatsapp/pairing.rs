@@ -181,6 +181,7 @@ pub fn approve(
     if let Some(c) = world.conns.get_mut(&conn) {
         c.paired = Some((phone.to_owned(), device));
     }
+    notify_devices(world, phone, device, key_index, true);
     tracing::info!(device = %jid, "companion linked");
     Ok(jid)
 }
@@ -224,5 +225,39 @@ pub fn store_device_sign(world: &mut World, phone: &str, device: u16, node: &Nod
         .and_then(|a| a.devices.get_mut(&device))
     {
         d.device_identity = Some(identity);
+    }
+}
+
+/// Tells every device that a device of `phone` was added or removed
+/// (`<notification type="devices">`), so cached device lists (the account's own other devices
+/// and its contacts') include it in the next fan-out.
+pub fn notify_devices(world: &mut World, phone: &str, device: u16, key_index: u32, added: bool) {
+    let Some(lid) = world.accounts.get(phone).map(|a| a.lid.clone()) else {
+        return;
+    };
+    let mut op = NodeBuilder::new(if added { "add" } else { "remove" });
+    let mut dev = NodeBuilder::new("device")
+        .attr("jid", super::relay::device_jid(world, phone, device, false));
+    if added {
+        dev = dev.attr("key-index", key_index.to_string());
+    }
+    let mut children = vec![dev.build()];
+    if let Some(k) = super::iq::key_index_list(world, phone) {
+        children.push(k);
+    }
+    op = op.children(children);
+    let id = world.stanza_id();
+    let node = NodeBuilder::new("notification")
+        .attr("from", format!("{phone}@s.whatsapp.net"))
+        .attr("lid", format!("{lid}@lid"))
+        .attr("type", "devices")
+        .attr("id", id)
+        .attr("t", now().to_string())
+        .children([op.build()])
+        .build();
+    let everyone: Vec<String> = world.accounts.keys().cloned().collect();
+    for p in everyone {
+        let skip = (p == phone).then_some(device);
+        world.deliver_all(&p, skip, &node);
     }
 }

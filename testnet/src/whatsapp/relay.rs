@@ -119,6 +119,9 @@ pub fn message(w: &mut World, conn: u64, node: Node) {
                 w.deliver(&member, d, out);
             }
         }
+    } else if per_device.is_empty() && shared_enc.is_empty() {
+        // Nothing addressed to any device (e.g. an empty fan-out): nothing to deliver.
+        tracing::debug!(id, "message without ciphertexts dropped");
     } else if per_device.is_empty() {
         // A message addressed to one device (peer messages, retries).
         if let Some(target) = w.phone_of(&to) {
