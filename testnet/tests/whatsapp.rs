@@ -531,3 +531,236 @@ async fn history_sync_after_linking() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_contact_known_by_phone_number_switches_to_its_lid() {
+    init_logs();
+    let server = WhatsAppServer::start().await.expect("simulator starts");
+    let ctl = Control::new(&server);
+    let (mut dev, _backend) = linked_device(&server, &ctl).await;
+    let alice = ctl
+        .post(
+            "/control/contacts",
+            json!({ "phone": ALICE, "name": "Alice", "lid": "211111111111111" }),
+        )
+        .await;
+    assert_eq!(alice["lid_jid"], "211111111111111@lid");
+    ctl.post(
+        "/control/send",
+        json!({ "from": ALICE, "to": USER, "text": "by phone" }),
+    )
+    .await;
+    let (chat, _, _) = next_text(&mut dev, 20, "by phone").await;
+    assert_eq!(chat, format!("{ALICE}@s.whatsapp.net"));
+
+    ctl.post("/control/lid_switch", json!({ "phone": ALICE }))
+        .await;
+    ctl.post(
+        "/control/send",
+        json!({ "from": ALICE, "to": USER, "text": "by lid" }),
+    )
+    .await;
+    let alt = dev
+        .next(20, |e| match e {
+            Event::Messages(b) => b.messages.iter().find_map(|m| {
+                (text_of(m).as_deref() == Some("by lid")).then(|| {
+                    (
+                        m.info.source.chat.to_string(),
+                        m.info.source.sender_alt.as_ref().map(ToString::to_string),
+                    )
+                })
+            }),
+            _ => None,
+        })
+        .await;
+    assert_eq!(alt.0, "211111111111111@lid");
+    assert_eq!(
+        alt.1.as_deref(),
+        Some(format!("{ALICE}@s.whatsapp.net").as_str())
+    );
+    // The client learned the mapping: it resolves the LID to the phone number.
+    let pn = dev
+        .client
+        .get_lid_pn_entry(&"211111111111111@lid".parse().expect("lid"))
+        .await
+        .expect("lookup")
+        .map(|e| e.phone_number.to_string());
+    assert_eq!(pn.as_deref(), Some(ALICE));
+    server.shutdown().await;
+}
+
+/// The next message the device receives that `pick` accepts.
+async fn next_message<T>(
+    dev: &mut Device,
+    secs: u64,
+    pick: impl Fn(&waproto::whatsapp::Message) -> Option<T>,
+) -> T {
+    dev.next(secs, |e| match e {
+        Event::Messages(b) => b.messages.iter().find_map(|m| pick(&m.message)),
+        _ => None,
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_message_kind_both_ways() {
+    use waproto::whatsapp::message::protocol_message::Type;
+    init_logs();
+    let server = WhatsAppServer::start().await.expect("simulator starts");
+    let ctl = Control::new(&server);
+    let (mut dev, _backend) = linked_device(&server, &ctl).await;
+    ctl.post(
+        "/control/contacts",
+        json!({ "phone": ALICE, "name": "Alice" }),
+    )
+    .await;
+    let first = ctl
+        .post(
+            "/control/send",
+            json!({ "from": ALICE, "to": USER, "text": "first" }),
+        )
+        .await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    next_text(&mut dev, 20, "first").await;
+
+    // Extended text with a link.
+    ctl.post(
+        "/control/send",
+        json!({ "from": ALICE, "to": USER, "kind": "extended_text", "text": "see", "url": "https://example.org/x" }),
+    )
+    .await;
+    let matched = next_message(&mut dev, 20, |m| {
+        m.extended_text_message.as_option()?.matched_text.clone()
+    })
+    .await;
+    assert_eq!(matched, "https://example.org/x");
+
+    // A reply quoting the first message.
+    ctl.post(
+        "/control/send",
+        json!({ "from": ALICE, "to": USER, "kind": "reply", "text": "replying", "target": first, "target_from_me": false, "target_sender": ALICE, "quoted_text": "first" }),
+    )
+    .await;
+    let (text, quoted) = next_message(&mut dev, 20, |m| {
+        let e = m.extended_text_message.as_option()?;
+        let ctx = e.context_info.as_option()?;
+        Some((e.text.clone()?, ctx.stanza_id.clone()?))
+    })
+    .await;
+    assert_eq!(
+        (text.as_str(), quoted.as_str()),
+        ("replying", first.as_str())
+    );
+
+    // Edit, reaction, revoke of Alice's first message.
+    ctl.post(
+        "/control/send",
+        json!({ "from": ALICE, "to": USER, "kind": "edit", "target": first, "text": "first (edited)" }),
+    )
+    .await;
+    let (edited_id, edited_text) = next_message(&mut dev, 20, |m| {
+        use wacore::proto_helpers::MessageExt as _;
+        let p = m.get_base_message().protocol_message.as_option()?;
+        (p.r#type == Some(Type::MESSAGE_EDIT)).then(|| {
+            (
+                p.key.as_option().and_then(|k| k.id.clone()),
+                p.edited_message
+                    .as_option()
+                    .and_then(|e| e.text_content().map(str::to_owned)),
+            )
+        })
+    })
+    .await;
+    assert_eq!(edited_id.as_deref(), Some(first.as_str()));
+    assert_eq!(edited_text.as_deref(), Some("first (edited)"));
+
+    ctl.post(
+        "/control/send",
+        json!({ "from": ALICE, "to": USER, "kind": "reaction", "target": first, "target_from_me": false, "emoji": "❤️" }),
+    )
+    .await;
+    let (reacted, emoji) = next_message(&mut dev, 20, |m| {
+        let r = m.reaction_message.as_option()?;
+        Some((r.key.as_option()?.id.clone()?, r.text.clone()?))
+    })
+    .await;
+    assert_eq!((reacted.as_str(), emoji.as_str()), (first.as_str(), "❤️"));
+
+    ctl.post(
+        "/control/send",
+        json!({ "from": ALICE, "to": USER, "kind": "revoke", "target": first }),
+    )
+    .await;
+    let revoked = next_message(&mut dev, 20, |m| {
+        let p = m.protocol_message.as_option()?;
+        (p.r#type == Some(Type::REVOKE)).then(|| p.key.as_option().and_then(|k| k.id.clone()))?
+    })
+    .await;
+    assert_eq!(revoked, first);
+
+    // The bridged device edits, reacts to and revokes its own message; Alice's client sees each.
+    let alice_jid: wacore_binary::Jid = format!("{ALICE}@s.whatsapp.net").parse().expect("jid");
+    let mine = dev
+        .client
+        .send_text(alice_jid.clone(), "mine")
+        .await
+        .expect("send")
+        .message_id
+        .to_string();
+    dev.client
+        .edit_message(
+            alice_jid.clone(),
+            mine.clone(),
+            waproto::whatsapp::Message {
+                conversation: Some("mine (edited)".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("edit");
+    ctl.wait_for(&format!("/control/received?to={ALICE}"), 20, |v| {
+        v["messages"]
+            .as_array()?
+            .iter()
+            .find(|m| m["text"] == "mine (edited)")
+            .cloned()
+    })
+    .await;
+    let key = waproto::whatsapp::MessageKey {
+        remote_jid: Some(alice_jid.to_string()),
+        from_me: Some(true),
+        id: Some(mine.clone()),
+        ..Default::default()
+    };
+    dev.client
+        .send_reaction(alice_jid.clone(), key, "👍")
+        .await
+        .expect("react");
+    dev.client
+        .revoke_message(
+            alice_jid.clone(),
+            mine.clone(),
+            whatsapp_rust::send::RevokeType::Sender,
+        )
+        .await
+        .expect("revoke");
+    ctl.wait_for(&format!("/control/received?to={ALICE}"), 20, |v| {
+        v["messages"].as_array()?.iter().find(|m| {
+            let r = &m["message"]["reaction_message"];
+            r["key"]["id"] == mine.as_str() && r["text"] == "👍"
+        })?;
+        Some(())
+    })
+    .await;
+    ctl.wait_for(&format!("/control/received?to={ALICE}"), 20, |v| {
+        v["messages"].as_array()?.iter().find(|m| {
+            let p = &m["message"]["protocol_message"];
+            p["key"]["id"] == mine.as_str() && p["type"] == "REVOKE"
+        })?;
+        Some(())
+    })
+    .await;
+    server.shutdown().await;
+}

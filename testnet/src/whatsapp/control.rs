@@ -68,6 +68,7 @@ pub fn routes(app: App) -> Router {
         .route("/control/drop", post(drop_connections))
         .route("/control/refuse", post(refuse))
         .route("/control/history_sync", post(super::history::push))
+        .route("/control/lid_switch", post(lid_switch))
         .with_state(app)
 }
 
@@ -682,4 +683,24 @@ async fn refuse(State(app): State<App>, Json(req): Json<RefuseReq>) -> Reply {
     let mut w = world(&app)?;
     w.refuse_connections = req.refuse;
     Ok(Json(json!({ "refuse": w.refuse_connections })))
+}
+
+#[derive(Deserialize)]
+struct LidSwitchReq {
+    phone: String,
+}
+
+/// From now on this account's messages and receipts reach others from its LID (with the PN in
+/// `sender_pn`), as when WhatsApp migrates a user to LID addressing.
+async fn lid_switch(State(app): State<App>, Json(req): Json<LidSwitchReq>) -> Reply {
+    let mut w = world(&app)?;
+    let phone = normalize_phone(&req.phone).ok_or_else(|| bad("bad phone"))?;
+    let a = w
+        .accounts
+        .get_mut(&phone)
+        .ok_or_else(|| bad("no such account"))?;
+    a.lid_addressing = true;
+    Ok(Json(
+        json!({ "lid_jid": format!("{}@lid", a.lid), "jid": format!("{phone}@s.whatsapp.net") }),
+    ))
 }

@@ -142,15 +142,20 @@ pub fn message(w: &mut World, conn: u64, node: Node) {
             }
         }
     } else {
+        let switched = w.accounts.get(&phone).is_some_and(|a| a.lid_addressing);
         for (jid, enc) in per_device {
             let Some(target) = w.phone_of(&jid) else {
                 continue;
             };
-            let lid = jid.server == Server::Lid;
+            let lid = jid.server == Server::Lid || (switched && target != phone);
             let mut b = NodeBuilder::new("message")
                 .attr("from", device_jid(w, &phone, device, lid))
                 .attr("t", t.clone())
                 .attr("notify", name.clone());
+            if lid {
+                // The PN<->LID mapping travels with the message, as WhatsApp sends it.
+                b = b.attr("sender_pn", format!("{phone}@s.whatsapp.net"));
+            }
             if target == phone {
                 // To the sender's own other devices: say whom the chat is with.
                 b = b.attr("recipient", to.to_non_ad().to_string());
@@ -206,7 +211,8 @@ pub fn receipt(w: &mut World, conn: u64, node: Node) {
         let out = with_content(copy_attrs(&node, b, keys).build(), content);
         w.deliver_all(&sender, None, &out);
     } else if let Some(target) = w.phone_of(&to) {
-        let lid = to.server == Server::Lid;
+        let switched = w.accounts.get(&phone).is_some_and(|a| a.lid_addressing);
+        let lid = to.server == Server::Lid || switched;
         let b = NodeBuilder::new("receipt")
             .attr("from", device_jid(w, &phone, device, lid))
             .attr("t", t);

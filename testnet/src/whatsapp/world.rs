@@ -55,6 +55,9 @@ pub struct Account {
     pub adv_key: KeyPair,
     pub devices: BTreeMap<u16, Device>,
     pub next_key_index: u32,
+    /// After `POST /control/lid_switch`: the server addresses this account's messages and
+    /// receipts to others by its LID (with `sender_pn`), as WhatsApp does for LID-migrated users.
+    pub lid_addressing: bool,
 }
 
 impl Account {
@@ -212,6 +215,7 @@ impl World {
                 adv_key: KeyPair::generate(&mut rand10::rng()),
                 devices: BTreeMap::new(),
                 next_key_index: 1,
+                lid_addressing: false,
             },
         );
         self.accounts
