@@ -29,6 +29,7 @@ pub struct App {
     pub inbox: Arc<Mutex<Inbox>>,
     pub peers: Arc<tokio::sync::Mutex<BTreeMap<String, Peer>>>,
     pub ws_url: String,
+    pub chat_addr: std::net::SocketAddr,
 }
 
 type Reply = Result<Json<Value>, (StatusCode, Json<Value>)>;
@@ -69,6 +70,7 @@ pub fn routes(app: App) -> Router {
         .route("/control/refuse", post(refuse))
         .route("/control/history_sync", post(super::history::push))
         .route("/control/lid_switch", post(lid_switch))
+        .route("/control/media", get(media))
         .with_state(app)
 }
 
@@ -116,15 +118,9 @@ async fn create_account(State(app): State<App>, Json(req): Json<AccountReq>) -> 
 
 /// Starts the account's primary device (a whatsapp-rust client) and waits until it is ready.
 async fn start_peer(app: &App, phone: &str, name: &str) -> Result<(), (StatusCode, Json<Value>)> {
-    let p = peer::spawn(
-        app.world.clone(),
-        app.inbox.clone(),
-        &app.ws_url,
-        phone,
-        name,
-    )
-    .await
-    .map_err(|e| fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let p = peer::spawn(app, phone, name)
+        .await
+        .map_err(|e| fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     if !p.ready(&app.world, Duration::from_secs(30)).await {
         return Err(fail(
             StatusCode::GATEWAY_TIMEOUT,
@@ -493,13 +489,12 @@ async fn send(State(app): State<App>, Json(req): Json<SendReq>) -> Reply {
         }
         "image" | "document" => {
             super::media::send_media(
-                &app,
                 &client,
                 &to,
                 &kind,
-                &req.data_base64,
-                &req.mimetype,
-                &req.file_name,
+                req.data_base64.as_deref(),
+                req.mimetype.as_deref(),
+                req.file_name.as_deref(),
                 &text,
             )
             .await?
@@ -703,4 +698,37 @@ async fn lid_switch(State(app): State<App>, Json(req): Json<LidSwitchReq>) -> Re
     Ok(Json(
         json!({ "lid_jid": format!("{}@lid", a.lid), "jid": format!("{phone}@s.whatsapp.net") }),
     ))
+}
+
+#[derive(Deserialize)]
+struct MediaQuery {
+    /// The contact that received the message.
+    to: String,
+    /// The message id.
+    id: String,
+}
+
+/// Downloads and decrypts (with the contact's client) the media of a message a contact received.
+async fn media(State(app): State<App>, Query(q): Query<MediaQuery>) -> Reply {
+    let to = normalize_phone(&q.to).ok_or_else(|| bad("bad contact phone"))?;
+    let raw = {
+        let ib = inbox(&app)?;
+        ib.messages
+            .iter()
+            .rev()
+            .find(|m| m.to == to && m.id == q.id)
+            .map(|m| m.raw.clone())
+            .ok_or_else(|| {
+                fail(
+                    StatusCode::NOT_FOUND,
+                    "that contact received no such message",
+                )
+            })?
+    };
+    let client = peer_client(&app, &to).await?;
+    let data = super::media::fetch_received(&client, &raw).await?;
+    Ok(Json(json!({
+        "data_base64": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &data),
+        "size": data.len(),
+    })))
 }

@@ -25,4 +25,5 @@ mod server;
 mod wire;
 mod world;
 
+pub use media::SimHttpClient;
 pub use server::{WhatsAppConfig, WhatsAppServer};

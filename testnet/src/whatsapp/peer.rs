@@ -35,6 +35,9 @@ pub struct Received {
     pub text: Option<String>,
     /// The decrypted `waproto::whatsapp::Message` as JSON (field names as in WhatsApp's proto).
     pub message: Value,
+    /// The message itself (to download its media).
+    #[serde(skip)]
+    pub raw: Arc<waproto::whatsapp::Message>,
 }
 
 /// A receipt a contact's client got for something it sent.
@@ -124,13 +127,10 @@ fn text_of(msg: &waproto::whatsapp::Message) -> Option<String> {
 }
 
 /// Starts a contact's client; it links itself as the account's device 0 and logs in.
-pub async fn spawn(
-    world: Shared,
-    inbox: Arc<Mutex<Inbox>>,
-    ws_url: &str,
-    phone: &str,
-    name: &str,
-) -> anyhow::Result<Peer> {
+pub async fn spawn(app: &super::control::App, phone: &str, name: &str) -> anyhow::Result<Peer> {
+    let world = app.world.clone();
+    let inbox = app.inbox.clone();
+    let ws_url = app.ws_url.as_str();
     let (tx, rx) = watch::channel(false);
     let tx = Arc::new(tx);
     let me = phone.to_owned();
@@ -139,7 +139,7 @@ pub async fn spawn(
     let bot = Bot::builder()
         .with_backend(InMemoryBackend::new())
         .with_transport_factory(transport)
-        .with_http_client(whatsapp_rust_ureq_http_client::UreqHttpClient::new())
+        .with_http_client(super::media::SimHttpClient::new(app.chat_addr))
         .with_version((2, 3000, 1_020_000_000))
         .with_push_name(name)
         .skip_history_sync()
@@ -202,6 +202,7 @@ fn on_event(
                     timestamp: m.info.timestamp.timestamp(),
                     text: text_of(&m.message),
                     message: serde_json::to_value(&*m.message).unwrap_or(Value::Null),
+                    raw: m.message.clone(),
                 });
             }
         }

@@ -98,6 +98,7 @@ impl WhatsAppServer {
             inbox: Arc::new(Mutex::new(Inbox::default())),
             peers: Arc::new(tokio::sync::Mutex::new(BTreeMap::new())),
             ws_url: format!("ws://{chat_addr}/ws/chat"),
+            chat_addr,
         };
         let chat_routes = Router::new()
             .route("/ws/chat", get(ws_chat))
