@@ -846,3 +846,78 @@ async fn media_both_ways_through_the_media_host() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn typing_presence_offline_queue_and_unlinking() {
+    init_logs();
+    let server = WhatsAppServer::start().await.expect("simulator starts");
+    let ctl = Control::new(&server);
+    let (mut dev, _backend) = linked_device(&server, &ctl).await;
+    ctl.post(
+        "/control/contacts",
+        json!({ "phone": ALICE, "name": "Alice" }),
+    )
+    .await;
+    let alice_jid: wacore_binary::Jid = format!("{ALICE}@s.whatsapp.net").parse().expect("jid");
+
+    // Typing both ways.
+    ctl.post("/control/typing", json!({ "from": ALICE, "to": USER }))
+        .await;
+    dev.next(20, |e| matches!(e, Event::ChatPresence(_)).then_some(()))
+        .await;
+    dev.client
+        .chatstate()
+        .send_composing(&alice_jid)
+        .await
+        .expect("typing");
+    ctl.wait_for(&format!("/control/events?to={ALICE}"), 20, |v| {
+        v["events"]
+            .as_array()?
+            .iter()
+            .find(|e| e["kind"] == "chatstate")
+            .cloned()
+    })
+    .await;
+
+    // Presence: the device subscribes to Alice, who comes online.
+    dev.client
+        .presence()
+        .subscribe(alice_jid.clone())
+        .await
+        .expect("subscribe");
+    ctl.post(
+        "/control/presence",
+        json!({ "from": ALICE, "available": true }),
+    )
+    .await;
+    dev.next(20, |e| matches!(e, Event::Presence(_)).then_some(()))
+        .await;
+
+    // The network goes down for the device; a message waits for it and arrives on reconnect.
+    ctl.post("/control/refuse", json!({ "refuse": true })).await;
+    let dropped = ctl
+        .post("/control/drop", json!({ "phone": USER, "device": 1 }))
+        .await;
+    assert_eq!(dropped["dropped"], 1);
+    dev.next(20, |e| matches!(e, Event::Disconnected(_)).then_some(()))
+        .await;
+    ctl.post(
+        "/control/send",
+        json!({ "from": ALICE, "to": USER, "text": "while you were away" }),
+    )
+    .await;
+    let devices = ctl.get(&format!("/control/devices?phone={USER}")).await;
+    assert_eq!(devices["devices"][1]["online"], false);
+    ctl.post("/control/refuse", json!({ "refuse": false }))
+        .await;
+    next_text(&mut dev, 60, "while you were away").await;
+
+    // Unlinked on the phone: the device is logged out and cannot log in again.
+    ctl.post("/control/unlink", json!({ "phone": USER, "device": 1 }))
+        .await;
+    dev.next(20, |e| matches!(e, Event::LoggedOut(_)).then_some(()))
+        .await;
+    let devices = ctl.get(&format!("/control/devices?phone={USER}")).await;
+    assert_eq!(devices["devices"].as_array().map(Vec::len), Some(1));
+    server.shutdown().await;
+}
