@@ -199,7 +199,6 @@ fn start_session(
         w.pending.insert(
             id,
             PendingPair {
-                conn: id,
                 refs: Vec::new(),
                 noise_static: client_static,
                 keys,

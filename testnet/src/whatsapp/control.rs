@@ -380,7 +380,6 @@ async fn send(State(app): State<App>, Json(req): Json<SendReq>) -> Reply {
             } else {
                 None
             },
-            ..Default::default()
         })
     };
     let map_err = |e: &dyn std::fmt::Display| fail(StatusCode::BAD_GATEWAY, e.to_string());

@@ -89,7 +89,6 @@ pub async fn push(State(app): State<App>, Json(req): Json<HistoryReq>) -> Reply 
                     from_me: Some(m.from_me),
                     id: Some(id),
                     participant: participant.clone(),
-                    ..Default::default()
                 }),
                 message: buffa::MessageField::some(wa::Message {
                     conversation: Some(m.text.clone()),
@@ -105,7 +104,6 @@ pub async fn push(State(app): State<App>, Json(req): Json<HistoryReq>) -> Reply 
             msgs.push(wa::HistorySyncMsg {
                 message: buffa::MessageField::some(info),
                 msg_order_id: Some(i as u64 + 1),
-                ..Default::default()
             });
         }
         conversations.push(wa::Conversation {

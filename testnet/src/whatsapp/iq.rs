@@ -3,7 +3,7 @@
 //! (logged, so a missing answer shows up in the log rather than as a client hang).
 
 use wacore_binary::builder::NodeBuilder;
-use wacore_binary::{Jid, Node, NodeContent};
+use wacore_binary::{Jid, Node};
 use waproto::whatsapp as wa;
 
 use super::world::{World, attr, child_bytes, jid_attr, now};
@@ -361,7 +361,6 @@ pub fn key_index_list(w: &World, phone: &str) -> Option<Node> {
         details: Some(details),
         account_signature: Some(sig.to_vec()),
         account_signature_key: Some(a.adv_key.public_key.public_key_bytes().to_vec()),
-        ..Default::default()
     };
     Some(
         NodeBuilder::new("key-index-list")
@@ -495,12 +494,4 @@ fn media_conn(w: &World, node: &Node) -> Node {
                 .build(),
         ],
     )
-}
-
-/// Bytes content of a node, if any (used by callers that parse client stanzas).
-pub fn content_bytes(node: &Node) -> Option<&[u8]> {
-    match &node.content {
-        Some(NodeContent::Bytes(b)) => Some(b),
-        _ => None,
-    }
 }

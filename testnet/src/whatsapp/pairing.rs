@@ -104,7 +104,6 @@ pub fn approve(
         key_index: Some(key_index),
         account_type: Some(wa::ADVEncryptionType::E2EE),
         device_type: Some(wa::ADVEncryptionType::E2EE),
-        ..Default::default()
     };
     let details = buffa::Message::encode_to_vec(&details);
     let mut to_sign = vec![6u8, 0];
@@ -129,7 +128,6 @@ pub fn approve(
         details: Some(signed),
         hmac: Some(mac.finalize().into_bytes().to_vec()),
         account_type: Some(wa::ADVEncryptionType::E2EE),
-        ..Default::default()
     };
     let container = buffa::Message::encode_to_vec(&container);
 

@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::sync::watch;
 use wacore::store::InMemoryBackend;
 use wacore::types::events::Event;
 use whatsapp_rust::Client;
@@ -69,7 +68,6 @@ pub struct Peer {
     pub phone: String,
     pub client: Arc<Client>,
     handle: Option<BotHandle>,
-    connected: watch::Receiver<bool>,
 }
 
 impl Peer {
@@ -92,11 +90,6 @@ impl Peer {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-    }
-
-    /// Whether the client finished its start-up (the `Connected` event).
-    pub fn connected(&self) -> bool {
-        *self.connected.borrow()
     }
 
     pub fn stop(&mut self) {
@@ -131,8 +124,6 @@ pub async fn spawn(app: &super::control::App, phone: &str, name: &str) -> anyhow
     let world = app.world.clone();
     let inbox = app.inbox.clone();
     let ws_url = app.ws_url.as_str();
-    let (tx, rx) = watch::channel(false);
-    let tx = Arc::new(tx);
     let me = phone.to_owned();
     let transport =
         whatsapp_rust_tokio_transport::TokioWebSocketTransportFactory::new().with_url(ws_url);
@@ -146,10 +137,9 @@ pub async fn spawn(app: &super::control::App, phone: &str, name: &str) -> anyhow
         .on_event(move |event, _client| {
             let world = world.clone();
             let inbox = inbox.clone();
-            let tx = tx.clone();
             let me = me.clone();
             async move {
-                on_event(&world, &inbox, &tx, &me, &event);
+                on_event(&world, &inbox, &me, &event);
             }
         })
         .build()
@@ -160,17 +150,10 @@ pub async fn spawn(app: &super::control::App, phone: &str, name: &str) -> anyhow
         phone: phone.to_owned(),
         client,
         handle: Some(handle),
-        connected: rx,
     })
 }
 
-fn on_event(
-    world: &Shared,
-    inbox: &Arc<Mutex<Inbox>>,
-    tx: &watch::Sender<bool>,
-    me: &str,
-    event: &Event,
-) {
+fn on_event(world: &Shared, inbox: &Arc<Mutex<Inbox>>, me: &str, event: &Event) {
     match event {
         Event::PairingQrCode(qr) => {
             // The contact's own phone "scans" its code at once.
@@ -182,12 +165,6 @@ fn on_event(
                     }
                 }
             }
-        }
-        Event::Connected(_) => {
-            let _ = tx.send(true);
-        }
-        Event::Disconnected(_) | Event::LoggedOut(_) => {
-            let _ = tx.send(false);
         }
         Event::Messages(batch) => {
             let Ok(mut ib) = inbox.lock() else { return };

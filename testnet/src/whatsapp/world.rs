@@ -60,15 +60,6 @@ pub struct Account {
     pub lid_addressing: bool,
 }
 
-impl Account {
-    pub fn pn_jid(&self) -> Jid {
-        Jid::pn(self.phone.as_str())
-    }
-    pub fn lid_jid(&self) -> Jid {
-        Jid::lid(self.lid.as_str())
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct Group {
     pub id: String,
@@ -82,7 +73,6 @@ pub struct Group {
 /// A fresh device waiting for its QR code to be scanned or its pairing code entered.
 #[derive(Clone)]
 pub struct PendingPair {
-    pub conn: u64,
     pub refs: Vec<String>,
     pub noise_static: [u8; 32],
     pub keys: DeviceKeys,
