@@ -134,12 +134,27 @@ pub async fn spawn(app: &super::control::App, phone: &str, name: &str) -> anyhow
         .with_version((2, 3000, 1_020_000_000))
         .with_push_name(name)
         .skip_history_sync()
-        .on_event(move |event, _client| {
+        .on_event(move |event, client| {
             let world = world.clone();
             let inbox = inbox.clone();
             let me = me.clone();
             async move {
                 on_event(&world, &inbox, &me, &event);
+                if let Event::DeviceListUpdate(u) = &*event
+                    && u.user.user.as_str() == me
+                    && matches!(
+                        u.update_type,
+                        wacore::types::events::DeviceListUpdateType::Add
+                    )
+                {
+                    // As a phone does for a newly linked companion: share the app-state key,
+                    // so the companion's first start-up does not wait for it.
+                    tokio::spawn(async move {
+                        if let Err(e) = share_app_state_key(&client, &me).await {
+                            tracing::debug!(phone = me, error = %e, "app-state key share not sent");
+                        }
+                    });
+                }
             }
         })
         .build()
@@ -211,4 +226,38 @@ fn on_event(world: &Shared, inbox: &Arc<Mutex<Inbox>>, me: &str, event: &Event) 
         }
         _ => {}
     }
+}
+
+/// Sends the account's own devices an `APP_STATE_SYNC_KEY_SHARE` with a fresh key.
+async fn share_app_state_key(client: &Client, phone: &str) -> anyhow::Result<()> {
+    use waproto::whatsapp as wa;
+    let key_id: [u8; 6] = rand::random();
+    let key_data: [u8; 32] = rand::random();
+    let share = wa::message::AppStateSyncKeyShare {
+        keys: vec![wa::message::AppStateSyncKey {
+            key_id: buffa::MessageField::some(wa::message::AppStateSyncKeyId {
+                key_id: Some(key_id.to_vec()),
+            }),
+            key_data: buffa::MessageField::some(wa::message::AppStateSyncKeyData {
+                key_data: Some(key_data.to_vec()),
+                fingerprint: buffa::MessageField::some(wa::message::AppStateSyncKeyFingerprint {
+                    raw_id: Some(rand::random()),
+                    current_index: Some(0),
+                    device_indexes: vec![0],
+                }),
+                timestamp: Some(super::world::now() as i64 * 1000),
+            }),
+        }],
+    };
+    let msg = wa::Message {
+        protocol_message: buffa::MessageField::some(wa::message::ProtocolMessage {
+            r#type: Some(wa::message::protocol_message::Type::APP_STATE_SYNC_KEY_SHARE),
+            app_state_sync_key_share: buffa::MessageField::some(share),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let own: wacore_binary::Jid = format!("{phone}@s.whatsapp.net").parse()?;
+    client.send_message(own, msg).await?;
+    Ok(())
 }
