@@ -141,7 +141,7 @@ pub fn approve(
             keys,
             key_index,
             device_identity: None,
-            offline: Default::default(),
+            unacked: Default::default(),
         },
     );
     let jid = if device == 0 {
