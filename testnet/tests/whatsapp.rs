@@ -138,6 +138,14 @@ impl Device {
             h.abort();
         }
     }
+
+    /// Stops the client as a process exit would: the connection closes.
+    async fn shutdown(mut self) {
+        self.client.disconnect().await;
+        if let Some(h) = self.handle.take() {
+            h.shutdown().await;
+        }
+    }
 }
 
 impl Drop for Device {
@@ -187,7 +195,7 @@ async fn qr_linking_then_reconnect_as_the_linked_device() {
     init_logs();
     let server = WhatsAppServer::start().await.expect("simulator starts");
     let ctl = Control::new(&server);
-    let (mut dev, backend) = linked_device(&server, &ctl).await;
+    let (dev, backend) = linked_device(&server, &ctl).await;
     let jid = dev.client.pn().expect("device has its JID");
     assert_eq!(jid.to_string(), format!("{USER}:1@s.whatsapp.net"));
     // The account's phone (device 0) and the linked device, both online.
@@ -197,8 +205,7 @@ async fn qr_linking_then_reconnect_as_the_linked_device() {
     assert_eq!(devices["devices"][1]["online"], true);
 
     // A new process with the same store logs in again without linking.
-    dev.stop();
-    drop(dev);
+    dev.shutdown().await;
     let mut again = Device::start(&server, backend).await;
     again
         .next(30, |e| match e {
@@ -905,5 +912,73 @@ async fn typing_presence_offline_queue_and_unlinking() {
         .await;
     let devices = ctl.get(&format!("/control/devices?phone={USER}")).await;
     assert_eq!(devices["devices"].as_array().map(Vec::len), Some(1));
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_device_gets_what_arrived_meanwhile_and_sees_the_phones_messages() {
+    init_logs();
+    let server = WhatsAppServer::start().await.expect("simulator starts");
+    let ctl = Control::new(&server);
+    let (mut dev, backend) = linked_device(&server, &ctl).await;
+    ctl.post(
+        "/control/contacts",
+        json!({ "phone": ALICE, "name": "Alice" }),
+    )
+    .await;
+    ctl.post(
+        "/control/send",
+        json!({ "from": ALICE, "to": USER, "text": "before" }),
+    )
+    .await;
+    next_text(&mut dev, 20, "before").await;
+
+    // The process stops; Alice writes; a new process with the same store catches up.
+    dev.shutdown().await;
+    ctl.wait_for(&format!("/control/devices?phone={USER}"), 20, |v| {
+        (v["devices"][1]["online"] == false).then_some(())
+    })
+    .await;
+    ctl.post(
+        "/control/send",
+        json!({ "from": ALICE, "to": USER, "text": "meanwhile" }),
+    )
+    .await;
+    let mut dev = Device::start(&server, backend).await;
+    let (chat, _, _) = next_text(&mut dev, 30, "meanwhile").await;
+    assert_eq!(chat, format!("{ALICE}@s.whatsapp.net"));
+
+    // The user writes to Alice from the phone: the device sees it as its own message.
+    let sent = ctl
+        .post(
+            "/control/send",
+            json!({ "from": USER, "to": ALICE, "text": "from my phone" }),
+        )
+        .await;
+    let (id, from_me, chat) = dev
+        .next(20, |e| match e {
+            Event::Messages(b) => b.messages.iter().find_map(|m| {
+                (text_of(m).as_deref() == Some("from my phone")).then(|| {
+                    (
+                        m.info.id.to_string(),
+                        m.info.source.is_from_me,
+                        m.info.source.chat.to_string(),
+                    )
+                })
+            }),
+            _ => None,
+        })
+        .await;
+    assert_eq!(id, sent["id"].as_str().expect("id"));
+    assert!(from_me);
+    assert_eq!(chat, format!("{ALICE}@s.whatsapp.net"));
+    ctl.wait_for(&format!("/control/received?to={ALICE}"), 20, |v| {
+        v["messages"]
+            .as_array()?
+            .iter()
+            .find(|m| m["text"] == "from my phone")
+            .cloned()
+    })
+    .await;
     server.shutdown().await;
 }

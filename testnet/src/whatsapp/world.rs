@@ -267,24 +267,39 @@ impl World {
         }
     }
 
-    /// The device acked a stanza (`<ack class id to>`, `to` being the stanza's `from`).
+    /// The device acked a stanza (`<ack class id to [type]>`, `to` being the stanza's `from`,
+    /// in either its phone-number or its LID form).
     pub fn acked(&mut self, conn: u64, ack: &Node) {
         let Some((phone, device)) = self.login_of(conn) else {
             return;
         };
-        let (Some(id), to) = (attr(ack, "id"), attr(ack, "to")) else {
+        let Some(id) = attr(ack, "id") else {
             return;
         };
         let class = attr(ack, "class");
+        let typ = attr(ack, "type");
+        let who = |w: &World, n: &Node, key: &str| {
+            jid_attr(n, key).map(|j| w.phone_of(&j).unwrap_or_else(|| j.user.to_string()))
+        };
+        let to = who(self, ack, "to");
+        let senders: Vec<Option<String>> = self
+            .accounts
+            .get(&phone)
+            .and_then(|a| a.devices.get(&device))
+            .map(|d| d.unacked.iter().map(|n| who(self, n, "from")).collect())
+            .unwrap_or_default();
         if let Some(d) = self
             .accounts
             .get_mut(&phone)
             .and_then(|a| a.devices.get_mut(&device))
         {
+            let mut senders = senders.into_iter();
             d.unacked.retain(|n| {
+                let from = senders.next().flatten();
                 let same = attr(n, "id").as_deref() == Some(id.as_str())
-                    && (to.is_none() || attr(n, "from") == to)
-                    && class.as_deref().is_none_or(|c| c == n.tag);
+                    && class.as_deref().is_none_or(|c| c == n.tag)
+                    && (to.is_none() || from == to)
+                    && (n.tag != "receipt" || attr(n, "type") == typ);
                 !same
             });
         }
