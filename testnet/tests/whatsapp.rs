@@ -214,6 +214,22 @@ async fn qr_linking_then_reconnect_as_the_linked_device() {
             _ => None,
         })
         .await;
+
+    // Logging out from the device unlinks it, answered at once (the client would give up after
+    // its 3 s timeout otherwise): only the phone remains.
+    let started = std::time::Instant::now();
+    again.client.logout().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "logout took {:?}",
+        started.elapsed()
+    );
+    let devices = ctl.get(&format!("/control/devices?phone={USER}")).await;
+    assert_eq!(
+        devices["devices"].as_array().map(Vec::len),
+        Some(1),
+        "{devices}"
+    );
     server.shutdown().await;
 }
 

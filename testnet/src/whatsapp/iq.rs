@@ -117,8 +117,15 @@ pub fn handle(w: &mut World, conn: u64, node: Node) {
         ),
         ("w:g2", _) => super::groups::handle_iq(w, &phone, &node),
         ("md", "remove-companion-device") => {
-            super::control::unlink_device(w, &phone, device);
-            World::iq_result(&node, vec![])
+            // The device logs itself out: answer first, then unlink (which closes the socket).
+            let removed = node
+                .get_optional_child("remove-companion-device")
+                .and_then(|r| jid_attr(r, "jid"))
+                .filter(|j| w.phone_of(j).as_deref() == Some(phone.as_str()))
+                .map_or(device, |j| j.device);
+            w.send(conn, World::iq_result(&node, vec![]));
+            super::control::unlink_device(w, &phone, removed);
+            return;
         }
         _ => {
             tracing::debug!(conn, xmlns, first, "iq answered with an empty result");
