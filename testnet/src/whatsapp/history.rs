@@ -13,7 +13,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use waproto::whatsapp as wa;
 
-use super::control::{App, peer_client};
+use super::act::peer_client;
+use super::control::App;
 use super::world::{normalize_phone, now};
 
 #[derive(Deserialize)]
