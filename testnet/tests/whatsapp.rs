@@ -538,6 +538,12 @@ async fn history_sync_after_linking() {
             ("an old answer".to_owned(), true)
         ]
     );
+    let alice_name = history
+        .pushnames
+        .iter()
+        .find(|p| p.id.as_deref() == Some(format!("{ALICE}@s.whatsapp.net").as_str()))
+        .and_then(|p| p.pushname.clone());
+    assert_eq!(alice_name.as_deref(), Some("Alice"));
     server.shutdown().await;
 }
 

@@ -114,9 +114,38 @@ pub async fn push(State(app): State<App>, Json(req): Json<HistoryReq>) -> Reply 
             ..Default::default()
         });
     }
+    // The push names of every known account in these chats, as the phone includes them.
+    let pushnames: Vec<wa::Pushname> = {
+        let w = app.world.lock().map_err(|_| bad("world lock poisoned"))?;
+        let mut people: Vec<String> = conversations
+            .iter()
+            .flat_map(|c| {
+                std::iter::once(c.id.clone()).chain(c.messages.iter().filter_map(|m| {
+                    m.message
+                        .as_option()
+                        .and_then(|i| i.key.as_option())
+                        .and_then(|k| k.participant.clone())
+                }))
+            })
+            .collect();
+        people.sort();
+        people.dedup();
+        people
+            .into_iter()
+            .filter_map(|j| {
+                let jid: wacore_binary::Jid = j.parse().ok()?;
+                let a = w.account_of(&jid)?;
+                Some(wa::Pushname {
+                    id: Some(j),
+                    pushname: Some(a.name.clone()),
+                })
+            })
+            .collect()
+    };
     let history = wa::HistorySync {
         sync_type: wa::history_sync::HistorySyncType::INITIAL_BOOTSTRAP,
         conversations,
+        pushnames,
         progress: Some(100),
         chunk_order: Some(1),
         ..Default::default()
