@@ -1004,3 +1004,58 @@ async fn a_restarted_device_gets_what_arrived_meanwhile_and_sees_the_phones_mess
     .await;
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lost_session_recovers_through_a_retry_receipt() {
+    use wacore::store::traits::SignalStore as _;
+    init_logs();
+    let server = WhatsAppServer::start().await.expect("simulator starts");
+    let ctl = Control::new(&server);
+    let (mut dev, backend) = linked_device(&server, &ctl).await;
+    ctl.post(
+        "/control/contacts",
+        json!({ "phone": ALICE, "name": "Alice", "lid": "211111111111112" }),
+    )
+    .await;
+    ctl.post(
+        "/control/send",
+        json!({ "from": ALICE, "to": USER, "text": "one" }),
+    )
+    .await;
+    next_text(&mut dev, 20, "one").await;
+
+    // The device forgets its session with Alice (as after restoring an old backup).
+    dev.shutdown().await;
+    for address in [
+        format!("{ALICE}@c.us.0"),
+        format!("{ALICE}@s.whatsapp.net.0"),
+        "211111111111112@lid.0".to_owned(),
+    ] {
+        backend
+            .delete_session(&address)
+            .await
+            .expect("delete session");
+    }
+    let mut dev = Device::start(&server, backend).await;
+    dev.next(20, |e| matches!(e, Event::Connected(_)).then_some(()))
+        .await;
+
+    // Alice's next message cannot be decrypted; the device asks for it again (retry receipt,
+    // routed to Alice's client), Alice re-sends it in a fresh session, and it arrives.
+    ctl.post(
+        "/control/send",
+        json!({ "from": ALICE, "to": USER, "text": "two" }),
+    )
+    .await;
+    next_text(&mut dev, 30, "two").await;
+    let stanzas = ctl
+        .get(&format!("/control/stanzas?from={USER}&tag=receipt"))
+        .await;
+    assert!(
+        stanzas["stanzas"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|r| r["type"] == "retry")),
+        "the device sent a retry receipt: {stanzas}"
+    );
+    server.shutdown().await;
+}

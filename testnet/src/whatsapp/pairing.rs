@@ -179,7 +179,6 @@ pub fn approve(
     if let Some(c) = world.conns.get_mut(&conn) {
         c.paired = Some((phone.to_owned(), device));
     }
-    notify_devices(world, phone, device, key_index, true);
     tracing::info!(device = %jid, "companion linked");
     Ok(jid)
 }
@@ -206,7 +205,8 @@ pub fn scan_as(
     approve(world, conn, phone, qr.identity, qr.adv_secret, device)
 }
 
-/// Stores what the client's `pair-device-sign` answer carries (its counter-signed identity).
+/// Stores what the client's `pair-device-sign` answer carries (its counter-signed identity) and
+/// announces the new device.
 pub fn store_device_sign(world: &mut World, phone: &str, device: u16, node: &Node) {
     let Some(identity) = node
         .get_optional_child_by_tag(&["pair-device-sign", "device-identity"])
@@ -217,13 +217,18 @@ pub fn store_device_sign(world: &mut World, phone: &str, device: u16, node: &Nod
     else {
         return;
     };
-    if let Some(d) = world
+    let Some(d) = world
         .accounts
         .get_mut(phone)
         .and_then(|a| a.devices.get_mut(&device))
-    {
-        d.device_identity = Some(identity);
-    }
+    else {
+        return;
+    };
+    d.device_identity = Some(identity);
+    let key_index = d.key_index;
+    // Only now is the device complete (its bundle carries the counter-signed identity): the
+    // account's other devices and contacts learn about it, as from WhatsApp after linking.
+    notify_devices(world, phone, device, key_index, true);
 }
 
 /// Tells every device that a device of `phone` was added or removed
