@@ -12,6 +12,7 @@
 //! against `testnet telegram`.
 
 pub mod entities;
+pub mod forum;
 pub mod ids;
 pub mod login;
 pub mod media;
@@ -55,6 +56,8 @@ pub struct TelegramConfig {
     pub system_version: String,
     pub app_version: String,
     pub lang_code: String,
+    /// Members put into a new group room up front (0: all); see `networks.telegram`.
+    pub max_initial_members: usize,
 }
 
 impl std::fmt::Debug for TelegramConfig {
@@ -86,6 +89,7 @@ impl TelegramConfig {
             system_version: config.system_version.clone(),
             app_version: config.app_version.clone(),
             lang_code: config.lang_code.clone(),
+            max_initial_members: config.max_initial_members,
         }
     }
 
