@@ -12,7 +12,7 @@ use grammers_client::media::{Downloadable, Media as TgMedia};
 use grammers_client::tl::{self, Deserializable as _, Serializable as _};
 
 use super::entities::from_telegram;
-use crate::network::{Media, MediaKind, MessageContent, NetworkError};
+use crate::network::{ChatId, Media, MediaKind, MessageContent, NetworkError};
 
 /// An `InputFileLocation` stored in a media id.
 pub struct Location(pub tl::enums::InputFileLocation);
@@ -37,9 +37,18 @@ pub fn encode_location(loc: &tl::enums::InputFileLocation, size: Option<u64>) ->
     out
 }
 
+/// The message a media id was taken from (`…@<chat>:<message id>`), so that an expired file
+/// reference can be refreshed by fetching the message again.
+pub fn origin_of(id: &str) -> Option<(ChatId, i32)> {
+    let (_, origin) = id.split_once('@')?;
+    let (chat, message) = origin.rsplit_once(':')?;
+    Some((ChatId::new(chat), message.parse().ok()?))
+}
+
 /// The location in a media id, and the file's exact size when the id carries it.
 pub fn decode_location(id: &str) -> Result<(Location, Option<u64>), NetworkError> {
     let bad = || NetworkError::Rejected(format!("{id} is not a Telegram media id"));
+    let id = id.split_once('@').map_or(id, |(location, _)| location);
     let rest = id.strip_prefix("tl:").ok_or_else(bad)?;
     let (size, hex) = match rest.split_once(':') {
         Some((size, hex)) => (Some(size.parse::<u64>().map_err(|_| bad())?), hex),
@@ -143,8 +152,19 @@ fn kind_of(doc: &grammers_client::media::Document, mime: &str, info: &DocInfo) -
     }
 }
 
-/// The neutral content of a Telegram message: text, or media with the text as caption.
+/// The neutral content of a Telegram message: text, or media with the text as caption. Media
+/// ids name the message they came from (see [`origin_of`]).
 pub fn content_of(message: &grammers_client::message::Message) -> MessageContent {
+    let mut content = content_without_origin(message);
+    if let (MessageContent::Media { media, .. }, Some(chat)) =
+        (&mut content, super::ids::chat_id(message.peer_id()))
+    {
+        media.id = format!("{}@{chat}:{}", media.id, message.id());
+    }
+    content
+}
+
+fn content_without_origin(message: &grammers_client::message::Message) -> MessageContent {
     let entities = message
         .fmt_entities()
         .map(Vec::as_slice)
@@ -508,6 +528,11 @@ mod tests {
         let (Location(again), size) = decode_location(&sized).expect("decodes");
         assert_eq!((size, again.to_bytes()), (Some(700_000), loc.to_bytes()));
         assert_eq!(back, loc);
+        let with_origin = format!("{sized}@c77:12");
+        let (Location(again), size) = decode_location(&with_origin).expect("decodes");
+        assert_eq!((size, again), (Some(700_000), loc));
+        assert_eq!(origin_of(&with_origin), Some((ChatId::new("c77"), 12)));
+        assert_eq!(origin_of(&sized), None);
         for bad in ["", "tl:", "tl:zz", "tl:abc", "doc:1", "tl:00000000"] {
             assert!(decode_location(bad).is_err(), "{bad}");
         }

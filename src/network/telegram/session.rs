@@ -154,6 +154,25 @@ impl TelegramSession {
 }
 
 impl TelegramSession {
+    /// A fresh file location for media id `id`, from its message fetched again.
+    async fn refreshed_location(&self, id: &str) -> Result<super::media::Location, NetworkError> {
+        let stale = || NetworkError::Rejected("the Telegram file reference expired".into());
+        let (chat, message) = super::media::origin_of(id).ok_or_else(stale)?;
+        let (client, peer) = self.peer(&chat).await?;
+        let fetched = client
+            .get_messages_by_id(peer, &[message])
+            .await
+            .map_err(map_err)?
+            .into_iter()
+            .flatten()
+            .next()
+            .ok_or_else(|| NetworkError::Rejected("the Telegram message is gone".into()))?;
+        match content_of(&fetched) {
+            MessageContent::Media { media, .. } => Ok(decode_location(&media.id)?.0),
+            _ => Err(stale()),
+        }
+    }
+
     /// A forum topic's title (the General topic has a fixed one).
     async fn topic_name(
         &self,
@@ -909,9 +928,20 @@ impl Session for TelegramSession {
         let (client, _) = self.client()?;
         let (location, size) = decode_location(id)?;
         let mut iter = client.iter_download(&location);
+        // Telegram's file references expire: then the message is fetched again for a fresh
+        // one and the download retried, once.
+        let first = match iter.next().await {
+            Err(InvocationError::Rpc(rpc)) if rpc.name == "FILE_REFERENCE_EXPIRED" => {
+                tracing::info!("Telegram file reference expired; refetching its message");
+                let fresh = self.refreshed_location(id).await?;
+                iter = client.iter_download(&fresh);
+                iter.next().await.map_err(map_err)?
+            }
+            other => other.map_err(map_err)?,
+        };
         if size.is_none() {
             // Photos: no exact size to announce, so the (small) file is read whole first.
-            let mut data = Vec::new();
+            let mut data = first.unwrap_or_default();
             while let Some(chunk) = iter.next().await.map_err(map_err)? {
                 data.extend_from_slice(&chunk);
                 if data.len() > MAX_BUFFERED_UPLOAD {
@@ -929,6 +959,7 @@ impl Session for TelegramSession {
                 })),
             });
         }
+        let head = futures_util::stream::iter(first.map(|chunk| Ok(bytes::Bytes::from(chunk))));
         let body = futures_util::stream::unfold(Some(iter), |state| async move {
             let mut iter = state?;
             match iter.next().await {
@@ -940,7 +971,7 @@ impl Session for TelegramSession {
         Ok(MediaStream {
             content_type: "application/octet-stream".into(),
             size,
-            body: Box::pin(body),
+            body: Box::pin(futures_util::StreamExt::chain(head, body)),
         })
     }
 

@@ -203,6 +203,13 @@ pub struct FileRec {
     pub bytes: Vec<u8>,
     pub mime_type: String,
     pub name: String,
+    /// The current file reference; an older one gets `FILE_REFERENCE_EXPIRED`, as on Telegram
+    /// once a reference has aged (`POST /control/expire_file_references`).
+    pub reference: Vec<u8>,
+    /// A still thumbnail (size type "m"), served for `thumb_size = "m"`.
+    pub thumb: Option<Vec<u8>>,
+    /// Document attributes beyond the file name (voice, video, sticker, animated, ...).
+    pub attributes: Vec<grammers_tl_types::enums::DocumentAttribute>,
 }
 
 #[derive(Debug)]
@@ -224,6 +231,9 @@ pub struct SentRecord {
     pub top_id: Option<i32>,
     pub entities: Vec<String>,
     pub media: Option<String>,
+    /// What the media says beyond its kind: `voice:7s`, `audio:7s`, `video:2s:320x240`,
+    /// `animated`, `sticker`, `geo:51.5,-0.12`, `contact:+44…`.
+    pub details: Vec<String>,
     pub reaction: Option<String>,
     pub date: i32,
 }
@@ -1291,9 +1301,22 @@ impl World {
                 bytes,
                 mime_type,
                 name,
+                reference: vec![1],
+                thumb: None,
+                attributes: Vec::new(),
             },
         );
         id
+    }
+
+    /// Makes every file reference handed out so far stale (`FILE_REFERENCE_EXPIRED` on
+    /// download); messages fetched again carry the new one. Returns how many files changed.
+    pub fn expire_file_references(&mut self) -> usize {
+        for file in self.files.values_mut() {
+            let next = file.reference.first().copied().unwrap_or(0).wrapping_add(1);
+            file.reference = vec![next];
+        }
+        self.files.len()
     }
 
     /// Records what an account sent through MTProto, for the control API.

@@ -6,7 +6,7 @@
 
 mod auth;
 mod chats;
-mod messages;
+pub(super) mod messages;
 mod updates;
 
 pub use auth::accept_login_token;
