@@ -64,6 +64,17 @@ async fn wait_sent(
 /// Starts ferry with Telegram enabled against `tg`, with a fresh auth key shared with it.
 /// (The key belongs to one authorization, so one ferry process serves one Telegram login here.)
 async fn start_ferry(slot: &Slot, backend: Backend, sim: &Sim, tg: &TelegramServer) -> Ferry {
+    start_ferry_with(slot, backend, sim, tg, "").await
+}
+
+/// [`start_ferry`] with extra `networks.telegram` lines (each indented by four spaces).
+async fn start_ferry_with(
+    slot: &Slot,
+    backend: Backend,
+    sim: &Sim,
+    tg: &TelegramServer,
+    extra: &str,
+) -> Ferry {
     let mut key = [0u8; 256];
     rand::rng().fill_bytes(&mut key);
     tg.add_auth_key(key);
@@ -71,7 +82,7 @@ async fn start_ferry(slot: &Slot, backend: Backend, sim: &Sim, tg: &TelegramServ
     ferry.kill();
     let config = std::fs::read_to_string(&ferry.config_path).expect("config");
     let telegram = format!(
-        "  telegram:\n    enabled: true\n    api_id: 611\n    api_hash: \"0123456789abcdef0123456789abcdef\"\n    ghost_prefix: {}telegram_\n    dc_address: \"{}\"\n    dc_auth_key: \"{}\"\nmetrics:\n",
+        "  telegram:\n    enabled: true\n    api_id: 611\n    api_hash: \"0123456789abcdef0123456789abcdef\"\n    ghost_prefix: {}telegram_\n    dc_address: \"{}\"\n    dc_auth_key: \"{}\"\n{extra}metrics:\n",
         slot.prefix,
         tg.mtproto_addr(),
         hex::encode(key)
@@ -751,3 +762,288 @@ async fn groups_members_and_power_levels(backend: Backend) {
 }
 
 both_backends!(groups_members_and_power_levels);
+
+/// The state event `kind`/`key` of `room`, or `Null` when it is not set.
+async fn state_of(user: &User, room: &str, kind: &str, key: &str) -> Value {
+    let response = http()
+        .get(format!(
+            "{}/_matrix/client/v3/rooms/{}/state/{kind}/{}",
+            user.hs(),
+            crate::common::enc(room),
+            crate::common::enc(key)
+        ))
+        .bearer_auth(user.token())
+        .send()
+        .await
+        .expect("state request");
+    if response.status().is_success() {
+        response.json().await.unwrap_or(Value::Null)
+    } else {
+        Value::Null
+    }
+}
+
+/// Waits until the user is in a room named `name` (other than `except`); returns it.
+async fn wait_room_named(user: &User, name: &str, except: &str) -> String {
+    crate::common::poll(
+        &format!("a room named {name}"),
+        async || {
+            user.accept_invites().await;
+            for room in user.joined_rooms().await {
+                if room != except && user.room_name(&room).await.as_deref() == Some(name) {
+                    return json!(room);
+                }
+            }
+            Value::Null
+        },
+        |v| v.is_string(),
+    )
+    .await
+    .as_str()
+    .expect("room id")
+    .to_owned()
+}
+
+async fn forum_topics_as_a_space(backend: Backend) {
+    let slot = Slot::claim();
+    let sim = Sim::start().await;
+    let tg = TelegramServer::start().await.expect("telegram simulator");
+    let (ada, bob) = ada_and_bob(&tg, json!({})).await;
+    let _ferry = start_ferry(&slot, backend, &sim, &tg).await;
+    let bot = slot.bot();
+    let user = User::register("tgforum").await;
+    let room = login_by_phone(&user, &bot, "+447700900123").await;
+    let ghost = |id: i64| format!("@{}telegram_{id}:localhost", slot.prefix);
+
+    // A forum: a space, with one room per topic (General included).
+    let forum = post(
+        &tg,
+        "/control/channels",
+        json!({"creator": bob, "title": "Lounge", "forum": true, "members": [ada]}),
+    )
+    .await["id"]
+        .as_i64()
+        .expect("forum");
+    let peer = json!({"type": "channel", "id": forum});
+    let cats = post(
+        &tg,
+        "/control/topics",
+        json!({"channel": forum, "from": bob, "title": "Cats"}),
+    )
+    .await["id"]
+        .as_i64()
+        .expect("topic");
+    let meow = post(
+        &tg,
+        "/control/send",
+        json!({"from": bob, "peer": peer, "text": "meow", "top_id": cats}),
+    )
+    .await;
+    post(
+        &tg,
+        "/control/send",
+        json!({"from": bob, "peer": peer, "text": "hello all"}),
+    )
+    .await;
+    let space = wait_room_named(&user, "Lounge", &room).await;
+    let cats_room = wait_room_named(&user, "Cats", &room).await;
+    let general = wait_room_named(&user, "General", &room).await;
+    let create = state_of(&user, &space, "m.room.create", "").await;
+    assert_eq!(create["type"], "m.space", "{create}");
+    let meow_event = user
+        .wait_event(&cats_room, "meow in the topic's room", |e| {
+            e["content"]["body"] == "meow"
+        })
+        .await;
+    assert_eq!(meow_event["sender"], ghost(bob));
+    user.wait_message(&general, "the General topic's message", |s, b| {
+        s == ghost(bob) && b == "hello all"
+    })
+    .await;
+    assert_eq!(
+        count_body(&user, &general, "meow").await,
+        0,
+        "a topic's message stays in its room"
+    );
+    // The space lists both topic rooms; each names the space as its parent.
+    for child in [&cats_room, &general] {
+        let link = crate::common::poll(
+            "the space's child link",
+            async || state_of(&user, &space, "m.space.child", child).await,
+            |v| v["via"].is_array(),
+        )
+        .await;
+        assert_eq!(link["via"], json!(["localhost"]));
+        let parent = state_of(&user, child, "m.space.parent", &space).await;
+        assert_eq!(parent["canonical"], true, "{parent}");
+    }
+
+    // Matrix -> the topic: a message and a reply both land in "Cats" on Telegram.
+    user.send_text(&cats_room, "purr").await;
+    let purr = wait_sent(&tg, ada, "the message in the topic", |r| {
+        r["kind"] == "message" && r["text"] == "purr"
+    })
+    .await;
+    assert_eq!(purr["peer"], peer);
+    assert_eq!(purr["top_id"], cats);
+    assert_eq!(purr["reply_to"], Value::Null, "not a reply: {purr}");
+    let meow_id = meow_event["event_id"].as_str().expect("id").to_owned();
+    user.send_event(
+        &cats_room,
+        "m.room.message",
+        json!({"msgtype": "m.text", "body": "good cat",
+               "m.relates_to": {"m.in_reply_to": {"event_id": meow_id}}}),
+    )
+    .await;
+    let reply = wait_sent(&tg, ada, "the reply in the topic", |r| {
+        r["kind"] == "message" && r["text"] == "good cat"
+    })
+    .await;
+    assert_eq!(reply["top_id"], cats);
+    assert_eq!(reply["reply_to"], meow["id"]);
+    // From General: no topic.
+    user.send_text(&general, "hi general").await;
+    let hi = wait_sent(&tg, ada, "the message in General", |r| {
+        r["text"] == "hi general"
+    })
+    .await;
+    assert_eq!(hi["top_id"], Value::Null);
+
+    // A new topic appears as a new room in the space, with its messages.
+    let dogs = post(
+        &tg,
+        "/control/topics",
+        json!({"channel": forum, "from": bob, "title": "Dogs"}),
+    )
+    .await["id"]
+        .as_i64()
+        .expect("topic");
+    post(
+        &tg,
+        "/control/send",
+        json!({"from": bob, "peer": peer, "text": "woof", "top_id": dogs}),
+    )
+    .await;
+    let dogs_room = wait_room_named(&user, "Dogs", &room).await;
+    user.wait_message(&dogs_room, "woof in the new topic", |_, b| b == "woof")
+        .await;
+    crate::common::poll(
+        "the new topic in the space",
+        async || state_of(&user, &space, "m.space.child", &dogs_room).await,
+        |v| v["via"].is_array(),
+    )
+    .await;
+    // A delete in a topic reaches that topic's room.
+    post(
+        &tg,
+        "/control/delete",
+        json!({"from": bob, "peer": peer, "ids": [meow["id"]]}),
+    )
+    .await;
+    user.wait_event(&cats_room, "the delete in the topic", |e| {
+        e["event_id"] == meow_id.as_str() && e["unsigned"]["redacted_because"].is_object()
+    })
+    .await;
+}
+
+both_backends!(forum_topics_as_a_space);
+
+/// Sends a text as `user` without expecting success; returns the HTTP status.
+async fn try_send_text(user: &User, room: &str, body: &str) -> u16 {
+    let response = http()
+        .put(format!(
+            "{}/_matrix/client/v3/rooms/{}/send/m.room.message/t{}",
+            user.hs(),
+            crate::common::enc(room),
+            rand::random::<u64>()
+        ))
+        .bearer_auth(user.token())
+        .json(&json!({"msgtype": "m.text", "body": body}))
+        .send()
+        .await
+        .expect("send request");
+    response.status().as_u16()
+}
+
+async fn channels_are_read_only(backend: Backend) {
+    let slot = Slot::claim();
+    let sim = Sim::start().await;
+    let tg = TelegramServer::start().await.expect("telegram simulator");
+    let (ada, bob) = ada_and_bob(&tg, json!({})).await;
+    let _ferry = start_ferry(&slot, backend, &sim, &tg).await;
+    let bot = slot.bot();
+    let user = User::register("tgchan").await;
+    let room = login_by_phone(&user, &bot, "+447700900123").await;
+    let ghost = |id: i64| format!("@{}telegram_{id}:localhost", slot.prefix);
+
+    // A channel Ada only reads: its posts come from the channel; she cannot post.
+    let news = post(
+        &tg,
+        "/control/channels",
+        json!({"creator": bob, "title": "News", "broadcast": true, "members": [ada]}),
+    )
+    .await["id"]
+        .as_i64()
+        .expect("channel");
+    post(
+        &tg,
+        "/control/send",
+        json!({"from": bob, "peer": {"type": "channel", "id": news}, "text": "breaking"}),
+    )
+    .await;
+    let news_room = wait_room_named(&user, "News", &room).await;
+    user.wait_message(&news_room, "the channel post", |s, b| {
+        s == ghost(news) && b == "breaking"
+    })
+    .await;
+    let levels = state_of(&user, &news_room, "m.room.power_levels", "").await;
+    assert_eq!(levels["events_default"], 50, "{levels}");
+    assert_eq!(levels["users"][ghost(news).as_str()], 50, "{levels}");
+    assert!(
+        levels["users"][user.user_id.as_str()].as_i64().unwrap_or(0) < 50,
+        "a reader has no posting level: {levels}"
+    );
+    assert_eq!(
+        try_send_text(&user, &news_room, "can I post?").await,
+        403,
+        "a reader cannot post"
+    );
+
+    // A channel Ada administers: she posts from Matrix, as the channel.
+    let own = post(
+        &tg,
+        "/control/channels",
+        json!({"creator": bob, "title": "Ada's corner", "broadcast": true,
+               "members": [ada], "admins": [ada]}),
+    )
+    .await["id"]
+        .as_i64()
+        .expect("channel");
+    post(
+        &tg,
+        "/control/send",
+        json!({"from": bob, "peer": {"type": "channel", "id": own}, "text": "welcome"}),
+    )
+    .await;
+    let own_room = wait_room_named(&user, "Ada's corner", &room).await;
+    user.wait_message(&own_room, "the welcome post", |_, b| b == "welcome")
+        .await;
+    let levels = state_of(&user, &own_room, "m.room.power_levels", "").await;
+    assert_eq!(levels["users"][user.user_id.as_str()], 50, "{levels}");
+    user.send_text(&own_room, "admin post").await;
+    let sent = wait_sent(&tg, ada, "the admin's post", |r| {
+        r["kind"] == "message" && r["text"] == "admin post"
+    })
+    .await;
+    assert_eq!(sent["peer"], json!({"type": "channel", "id": own}));
+    assert_eq!(
+        sent_by(&tg, ada)
+            .await
+            .iter()
+            .filter(|r| r["text"] == "can I post?")
+            .count(),
+        0
+    );
+}
+
+both_backends!(channels_are_read_only);

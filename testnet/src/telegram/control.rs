@@ -847,7 +847,21 @@ async fn drop_connections(State(s): State<Shared>, Json(req): Json<DropReq>) -> 
     Ok(Json(json!({ "dropped": n })))
 }
 
-async fn expire_file_references(State(s): State<Shared>) -> Reply {
-    let n = world(&s)?.expire_file_references();
+#[derive(Deserialize, Default)]
+struct ExpireReq {
+    /// Expire at the next download instead of now (the reference ages after the message
+    /// arrived, before it is downloaded).
+    #[serde(default)]
+    on_next_download: bool,
+}
+
+async fn expire_file_references(State(s): State<Shared>, body: Option<Json<ExpireReq>>) -> Reply {
+    let req = body.map(|Json(b)| b).unwrap_or_default();
+    let mut w = world(&s)?;
+    if req.on_next_download {
+        w.expire_on_download = true;
+        return Ok(Json(json!({ "files": 0 })));
+    }
+    let n = w.expire_file_references();
     Ok(Json(json!({ "files": n })))
 }

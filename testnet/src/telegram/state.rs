@@ -261,6 +261,9 @@ pub struct World {
     pub next_channel: i64,
     pub next_link: u64,
     pub next_file: i64,
+    /// The next download of a file with its current reference finds it expired (and renewed):
+    /// the reference aged between the message's arrival and its download.
+    pub expire_on_download: bool,
 }
 
 /// Access hashes are a pure function of the id (Telegram's differ per viewer; tests need not care).
@@ -319,6 +322,7 @@ impl World {
             next_user: 7_000_000_000,
             next_chat: 4_000,
             next_channel: 1_900_000_000,
+            expire_on_download: false,
             next_link: 1,
             next_file: 5_000_000_000,
         }
@@ -1312,6 +1316,7 @@ impl World {
     /// Makes every file reference handed out so far stale (`FILE_REFERENCE_EXPIRED` on
     /// download); messages fetched again carry the new one. Returns how many files changed.
     pub fn expire_file_references(&mut self) -> usize {
+        self.expire_on_download = false;
         for file in self.files.values_mut() {
             let next = file.reference.first().copied().unwrap_or(0).wrapping_add(1);
             file.reference = vec![next];

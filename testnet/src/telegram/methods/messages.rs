@@ -718,7 +718,7 @@ pub fn save_part(
     Ok(true.to_bytes())
 }
 
-pub fn get_file(w: &World, req: f::upload::GetFile) -> Result<Vec<u8>, RpcErr> {
+pub fn get_file(w: &mut World, req: f::upload::GetFile) -> Result<Vec<u8>, RpcErr> {
     let (id, hash, reference, thumb) = match &req.location {
         enums::InputFileLocation::InputDocumentFileLocation(x) => (
             x.id,
@@ -739,6 +739,13 @@ pub fn get_file(w: &World, req: f::upload::GetFile) -> Result<Vec<u8>, RpcErr> {
     if *reference != file.reference {
         return Err(RpcErr::bad("FILE_REFERENCE_EXPIRED"));
     }
+    if w.expire_on_download {
+        w.expire_file_references();
+        return Err(RpcErr::bad("FILE_REFERENCE_EXPIRED"));
+    }
+    let Some(file) = w.files.get(&id) else {
+        return Err(RpcErr::bad("FILE_REFERENCE_INVALID"));
+    };
     let bytes = if thumb {
         file.thumb
             .as_ref()
