@@ -1047,3 +1047,149 @@ async fn channels_are_read_only(backend: Backend) {
 }
 
 both_backends!(channels_are_read_only);
+
+async fn edits_deletes_replies_and_presence(backend: Backend) {
+    let slot = Slot::claim();
+    let sim = Sim::start().await;
+    let tg = TelegramServer::start().await.expect("telegram simulator");
+    let (ada, bob) = ada_and_bob(&tg, json!({})).await;
+    let _ferry = start_ferry(&slot, backend, &sim, &tg).await;
+    let bot = slot.bot();
+    let user = User::register("tgedit").await;
+    let room = login_by_phone(&user, &bot, "+447700900123").await;
+    let ghost_bob = format!("@{}telegram_{bob}:localhost", slot.prefix);
+    let to_ada = json!({"type": "user", "id": ada});
+    let first = post(
+        &tg,
+        "/control/send",
+        json!({"from": bob, "peer": to_ada, "text": "first"}),
+    )
+    .await;
+    let portal = user.wait_portals(1, &room).await[0].clone();
+    let first_event = user
+        .wait_event(&portal, "bob's first message", |e| {
+            e["content"]["body"] == "first"
+        })
+        .await["event_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+
+    // Matrix -> Telegram: an edit, then a delete, of our own message.
+    let mine = user.send_text(&portal, "mine").await;
+    let mine_tg = wait_sent(&tg, ada, "our message on Telegram", |r| {
+        r["kind"] == "message" && r["text"] == "mine"
+    })
+    .await;
+    user.send_event(
+        &portal,
+        "m.room.message",
+        json!({"msgtype": "m.text", "body": "* mine, edited",
+               "m.new_content": {"msgtype": "m.text", "body": "mine, edited"},
+               "m.relates_to": {"rel_type": "m.replace", "event_id": mine}}),
+    )
+    .await;
+    let edit = wait_sent(&tg, ada, "the edit on Telegram", |r| r["kind"] == "edit").await;
+    assert_eq!(edit["id"], mine_tg["id"]);
+    assert_eq!(edit["text"], "mine, edited");
+    // Bob sees the edited text in his copy.
+    let bob_view = control(
+        &tg,
+        Method::GET,
+        &format!("/control/messages?owner={bob}&peer_type=user&peer_id={ada}"),
+        None,
+    )
+    .await;
+    assert!(
+        bob_view.as_array().is_some_and(|m| m
+            .iter()
+            .any(|m| m["text"] == "mine, edited" && m["edited"] == true)),
+        "{bob_view}"
+    );
+    user.call(
+        Method::PUT,
+        &format!(
+            "/_matrix/client/v3/rooms/{}/redact/{}/r{}",
+            crate::common::enc(&portal),
+            crate::common::enc(&mine),
+            rand::random::<u32>()
+        ),
+        Some(json!({})),
+    )
+    .await;
+    let delete = wait_sent(&tg, ada, "the delete on Telegram", |r| {
+        r["kind"] == "delete"
+    })
+    .await;
+    assert_eq!(delete["id"], mine_tg["id"]);
+    crate::common::poll(
+        "the message gone from bob's chat",
+        async || {
+            control(
+                &tg,
+                Method::GET,
+                &format!("/control/messages?owner={bob}&peer_type=user&peer_id={ada}"),
+                None,
+            )
+            .await
+        },
+        |v| {
+            v.as_array()
+                .is_some_and(|m| !m.iter().any(|m| m["text"] == "mine, edited"))
+        },
+    )
+    .await;
+
+    // Telegram -> Matrix: Bob replies to his first message; the reply relation points at it.
+    post(
+        &tg,
+        "/control/send",
+        json!({"from": bob, "peer": to_ada, "text": "replying", "reply_to": first["id"]}),
+    )
+    .await;
+    let reply = user
+        .wait_event(&portal, "bob's reply", |e| {
+            e["content"]["body"] == "replying"
+        })
+        .await;
+    assert_eq!(
+        reply["content"]["m.relates_to"]["m.in_reply_to"]["event_id"],
+        first_event.as_str(),
+        "{reply}"
+    );
+
+    // Presence: Bob's online status is his ghost's presence.
+    let presence = |expected: &'static str| {
+        let user = &user;
+        let ghost = ghost_bob.clone();
+        async move {
+            crate::common::poll(
+                &format!("bob {expected}"),
+                async || {
+                    user.call(
+                        Method::GET,
+                        &format!(
+                            "/_matrix/client/v3/presence/{}/status",
+                            crate::common::enc(&ghost)
+                        ),
+                        None,
+                    )
+                    .await
+                },
+                |p| p["presence"] == expected,
+            )
+            .await
+        }
+    };
+    post(&tg, "/control/status", json!({"user": bob, "online": true})).await;
+    presence("online").await;
+    post(
+        &tg,
+        "/control/status",
+        json!({"user": bob, "online": false}),
+    )
+    .await;
+    presence("offline").await;
+}
+
+both_backends!(edits_deletes_replies_and_presence);
