@@ -1193,3 +1193,218 @@ async fn edits_deletes_replies_and_presence(backend: Backend) {
 }
 
 both_backends!(edits_deletes_replies_and_presence);
+
+async fn media_kinds_both_ways(backend: Backend) {
+    use base64::Engine as _;
+    let b64 = |data: &[u8]| base64::engine::general_purpose::STANDARD.encode(data);
+    let slot = Slot::claim();
+    let sim = Sim::start().await;
+    let tg = TelegramServer::start().await.expect("telegram simulator");
+    let (ada, bob) = ada_and_bob(&tg, json!({})).await;
+    let _ferry = start_ferry(&slot, backend, &sim, &tg).await;
+    let bot = slot.bot();
+    let user = User::register("tgmedia").await;
+    let room = login_by_phone(&user, &bot, "+447700900123").await;
+    let to_ada = json!({"type": "user", "id": ada});
+    let send = |media: Value| {
+        let tg = &tg;
+        let to_ada = to_ada.clone();
+        async move {
+            post(
+                tg,
+                "/control/send",
+                json!({"from": bob, "peer": to_ada, "media": media}),
+            )
+            .await
+        }
+    };
+
+    // A static sticker: an m.sticker with its bytes.
+    let webp: Vec<u8> = (0..3000u32).map(|i| (i % 199) as u8).collect();
+    send(json!({"kind": "sticker", "emoji": "😀", "w": 512, "h": 512, "data": b64(&webp)})).await;
+    let portal = user.wait_portals(1, &room).await[0].clone();
+    let sticker = user
+        .wait_event(&portal, "the sticker", |e| e["type"] == "m.sticker")
+        .await;
+    assert_eq!(sticker["content"]["body"], "😀");
+    assert_eq!(sticker["content"]["info"]["mimetype"], "image/webp");
+    assert_eq!(sticker["content"]["info"]["w"], 512);
+    let url = sticker["content"]["url"].as_str().expect("url");
+    assert_eq!(user.download(url).await, webp);
+
+    // An animated (Lottie) sticker: its still thumbnail; without one, its emoji.
+    let thumb: Vec<u8> = (0..900u32).map(|i| (i % 97) as u8).collect();
+    send(
+        json!({"kind": "animated_sticker", "emoji": "🐱", "data": b64(b"lottie"),
+                "thumb": b64(&thumb)}),
+    )
+    .await;
+    let still = user
+        .wait_event(&portal, "the animated sticker's still", |e| {
+            e["type"] == "m.sticker" && e["content"]["body"] == "🐱"
+        })
+        .await;
+    let url = still["content"]["url"].as_str().expect("url");
+    assert_eq!(user.download(url).await, thumb);
+    send(json!({"kind": "animated_sticker", "emoji": "🐶", "data": b64(b"lottie")})).await;
+    user.wait_message(&portal, "the thumbnail-less sticker as text", |_, b| {
+        b == "🐶 (animated sticker)"
+    })
+    .await;
+
+    // A video sticker and a GIF: looping videos with the GIF hints.
+    send(
+        json!({"kind": "video_sticker", "emoji": "🎉", "w": 512, "h": 512, "duration": 3.0,
+                "data": b64(b"webm video")}),
+    )
+    .await;
+    let video_sticker = user
+        .wait_event(&portal, "the video sticker", |e| {
+            e["content"]["msgtype"] == "m.video" && e["content"]["info"]["mimetype"] == "video/webm"
+        })
+        .await;
+    assert_eq!(video_sticker["content"]["info"]["fi.mau.gif"], true);
+    let gif: Vec<u8> = (0..5000u32).map(|i| (i % 211) as u8).collect();
+    send(
+        json!({"kind": "gif", "name": "party.mp4", "w": 320, "h": 240, "duration": 2.5,
+                "data": b64(&gif)}),
+    )
+    .await;
+    let animation = user
+        .wait_event(&portal, "the GIF", |e| {
+            e["content"]["msgtype"] == "m.video" && e["content"]["body"] == "party.mp4"
+        })
+        .await;
+    let info = &animation["content"]["info"];
+    assert_eq!(info["fi.mau.loop"], true, "{animation}");
+    assert_eq!(info["fi.mau.autoplay"], true);
+    assert_eq!(
+        (info["w"].clone(), info["duration"].clone()),
+        (json!(320), json!(2500))
+    );
+    let url = animation["content"]["url"].as_str().expect("url");
+    assert_eq!(user.download(url).await, gif);
+
+    // A voice note: MSC3245 voice with its duration and waveform.
+    let waveform = [0xffu8, 0x00, 0x1f, 0x80, 0x7c];
+    send(
+        json!({"kind": "voice", "duration": 7.0, "waveform": b64(&waveform),
+                "data": b64(b"ogg opus")}),
+    )
+    .await;
+    let voice = user
+        .wait_event(&portal, "the voice note", |e| {
+            e["content"]["msgtype"] == "m.audio"
+        })
+        .await;
+    assert!(
+        voice["content"]["org.matrix.msc3245.voice"].is_object(),
+        "{voice}"
+    );
+    assert_eq!(voice["content"]["info"]["duration"], 7000);
+    assert_eq!(
+        voice["content"]["org.matrix.msc1767.audio"]["duration"],
+        7000
+    );
+    assert_eq!(
+        voice["content"]["org.matrix.msc1767.audio"]["waveform"]
+            .as_array()
+            .map(Vec::len),
+        Some(8),
+        "5 packed bytes hold 8 samples"
+    );
+
+    // A location, a contact and a poll.
+    send(json!({"kind": "geo", "lat": 51.5, "long": -0.12})).await;
+    let location = user
+        .wait_event(&portal, "the location", |e| {
+            e["content"]["msgtype"] == "m.location"
+        })
+        .await;
+    assert_eq!(location["content"]["geo_uri"], "geo:51.5,-0.12");
+    send(
+        json!({"kind": "contact", "first_name": "Carol", "last_name": "Jones",
+                "phone": "+441234567"}),
+    )
+    .await;
+    user.wait_message(&portal, "the contact", |_, b| {
+        b == "📇 Contact: Carol Jones (+441234567)"
+    })
+    .await;
+    send(
+        json!({"kind": "poll", "question": "Lunch?", "answers": ["Pizza", "Soup"],
+                "votes": [2, 1]}),
+    )
+    .await;
+    user.wait_message(&portal, "the poll", |_, b| {
+        b == "📊 Poll: Lunch?\n1. Pizza — 2 votes\n2. Soup — 1 vote"
+    })
+    .await;
+
+    // Matrix -> Telegram: a location, a voice note, a GIF and a sticker keep their kind.
+    user.send_event(
+        &portal,
+        "m.room.message",
+        json!({"msgtype": "m.location", "body": "Paris", "geo_uri": "geo:48.85,2.35"}),
+    )
+    .await;
+    let sent = wait_sent(&tg, ada, "the location on Telegram", |r| {
+        r["media"] == "geo"
+    })
+    .await;
+    assert_eq!(sent["details"], json!(["geo:48.85,2.35"]));
+    let ogg = b"OggS voice".to_vec();
+    let mxc = user.upload("audio/ogg", ogg.clone()).await;
+    user.send_event(
+        &portal,
+        "m.room.message",
+        json!({"msgtype": "m.audio", "body": "voice.ogg", "url": mxc,
+               "info": {"mimetype": "audio/ogg", "size": ogg.len(), "duration": 3000},
+               "org.matrix.msc1767.audio": {"duration": 3000, "waveform": [0, 512, 1024]},
+               "org.matrix.msc3245.voice": {}}),
+    )
+    .await;
+    let sent = wait_sent(&tg, ada, "the voice note on Telegram", |r| {
+        r["details"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|x| x == "voice:3s"))
+    })
+    .await;
+    assert!(
+        sent["details"]
+            .as_array()
+            .is_some_and(|d| d.contains(&json!("waveform"))),
+        "{sent}"
+    );
+    let mp4 = b"mp4 loop".to_vec();
+    let mxc = user.upload("video/mp4", mp4.clone()).await;
+    user.send_event(
+        &portal,
+        "m.room.message",
+        json!({"msgtype": "m.video", "body": "loop.mp4", "url": mxc,
+               "info": {"mimetype": "video/mp4", "size": mp4.len(), "fi.mau.gif": true}}),
+    )
+    .await;
+    wait_sent(&tg, ada, "the GIF on Telegram", |r| {
+        r["details"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|x| x == "animated"))
+    })
+    .await;
+    let mxc = user.upload("image/webp", webp.clone()).await;
+    user.send_event(
+        &portal,
+        "m.sticker",
+        json!({"body": "wave", "url": mxc,
+               "info": {"mimetype": "image/webp", "size": webp.len(), "w": 256, "h": 256}}),
+    )
+    .await;
+    wait_sent(&tg, ada, "the sticker on Telegram", |r| {
+        r["details"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|x| x == "sticker"))
+    })
+    .await;
+}
+
+both_backends!(media_kinds_both_ways);

@@ -423,7 +423,8 @@ fn media_tl(w: &mut World, m: MediaSpec) -> Result<enums::MessageMedia, (StatusC
                                 correct: false,
                                 option: vec![i as u8],
                                 voters: Some(*v),
-                                recent_voters: None,
+                                // Layer 230 puts voters and recent_voters under one flag bit.
+                                recent_voters: Some(Vec::new()),
                             })
                         })
                         .collect()
