@@ -1408,3 +1408,119 @@ async fn media_kinds_both_ways(backend: Backend) {
 }
 
 both_backends!(media_kinds_both_ways);
+
+async fn large_groups_lazily_and_file_references(backend: Backend) {
+    use base64::Engine as _;
+    let slot = Slot::claim();
+    let sim = Sim::start().await;
+    let tg = TelegramServer::start().await.expect("telegram simulator");
+    let (ada, bob) = ada_and_bob(&tg, json!({})).await;
+    let mut others = Vec::new();
+    for i in 0..12 {
+        let id = post(
+            &tg,
+            "/control/users",
+            json!({"first_name": format!("Member{i}")}),
+        )
+        .await["id"]
+            .as_i64()
+            .expect("member");
+        others.push(id);
+    }
+    let ferry = start_ferry_with(&slot, backend, &sim, &tg, "    max_initial_members: 5\n").await;
+    let bot = slot.bot();
+    let user = User::register("tglazy").await;
+    let room = login_by_phone(&user, &bot, "+447700900123").await;
+    let ghost = |id: i64| format!("@{}telegram_{id}:localhost", slot.prefix);
+    let ghost_prefix = format!("@{}telegram_", slot.prefix);
+
+    // A supergroup of 14: its room starts with at most 5 of them.
+    let mut members = vec![ada];
+    members.extend(&others);
+    let big = post(
+        &tg,
+        "/control/channels",
+        json!({"creator": bob, "title": "Crowd", "members": members}),
+    )
+    .await["id"]
+        .as_i64()
+        .expect("channel");
+    let peer = json!({"type": "channel", "id": big});
+    post(
+        &tg,
+        "/control/send",
+        json!({"from": bob, "peer": peer, "text": "welcome all"}),
+    )
+    .await;
+    let crowd = wait_room_named(&user, "Crowd", &room).await;
+    user.wait_message(&crowd, "the welcome", |_, b| b == "welcome all")
+        .await;
+    let ghosts = |m: &[String]| m.iter().filter(|x| x.starts_with(&ghost_prefix)).count();
+    let joined = user.members(&crowd).await;
+    assert!(
+        ghosts(&joined) <= 5,
+        "at most 5 members synced up front: {joined:?}"
+    );
+    // The last member, not synced, writes: their ghost joins then.
+    let late = *others.last().expect("members");
+    assert!(!joined.contains(&ghost(late)), "{joined:?}");
+    post(
+        &tg,
+        "/control/send",
+        json!({"from": late, "peer": peer, "text": "late hello"}),
+    )
+    .await;
+    user.wait_message(&crowd, "the late member's message", |s, b| {
+        s == ghost(late) && b == "late hello"
+    })
+    .await;
+    assert!(user.members(&crowd).await.contains(&ghost(late)));
+
+    // A file whose reference expired before ferry downloads it: refetched and bridged.
+    post(
+        &tg,
+        "/control/expire_file_references",
+        json!({"on_next_download": true}),
+    )
+    .await;
+    let doc: Vec<u8> = (0..70_000u32).map(|i| (i % 241) as u8).collect();
+    post(
+        &tg,
+        "/control/send",
+        json!({"from": bob, "peer": {"type": "user", "id": ada}, "media": {"kind": "document",
+               "name": "old.bin", "mime_type": "application/octet-stream",
+               "data": base64::engine::general_purpose::STANDARD.encode(&doc)}}),
+    )
+    .await;
+    let dm = crate::common::poll(
+        "the DM portal",
+        async || {
+            user.accept_invites().await;
+            for r in user.joined_rooms().await {
+                if r != room && r != crowd {
+                    return json!(r);
+                }
+            }
+            Value::Null
+        },
+        |v| v.is_string(),
+    )
+    .await;
+    let dm = dm.as_str().expect("room");
+    let file = user
+        .wait_event(dm, "the file after its reference expired", |e| {
+            e["content"]["msgtype"] == "m.file"
+        })
+        .await;
+    assert_eq!(
+        user.download(file["content"]["url"].as_str().expect("url"))
+            .await,
+        doc
+    );
+    assert!(
+        ferry.log().contains("file reference expired; refetching"),
+        "the download went through the refresh"
+    );
+}
+
+both_backends!(large_groups_lazily_and_file_references);
