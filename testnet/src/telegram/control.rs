@@ -47,6 +47,7 @@ pub fn routes(world: Shared) -> Router {
         .route("/control/read", post(read))
         .route("/control/typing", post(typing))
         .route("/control/status", post(status))
+        .route("/control/bot_stopped", post(bot_stopped))
         .route("/control/service", post(service))
         .route("/control/flood", post(flood))
         .route("/control/login_tokens/scan", post(scan))
@@ -654,6 +655,25 @@ struct StatusReq {
 async fn status(State(s): State<Shared>, Json(req): Json<StatusReq>) -> Reply {
     world(&s)?.set_online(req.user, req.online).map_err(rpc)?;
     Ok(Json(json!({})))
+}
+
+#[derive(Deserialize)]
+struct BotStoppedReq {
+    user: i64,
+    bot: i64,
+    #[serde(default = "yes")]
+    stopped: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+async fn bot_stopped(State(s): State<Shared>, Json(req): Json<BotStoppedReq>) -> Reply {
+    let qts = world(&s)?
+        .bot_stopped(req.user, req.bot, req.stopped)
+        .map_err(rpc)?;
+    Ok(Json(json!({ "qts": qts })))
 }
 
 #[derive(Deserialize)]

@@ -112,6 +112,10 @@ pub struct UserRec {
     pub hint: Option<String>,
     pub mbox: MsgBox,
     pub seq: i32,
+    /// The secondary sequence (`qts`) of updates Telegram numbers separately: here
+    /// `updateBotStopped` for bots. Starts at 0 (nothing happened yet).
+    pub qts: i32,
+    pub qts_log: Vec<(i32, grammers_tl_types::enums::Update)>,
     pub online: bool,
     /// read_inbox_max_id per peer (what this user has read).
     pub read_inbox: HashMap<PeerKey, i32>,
@@ -168,6 +172,10 @@ pub struct KeyRec {
     pub pending_user: Option<i64>,
     /// Users this key's client has been sent (so it can take an updateShortMessage from them).
     pub known: HashSet<i64>,
+    /// The highest pts of each channel this key's client has been given (pushed updates, its
+    /// own changes, dialogs, channel differences): a channel further ahead is announced with
+    /// `updateChannelTooLong` in the next `updates.getDifference`.
+    pub channel_pts: HashMap<i64, i32>,
 }
 
 /// What the world asks a connection task to do.
@@ -340,6 +348,7 @@ impl World {
             login_token: None,
             pending_user: None,
             known: HashSet::new(),
+            channel_pts: HashMap::new(),
         });
         id
     }
@@ -388,6 +397,8 @@ impl World {
                     ..MsgBox::default()
                 },
                 seq: 0,
+                qts: 0,
+                qts_log: Vec::new(),
                 online: false,
                 read_inbox: HashMap::new(),
                 read_outbox: HashMap::new(),
@@ -1125,6 +1136,58 @@ impl World {
         Ok(())
     }
 
+    /// Notes that `key`'s client knows channel `channel` up to `pts`.
+    pub fn saw_channel(&mut self, key: i64, channel: i64, pts: i32) {
+        if let Some(k) = self.keys.get_mut(&key) {
+            let known = k.channel_pts.entry(channel).or_insert(0);
+            *known = (*known).max(pts);
+        }
+    }
+
+    /// The answer to a change `key`'s client made in `peer` carried the channel's new pts.
+    pub fn saw_own_change(&mut self, key: i64, peer: PeerKey) {
+        if let PeerKey::Channel(c) = peer
+            && let Some(pts) = self.channels.get(&c).map(|ch| ch.mbox.pts)
+        {
+            self.saw_channel(key, c, pts);
+        }
+    }
+
+    /// The channels of `user` that `key`'s client is behind on, with the pts it last had
+    /// (0: it never saw the channel): `updateChannelTooLong` for each.
+    pub fn channels_behind(&self, key: i64, user: i64) -> Vec<(i64, i32)> {
+        let known = self.keys.get(&key).map(|k| &k.channel_pts);
+        self.channels
+            .values()
+            .filter(|c| c.members.contains(&user))
+            .filter_map(|c| {
+                let had = known.and_then(|k| k.get(&c.id)).copied().unwrap_or(0);
+                (had < c.mbox.pts).then_some((c.id, had))
+            })
+            .collect()
+    }
+
+    /// A user stopped (or restarted) a bot: `updateBotStopped` in the bot's qts sequence.
+    pub fn bot_stopped(&mut self, user: i64, bot: i64, stopped: bool) -> Result<i32, RpcErr> {
+        use grammers_tl_types::{enums, types};
+        self.user(user)?;
+        let b = self.user_mut(bot)?;
+        if !b.bot {
+            return Err(RpcErr::bad("BOT_INVALID"));
+        }
+        b.qts += 1;
+        let qts = b.qts;
+        let update = enums::Update::BotStopped(types::UpdateBotStopped {
+            user_id: user,
+            date: now(),
+            stopped,
+            qts,
+        });
+        b.qts_log.push((qts, update.clone()));
+        self.push_updates(bot, vec![update], false, None);
+        Ok(qts)
+    }
+
     /// Connections bound to `user` (optionally except one).
     fn conns_of(&self, user: i64, except: Option<u64>) -> Vec<u64> {
         self.conns
@@ -1163,6 +1226,10 @@ impl World {
             seq,
         });
         let bytes = env.to_bytes();
+        let grammers_tl_types::enums::Updates::Updates(env) = env else {
+            return;
+        };
+        let channel_pts: Vec<(i64, i32)> = env.updates.iter().filter_map(channel_pts_of).collect();
         let everyone: Vec<i64> = self.users.keys().copied().collect();
         for c in self.conns_of(user, except) {
             let Some(conn) = self.conns.get(&c) else {
@@ -1172,6 +1239,9 @@ impl World {
             let key_id = conn.key_id;
             if let Some(k) = self.keys.get_mut(&key_id) {
                 k.known.extend(everyone.iter().copied());
+            }
+            for (channel, pts) in &channel_pts {
+                self.saw_channel(key_id, *channel, *pts);
             }
         }
     }
@@ -1338,6 +1408,28 @@ pub struct Sent {
     pub date: i32,
     /// (owner, message id in the owner's box) for private chats and basic groups.
     pub copies: Vec<(i64, i32)>,
+}
+
+/// The (channel, pts) a pushed update carries, if it is a channel's pts update.
+fn channel_pts_of(update: &grammers_tl_types::enums::Update) -> Option<(i64, i32)> {
+    use grammers_tl_types::enums::{Message, Peer, Update};
+    let channel_of = |m: &Message| match m {
+        Message::Message(m) => Some(m.peer_id.clone()),
+        Message::Service(m) => Some(m.peer_id.clone()),
+        Message::Empty(m) => m.peer_id.clone(),
+    };
+    match update {
+        Update::NewChannelMessage(u) => match channel_of(&u.message)? {
+            Peer::Channel(c) => Some((c.channel_id, u.pts)),
+            _ => None,
+        },
+        Update::EditChannelMessage(u) => match channel_of(&u.message)? {
+            Peer::Channel(c) => Some((c.channel_id, u.pts)),
+            _ => None,
+        },
+        Update::DeleteChannelMessages(u) => Some((u.channel_id, u.pts)),
+        _ => None,
+    }
 }
 
 pub fn normalize_phone(phone: &str) -> String {

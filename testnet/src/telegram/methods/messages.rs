@@ -339,6 +339,7 @@ pub fn send_message(
     };
     let sent = w.send(me, peer, content, Some(ctx.conn_id))?;
     record(w, me, peer, sent.sender_id, "message");
+    w.saw_own_change(ctx.key_id, peer);
     Ok(send_result(w, me, peer, &sent, req.random_id, false))
 }
 
@@ -535,6 +536,7 @@ pub fn send_media(
     };
     let sent = w.send(me, peer, content, Some(ctx.conn_id))?;
     record(w, me, peer, sent.sender_id, "media");
+    w.saw_own_change(ctx.key_id, peer);
     Ok(send_result(w, me, peer, &sent, req.random_id, true))
 }
 
@@ -555,6 +557,7 @@ pub fn edit_message(
     let entities = req.entities.map(|e| normalize_entities(Some(e)));
     let pts = w.edit(me, peer, req.id, req.message, entities, Some(ctx.conn_id))?;
     record(w, me, peer, req.id, "edit");
+    w.saw_own_change(ctx.key_id, peer);
     let up = build::edit_update(w, me, at, req.id, pts);
     let (users, chats) = build::everything_for(w, me);
     Ok(enums::Updates::Updates(types::Updates {
@@ -596,6 +599,7 @@ pub fn delete(
         });
     }
     let (pts, pts_count) = w.delete(me, peer, ids, Some(ctx.conn_id))?;
+    w.saw_own_change(ctx.key_id, peer);
     Ok(
         enums::messages::AffectedMessages::Messages(types::messages::AffectedMessages {
             pts,
