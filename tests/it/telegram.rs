@@ -1524,3 +1524,74 @@ async fn large_groups_lazily_and_file_references(backend: Backend) {
 }
 
 both_backends!(large_groups_lazily_and_file_references);
+
+async fn channel_news_while_ferry_was_down(backend: Backend) {
+    let slot = Slot::claim();
+    let sim = Sim::start().await;
+    let tg = TelegramServer::start().await.expect("telegram simulator");
+    let (ada, bob) = ada_and_bob(&tg, json!({})).await;
+    let mut ferry = start_ferry(&slot, backend, &sim, &tg).await;
+    let bot = slot.bot();
+    let user = User::register("tgdown").await;
+    let room = login_by_phone(&user, &bot, "+447700900123").await;
+    // A supergroup ferry has seen, then a restart during which Ada is added to a new one and
+    // both get messages: each arrives once (getDifference names both channels).
+    let seen = post(
+        &tg,
+        "/control/channels",
+        json!({"creator": bob, "title": "Seen", "members": [ada]}),
+    )
+    .await["id"]
+        .as_i64()
+        .expect("channel");
+    post(
+        &tg,
+        "/control/send",
+        json!({"from": bob, "peer": {"type": "channel", "id": seen}, "text": "before"}),
+    )
+    .await;
+    let seen_room = wait_room_named(&user, "Seen", &room).await;
+    user.wait_message(&seen_room, "the first message", |_, b| b == "before")
+        .await;
+    ferry.kill();
+    post(
+        &tg,
+        "/control/send",
+        json!({"from": bob, "peer": {"type": "channel", "id": seen}, "text": "while down"}),
+    )
+    .await;
+    let fresh = post(
+        &tg,
+        "/control/channels",
+        json!({"creator": bob, "title": "Fresh", "members": [ada]}),
+    )
+    .await["id"]
+        .as_i64()
+        .expect("channel");
+    post(
+        &tg,
+        "/control/send",
+        json!({"from": bob, "peer": {"type": "channel", "id": fresh}, "text": "fresh news"}),
+    )
+    .await;
+    ferry.spawn().await;
+    user.wait_message(&seen_room, "the message sent while down", |_, b| {
+        b == "while down"
+    })
+    .await;
+    let fresh_room = wait_room_named(&user, "Fresh", &room).await;
+    user.wait_message(&fresh_room, "the new channel's message", |_, b| {
+        b == "fresh news"
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (r, body) in [
+        (&seen_room, "before"),
+        (&seen_room, "while down"),
+        (&fresh_room, "fresh news"),
+    ] {
+        assert_eq!(count_body(&user, r, body).await, 1, "{body}");
+    }
+}
+
+both_backends!(channel_news_while_ferry_was_down);
