@@ -687,6 +687,12 @@ async fn groups_members_and_power_levels(backend: Backend) {
             .is_some_and(|h| h.contains("<em>")),
         "{event}"
     );
+    crate::common::poll(
+        "the room renamed",
+        async || json!(user.room_name(&basic_room).await),
+        |v| v == "Renamed",
+    )
+    .await;
     post(
         &tg,
         "/control/service",
@@ -1331,13 +1337,30 @@ async fn media_kinds_both_ways(backend: Backend) {
         b == "📇 Contact: Carol Jones (+441234567)"
     })
     .await;
-    send(
+    let poll = send(
         json!({"kind": "poll", "question": "Lunch?", "answers": ["Pizza", "Soup"],
                 "votes": [2, 1]}),
     )
     .await;
-    user.wait_message(&portal, "the poll", |_, b| {
-        b == "📊 Poll: Lunch?\n1. Pizza — 2 votes\n2. Soup — 1 vote"
+    let poll_event = user
+        .wait_event(&portal, "the poll", |e| {
+            e["content"]["body"] == "📊 Poll: Lunch?\n1. Pizza — 2 votes\n2. Soup — 1 vote"
+        })
+        .await["event_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    // A new vote edits the poll's counts.
+    post(
+        &tg,
+        "/control/vote",
+        json!({"from": bob, "peer": to_ada, "id": poll["id"], "option": 1}),
+    )
+    .await;
+    user.wait_event(&portal, "the poll's new counts", |e| {
+        e["content"]["m.relates_to"]["event_id"] == poll_event.as_str()
+            && e["content"]["m.new_content"]["body"]
+                == "📊 Poll: Lunch?\n1. Pizza — 2 votes\n2. Soup — 2 votes"
     })
     .await;
 

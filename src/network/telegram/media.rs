@@ -5,8 +5,10 @@
 //! photo id, access hash, file reference, size type): everything `upload.getFile` needs, so a
 //! download works without the message at hand. Documents add their exact byte size
 //! (`tl:<size>:<hex>`), so the download can be streamed with a known length (homeservers refuse
-//! uploads without one); photos' sizes are only approximate, so they are buffered instead. [in progress: file references expire on
-//! Telegram; refetching the message to refresh one is not done yet]
+//! uploads without one); photos' sizes are only approximate, so they are buffered instead. A
+//! media id ends with the message it came from (`@<chat>:<id>`): file references expire on
+//! Telegram, and a download that meets `FILE_REFERENCE_EXPIRED` fetches the message again for a
+//! fresh one (see the session's `download_media`).
 
 use grammers_client::media::{Downloadable, Media as TgMedia};
 use grammers_client::tl::{self, Deserializable as _, Serializable as _};

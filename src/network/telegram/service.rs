@@ -1,7 +1,8 @@
 //! Telegram service messages (members added or removed, title and photo changes, pins) as
 //! something a Matrix user can read: Matrix has no such events, so each arrives as an italic line
-//! from the acting user, with pills for the users it names; removals also remove the member.
-//! [in progress: a title or photo change is shown but does not yet update the room itself]
+//! from the acting user, with pills for the users it names; removals also remove the member and
+//! a new group or topic title renames the room. [A photo change is shown but does not yet change
+//! the room's picture.]
 
 use grammers_client::tl;
 
@@ -15,6 +16,8 @@ pub struct Service {
     pub text: FormattedText,
     /// Users who left or were removed.
     pub left: Vec<i64>,
+    /// The chat's (or the forum topic's) new title.
+    pub renamed: Option<String>,
 }
 
 /// Builds an italic line of plain parts and user pills.
@@ -72,11 +75,19 @@ impl Line {
 pub fn describe(action: &tl::enums::MessageAction, actor: i64) -> Service {
     use tl::enums::MessageAction as A;
     let mut left = Vec::new();
+    let mut renamed = None;
     let line = match action {
         A::ChatCreate(c) => Line::new().push(&format!("created the group “{}”", c.title)),
         A::ChannelCreate(c) => Line::new().push(&format!("created “{}”", c.title)),
         A::ChatEditTitle(t) => {
+            renamed = Some(t.title.clone());
             Line::new().push(&format!("changed the group name to “{}”", t.title))
+        }
+        A::TopicEdit(t) if t.title.is_some() => {
+            let title = t.title.clone().unwrap_or_default();
+            let line = Line::new().push(&format!("renamed the topic to “{title}”"));
+            renamed = Some(title);
+            line
         }
         A::ChatEditPhoto(_) => Line::new().push("changed the group photo"),
         A::ChatDeletePhoto => Line::new().push("removed the group photo"),
@@ -107,6 +118,7 @@ pub fn describe(action: &tl::enums::MessageAction, actor: i64) -> Service {
     Service {
         text: line.done(),
         left,
+        renamed,
     }
 }
 
@@ -125,6 +137,7 @@ mod tests {
         );
         assert_eq!(s.text.text, "changed the group name to “New name”");
         assert!(s.left.is_empty());
+        assert_eq!(s.renamed.as_deref(), Some("New name"));
         let s = describe(
             &A::ChatAddUser(tl::types::MessageActionChatAddUser { users: vec![7, 8] }),
             1,

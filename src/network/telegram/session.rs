@@ -99,6 +99,17 @@ struct Inner {
     announced: Mutex<HashSet<i64>>,
     /// The topic of forum messages seen in this run: delete updates carry ids only.
     topic_of_message: Mutex<HashMap<(i64, i32), i32>>,
+    /// Polls seen in this run, by poll id: vote updates name the poll only. [In memory: votes
+    /// on polls bridged before a restart are not shown.]
+    polls: Mutex<HashMap<i64, PollSeen>>,
+}
+
+/// Where a poll was bridged, so a vote update can edit it.
+struct PollSeen {
+    chat: ChatId,
+    message: i32,
+    sender: UserInfo,
+    poll: tl::types::Poll,
 }
 
 pub struct TelegramSession {
@@ -124,6 +135,7 @@ impl TelegramSession {
                 channels: Mutex::new(HashMap::new()),
                 announced: Mutex::new(HashSet::new()),
                 topic_of_message: Mutex::new(HashMap::new()),
+                polls: Mutex::new(HashMap::new()),
             }),
             task: Mutex::new(None),
         }
@@ -459,6 +471,19 @@ impl Inner {
             reply_to: reply_to.map(message_id),
             timestamp: m.date().as_millisecond(),
         };
+        if let Some(grammers_client::media::Media::Poll(poll)) = m.media()
+            && let Ok(mut polls) = self.polls.lock()
+        {
+            polls.insert(
+                poll.raw.id,
+                PollSeen {
+                    chat: chat.clone(),
+                    message: m.id(),
+                    sender: message.sender.clone(),
+                    poll: poll.raw.clone(),
+                },
+            );
+        }
         if !self
             .deliver(
                 chat.clone(),
@@ -470,6 +495,20 @@ impl Inner {
             .await
         {
             return false;
+        }
+        if let Some(title) = service.as_ref().and_then(|s| s.renamed.clone()) {
+            let info = ChatInfo {
+                id: chat.clone(),
+                kind: chat_kind(&chat),
+                name: Some(title),
+                topic: None,
+                avatar: None,
+                members: Vec::new(),
+                admins: Vec::new(),
+            };
+            if !self.deliver(chat.clone(), RemoteEvent::Chat(info)).await {
+                return false;
+            }
         }
         for user in service.map(|s| s.left).unwrap_or_default() {
             let event = RemoteEvent::MemberLeft {
@@ -517,6 +556,33 @@ impl Inner {
                 self.deliver(chat, event).await
             }
             tl::enums::Update::MessageReactions(r) => self.reactions_changed(r).await,
+            tl::enums::Update::MessagePoll(u) => {
+                // New votes: the poll's text is edited to the new counts.
+                let seen = self.polls.lock().ok().and_then(|mut polls| {
+                    let seen = polls.get_mut(&u.poll_id)?;
+                    if let Some(tl::enums::Poll::Poll(poll)) = u.poll {
+                        seen.poll = poll;
+                    }
+                    Some((
+                        seen.chat.clone(),
+                        seen.message,
+                        seen.sender.clone(),
+                        seen.poll.clone(),
+                    ))
+                });
+                let Some((chat, id, sender, poll)) = seen else {
+                    return true;
+                };
+                let tl::enums::PollResults::Results(results) = u.results;
+                let event = RemoteEvent::Edit {
+                    chat: chat.clone(),
+                    id: message_id(id),
+                    sender,
+                    content: MessageContent::Text(super::media::poll_text(&poll, &results)),
+                    timestamp: crate::db::now_ms(),
+                };
+                self.deliver(chat, event).await
+            }
             tl::enums::Update::UserStatus(s) => {
                 let online = matches!(s.status, tl::enums::UserStatus::Online(_));
                 self.sink

@@ -48,6 +48,7 @@ pub fn routes(world: Shared) -> Router {
         .route("/control/typing", post(typing))
         .route("/control/status", post(status))
         .route("/control/bot_stopped", post(bot_stopped))
+        .route("/control/vote", post(vote))
         .route("/control/service", post(service))
         .route("/control/flood", post(flood))
         .route("/control/login_tokens/scan", post(scan))
@@ -654,6 +655,22 @@ struct StatusReq {
 
 async fn status(State(s): State<Shared>, Json(req): Json<StatusReq>) -> Reply {
     world(&s)?.set_online(req.user, req.online).map_err(rpc)?;
+    Ok(Json(json!({})))
+}
+
+#[derive(Deserialize)]
+struct VoteReq {
+    from: i64,
+    peer: PeerSpec,
+    id: i32,
+    /// The answer's position, from 0.
+    option: u8,
+}
+
+async fn vote(State(s): State<Shared>, Json(req): Json<VoteReq>) -> Reply {
+    world(&s)?
+        .vote(req.from, req.peer, req.id, req.option)
+        .map_err(rpc)?;
     Ok(Json(json!({})))
 }
 

@@ -983,6 +983,69 @@ impl World {
         Ok(())
     }
 
+    /// `voter` votes for answer `option` (0-based) of the poll in message `id` (in the voter's
+    /// ids): every copy's results change and every holder gets `updateMessagePoll`.
+    pub fn vote(&mut self, voter: i64, peer: PeerKey, id: i32, option: u8) -> Result<(), RpcErr> {
+        use grammers_tl_types::{enums, types};
+        let at = Self::box_of(voter, peer);
+        let link = self
+            .msg(at, id)
+            .ok_or_else(|| RpcErr::bad("MESSAGE_ID_INVALID"))?
+            .link;
+        let mut pushes = Vec::new();
+        for (b, mid) in self.links.get(&link).cloned().unwrap_or_default() {
+            let Some(m) = self.msg_mut(b, mid) else {
+                continue;
+            };
+            let Some(enums::MessageMedia::Poll(poll)) = &mut m.media else {
+                return Err(RpcErr::bad("MESSAGE_POLL_CLOSED"));
+            };
+            let enums::Poll::Poll(p) = &poll.poll;
+            let poll_id = p.id;
+            if usize::from(option) >= p.answers.len() {
+                return Err(RpcErr::bad("OPTION_INVALID"));
+            }
+            let enums::PollResults::Results(results) = &mut poll.results;
+            let list = results.results.get_or_insert_with(Vec::new);
+            match list.iter_mut().find_map(|r| {
+                let enums::PollAnswerVoters::Voters(r) = r;
+                (r.option == [option]).then_some(r)
+            }) {
+                Some(r) => r.voters = Some(r.voters.unwrap_or(0) + 1),
+                None => list.push(enums::PollAnswerVoters::Voters(types::PollAnswerVoters {
+                    chosen: false,
+                    correct: false,
+                    option: vec![option],
+                    voters: Some(1),
+                    // Layer 230 puts voters and recent_voters under one flag bit.
+                    recent_voters: Some(Vec::new()),
+                })),
+            }
+            results.total_voters = Some(results.total_voters.unwrap_or(0) + 1);
+            let update = enums::Update::MessagePoll(types::UpdateMessagePoll {
+                peer: None,
+                msg_id: None,
+                top_msg_id: None,
+                poll_id,
+                poll: None,
+                results: enums::PollResults::Results(results.clone()),
+            });
+            let viewers: Vec<i64> = match b {
+                BoxRef::User(u) => vec![u],
+                BoxRef::Channel(c) => self
+                    .channels
+                    .get(&c)
+                    .map(|ch| ch.members.iter().copied().collect())
+                    .unwrap_or_default(),
+            };
+            pushes.extend(viewers.into_iter().map(|v| (v, update.clone())));
+        }
+        for (viewer, update) in pushes {
+            self.push_short(viewer, update, None);
+        }
+        Ok(())
+    }
+
     /// `reader` has read `peer` up to `max_id` (in the reader's ids).
     pub fn read(
         &mut self,
