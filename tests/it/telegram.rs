@@ -915,6 +915,22 @@ async fn forum_topics_as_a_space(backend: Backend) {
     .await;
     assert_eq!(hi["top_id"], Value::Null);
 
+    // Typing in a topic shows in that topic's room.
+    post(
+        &tg,
+        "/control/typing",
+        json!({"from": bob, "peer": peer, "top_id": cats}),
+    )
+    .await;
+    let bob_ghost = ghost(bob);
+    user.wait_ephemeral(&cats_room, "bob typing in the topic", |e| {
+        e["type"] == "m.typing"
+            && e["content"]["user_ids"]
+                .as_array()
+                .is_some_and(|u| u.iter().any(|id| id == bob_ghost.as_str()))
+    })
+    .await;
+
     // A new topic appears as a new room in the space, with its messages.
     let dogs = post(
         &tg,

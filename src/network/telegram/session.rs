@@ -539,6 +539,33 @@ impl Inner {
                 };
                 self.deliver(chat, event).await
             }
+            tl::enums::Update::ChatUserTyping(t) => {
+                let tl::enums::Peer::User(from) = t.from_id else {
+                    return true;
+                };
+                let Some(chat) = chat_id(PeerId::chat_unchecked(t.chat_id)) else {
+                    return true;
+                };
+                self.typing(chat, from.user_id, &t.action).await
+            }
+            tl::enums::Update::ChannelUserTyping(t) => {
+                let tl::enums::Peer::User(from) = t.from_id else {
+                    return true;
+                };
+                let chat = match self.channel_flags(t.channel_id, None).await {
+                    Some(flags) if flags.forum => {
+                        if !self.announce_forum(t.channel_id, &flags).await {
+                            return false;
+                        }
+                        topic_chat(t.channel_id, t.top_msg_id.unwrap_or(GENERAL_TOPIC))
+                    }
+                    _ => match chat_id(PeerId::channel_unchecked(t.channel_id)) {
+                        Some(chat) => chat,
+                        None => return true,
+                    },
+                };
+                self.typing(chat, from.user_id, &t.action).await
+            }
             tl::enums::Update::ReadHistoryOutbox(r) => {
                 let (chat, user) = match r.peer {
                     tl::enums::Peer::User(u) => (
@@ -592,6 +619,20 @@ impl Inner {
             }
             _ => true,
         }
+    }
+
+    /// A typing notification of `user` in `chat` (a cancel action ends it).
+    async fn typing(&self, chat: ChatId, user: i64, action: &tl::enums::SendMessageAction) -> bool {
+        let typing = !matches!(
+            action,
+            tl::enums::SendMessageAction::SendMessageCancelAction
+        );
+        let event = RemoteEvent::Typing {
+            chat: chat.clone(),
+            user: user_id(user),
+            typing,
+        };
+        self.deliver(chat, event).await
     }
 
     /// Turns Telegram's full reaction list of a message into added/removed reactions.
