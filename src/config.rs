@@ -139,6 +139,10 @@ pub struct BridgeConfig {
     /// How long a login may be cut off from its network (e.g. the signal-cli daemon down)
     /// before its user is told, once; they are told again when it is back.
     pub outage_notice_seconds: u64,
+    /// Send a `com.beeper.message_send_status` event for every bridged Matrix event (for
+    /// clients that show delivery state). Off by default: it doubles the homeserver's work per
+    /// message; failures are still told with a notice in the room either way.
+    pub message_status_events: bool,
 }
 
 impl Default for BridgeConfig {
@@ -150,6 +154,7 @@ impl Default for BridgeConfig {
             portal_queue_size: 128,
             max_retry_seconds: 600,
             outage_notice_seconds: 60,
+            message_status_events: false,
         }
     }
 }
