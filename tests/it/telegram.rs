@@ -693,6 +693,24 @@ async fn groups_members_and_power_levels(backend: Backend) {
         |v| v == "Renamed",
     )
     .await;
+    // Adding Dave invites his ghost, with his name.
+    let dave = post(&tg, "/control/users", json!({"first_name": "Dave"})).await["id"]
+        .as_i64()
+        .expect("dave");
+    post(
+        &tg,
+        "/control/service",
+        json!({"from": bob, "peer": basic_peer, "action": "add_user", "users": [dave]}),
+    )
+    .await;
+    user.wait_members(&basic_room, "dave's ghost joining", |m| {
+        m.contains(&ghost(dave))
+    })
+    .await;
+    assert_eq!(
+        user.displayname(&ghost(dave)).await.as_deref(),
+        Some("Dave (Telegram)")
+    );
     post(
         &tg,
         "/control/service",

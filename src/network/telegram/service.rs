@@ -16,6 +16,8 @@ pub struct Service {
     pub text: FormattedText,
     /// Users who left or were removed.
     pub left: Vec<i64>,
+    /// Users who were added or joined.
+    pub joined: Vec<i64>,
     /// The chat's (or the forum topic's) new title.
     pub renamed: Option<String>,
 }
@@ -75,6 +77,7 @@ impl Line {
 pub fn describe(action: &tl::enums::MessageAction, actor: i64) -> Service {
     use tl::enums::MessageAction as A;
     let mut left = Vec::new();
+    let mut joined = Vec::new();
     let mut renamed = None;
     let line = match action {
         A::ChatCreate(c) => Line::new().push(&format!("created the group “{}”", c.title)),
@@ -91,9 +94,16 @@ pub fn describe(action: &tl::enums::MessageAction, actor: i64) -> Service {
         }
         A::ChatEditPhoto(_) => Line::new().push("changed the group photo"),
         A::ChatDeletePhoto => Line::new().push("removed the group photo"),
-        A::ChatAddUser(a) if a.users == [actor] => Line::new().push("joined the group"),
-        A::ChatAddUser(a) => Line::new().push("added ").users(&a.users),
+        A::ChatAddUser(a) if a.users == [actor] => {
+            joined.push(actor);
+            Line::new().push("joined the group")
+        }
+        A::ChatAddUser(a) => {
+            joined.extend(&a.users);
+            Line::new().push("added ").users(&a.users)
+        }
         A::ChatJoinedByLink(_) | A::ChatJoinedByRequest => {
+            joined.push(actor);
             Line::new().push("joined the group by invite link")
         }
         A::ChatDeleteUser(d) => {
@@ -118,6 +128,7 @@ pub fn describe(action: &tl::enums::MessageAction, actor: i64) -> Service {
     Service {
         text: line.done(),
         left,
+        joined,
         renamed,
     }
 }
@@ -143,6 +154,7 @@ mod tests {
             1,
         );
         assert_eq!(s.text.text, "added user 7, user 8");
+        assert_eq!(s.joined, [7, 8]);
         let pills: Vec<_> = s
             .text
             .entities

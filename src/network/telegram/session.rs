@@ -510,6 +510,19 @@ impl Inner {
                 return false;
             }
         }
+        for user in service
+            .as_ref()
+            .map(|s| s.joined.clone())
+            .unwrap_or_default()
+        {
+            let event = RemoteEvent::MemberJoined {
+                chat: chat.clone(),
+                user: self.named_user(user).await,
+            };
+            if !self.deliver(chat.clone(), event).await {
+                return false;
+            }
+        }
         for user in service.map(|s| s.left).unwrap_or_default() {
             let event = RemoteEvent::MemberLeft {
                 chat: chat.clone(),
@@ -618,6 +631,27 @@ impl Inner {
                 true
             }
             _ => true,
+        }
+    }
+
+    /// A user with their name as Telegram knows it (the id when it cannot be looked up).
+    async fn named_user(&self, id: i64) -> UserInfo {
+        let fallback = || user_info(None, PeerId::user(id));
+        let Ok((client, session)) = self.connected() else {
+            return fallback();
+        };
+        let Some(peer) = PeerId::user(id) else {
+            return fallback();
+        };
+        let Ok(Some(peer)) = session.peer_ref(peer).await else {
+            return fallback();
+        };
+        match client.resolve_peer(peer).await {
+            Ok(resolved) => user_info(Some(&resolved), Some(resolved.id())),
+            Err(err) => {
+                tracing::debug!(%err, "cannot look up a Telegram user's name");
+                fallback()
+            }
         }
     }
 
