@@ -1014,7 +1014,6 @@ async fn channels_are_read_only(backend: Backend) {
     let bot = slot.bot();
     let user = User::register("tgchan").await;
     let room = login_by_phone(&user, &bot, "+447700900123").await;
-    let ghost = |id: i64| format!("@{}telegram_{id}:localhost", slot.prefix);
 
     // A channel Ada only reads: its posts come from the channel; she cannot post.
     let news = post(
@@ -1032,13 +1031,19 @@ async fn channels_are_read_only(backend: Backend) {
     )
     .await;
     let news_room = wait_room_named(&user, "News", &room).await;
+    // The channel's ghost is its own ("c" + id), never a user's with the same number.
+    let channel_ghost = format!("@{}telegram_c{news}:localhost", slot.prefix);
     user.wait_message(&news_room, "the channel post", |s, b| {
-        s == ghost(news) && b == "breaking"
+        s == channel_ghost && b == "breaking"
     })
     .await;
+    assert_eq!(
+        user.displayname(&channel_ghost).await.as_deref(),
+        Some("News (Telegram)")
+    );
     let levels = state_of(&user, &news_room, "m.room.power_levels", "").await;
     assert_eq!(levels["events_default"], 50, "{levels}");
-    assert_eq!(levels["users"][ghost(news).as_str()], 50, "{levels}");
+    assert_eq!(levels["users"][channel_ghost.as_str()], 50, "{levels}");
     assert!(
         levels["users"][user.user_id.as_str()].as_i64().unwrap_or(0) < 50,
         "a reader has no posting level: {levels}"

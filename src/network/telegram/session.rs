@@ -62,14 +62,28 @@ fn parse_message_id(id: &MessageId) -> Result<i32, NetworkError> {
 }
 
 fn user_info(peer: Option<&Peer>, id: Option<PeerId>) -> UserInfo {
+    use grammers_client::session::types::PeerKind;
+    let channel = id.is_some_and(|id| id.kind() == PeerKind::Channel);
     let id = id.and_then(PeerId::bare_id).unwrap_or_default();
     UserInfo {
-        id: user_id(id),
+        id: if channel {
+            super::entities::channel_poster_id(id)
+        } else {
+            user_id(id)
+        },
         name: peer
             .and_then(|p| p.name())
             .map(str::to_owned)
             .unwrap_or_else(|| id.to_string()),
         avatar: None,
+    }
+}
+
+/// Who wrote a message: its sender, or for a channel post (no sender) the channel itself.
+fn sender_of(m: &grammers_client::message::Message) -> UserInfo {
+    match m.sender_id() {
+        Some(id) => user_info(m.sender(), Some(id)),
+        None => user_info(m.peer(), Some(m.peer_id())),
     }
 }
 
@@ -249,7 +263,7 @@ impl Inner {
                 let event = RemoteEvent::Edit {
                     chat: chat.clone(),
                     id: message_id(m.id()),
-                    sender: user_info(m.sender(), m.sender_id().or(Some(m.peer_id()))),
+                    sender: sender_of(&m),
                     content: content_of(&m),
                     timestamp: m.edit_date().unwrap_or(m.date()).as_millisecond(),
                 };
@@ -462,7 +476,7 @@ impl Inner {
                     avatar: None,
                 }
             } else {
-                user_info(m.sender(), sender_id)
+                sender_of(m)
             },
             content: match &service {
                 Some(service) => MessageContent::Text(service.text.clone()),
@@ -892,7 +906,8 @@ impl Session for TelegramSession {
             Some(flags) if flags.broadcast => {
                 // A channel's subscribers are not listed (Telegram lets only admins see them,
                 // and they never post): the channel itself posts, and the account if admin.
-                let channel = user_id(peer.id.bare_id().unwrap_or_default());
+                let channel =
+                    super::entities::channel_poster_id(peer.id.bare_id().unwrap_or_default());
                 members.push(UserInfo {
                     id: channel.clone(),
                     name: flags.title.clone(),
