@@ -213,6 +213,9 @@ pub struct TelegramConfig {
     pub app_version: String,
     /// ISO 639-1 language code sent to Telegram (service texts come in that language).
     pub lang_code: String,
+    /// Members of a group or channel put into its room when the portal is created; the rest
+    /// join when they first write. 0: no cap (every member is fetched up front).
+    pub max_initial_members: usize,
     /// Test networks only: every data centre at this `ip:port` instead of Telegram's.
     pub dc_address: String,
     /// Test networks only: an auth key (512 hex digits) already shared with `dc_address`, since
@@ -232,6 +235,7 @@ impl Default for TelegramConfig {
             system_version: String::new(),
             app_version: String::new(),
             lang_code: "en".to_owned(),
+            max_initial_members: 200,
             dc_address: String::new(),
             dc_auth_key: String::new(),
         }
@@ -251,6 +255,7 @@ impl std::fmt::Debug for TelegramConfig {
             .field("system_version", &self.system_version)
             .field("app_version", &self.app_version)
             .field("lang_code", &self.lang_code)
+            .field("max_initial_members", &self.max_initial_members)
             .field("dc_address", &self.dc_address)
             .field("dc_auth_key_set", &!self.dc_auth_key.is_empty())
             .finish()
