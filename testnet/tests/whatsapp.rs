@@ -141,6 +141,9 @@ impl Device {
 
     /// Stops the client as a process exit would: the connection closes.
     async fn shutdown(mut self) {
+        // Write the Signal state the client still holds in memory now, so nothing it flushes
+        // later lands in the store after the test has changed it (seen under load).
+        let _ = self.client.flush_pending_signal_state().await;
         self.client.disconnect().await;
         if let Some(h) = self.handle.take() {
             h.shutdown().await;
