@@ -1,0 +1,3 @@
+//! WhatsApp, through whatsapp-rust as a linked companion device (like WhatsApp Web).
+
+pub mod store;
