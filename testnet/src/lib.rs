@@ -7,3 +7,4 @@
 pub mod signal;
 pub mod sim;
 pub mod telegram;
+pub mod whatsapp;

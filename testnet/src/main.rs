@@ -45,6 +45,16 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:29444")]
         control: String,
     },
+    /// Run the WhatsApp server simulator (clients connect to `ws://CHAT/ws/chat`; contacts and
+    /// the user's account are created through the control API).
+    Whatsapp {
+        /// Chat address: the WebSocket at `/ws/chat` and the media host.
+        #[arg(long, default_value = "127.0.0.1:29453")]
+        chat: String,
+        /// Control API HTTP address.
+        #[arg(long, default_value = "127.0.0.1:29454")]
+        control: String,
+    },
 }
 
 #[tokio::main]
@@ -105,6 +115,26 @@ async fn main() -> anyhow::Result<()> {
                 stdout,
                 "telegram server listening on mtproto={} control={}",
                 server.mtproto_addr(),
+                server.control_url()
+            )
+            .and_then(|()| stdout.flush())
+            .context("cannot write to stdout")?;
+            shutdown_signal().await?;
+            tracing::info!("stopping");
+            server.shutdown().await;
+        }
+        Command::Whatsapp { chat, control } => {
+            let server =
+                testnet::whatsapp::WhatsAppServer::start_with(testnet::whatsapp::WhatsAppConfig {
+                    chat,
+                    control,
+                })
+                .await?;
+            let mut stdout = std::io::stdout();
+            writeln!(
+                stdout,
+                "whatsapp server listening on ws={} control={}",
+                server.ws_url(),
                 server.control_url()
             )
             .and_then(|()| stdout.flush())

@@ -1,0 +1,161 @@
+//! History sync after linking, as the phone sends it: a `protocolMessage` of type
+//! `HISTORY_SYNC_NOTIFICATION` from the account's primary device to its own companions, carrying
+//! the zlib-compressed `HistorySync` inline (`initialHistBootstrapInlinePayload`, which
+//! whatsapp-rust reads directly instead of downloading a blob). The client accepts it only from
+//! its own account, so it is sent by the account's phone client over its Signal session.
+
+use std::io::Write as _;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use waproto::whatsapp as wa;
+
+use super::control::{App, peer_client};
+use super::world::{normalize_phone, now};
+
+#[derive(Deserialize)]
+pub struct HistoryReq {
+    /// The account whose phone sends its history to the linked devices.
+    phone: String,
+    conversations: Vec<ConversationReq>,
+}
+
+#[derive(Deserialize)]
+pub struct ConversationReq {
+    /// The chat: a phone number, user JID or group JID.
+    chat: String,
+    #[serde(default)]
+    name: Option<String>,
+    messages: Vec<HistoryMessage>,
+}
+
+#[derive(Deserialize)]
+pub struct HistoryMessage {
+    #[serde(default)]
+    id: Option<String>,
+    /// Sent by the account itself (default false).
+    #[serde(default)]
+    from_me: bool,
+    /// In groups: who sent it (phone or JID).
+    #[serde(default)]
+    sender: Option<String>,
+    text: String,
+    /// Unix seconds (default: now minus its distance from the end of the list, in minutes).
+    #[serde(default)]
+    timestamp: Option<u64>,
+}
+
+type Reply = Result<Json<Value>, (StatusCode, Json<Value>)>;
+
+fn bad(msg: impl Into<String>) -> (StatusCode, Json<Value>) {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({ "error": msg.into() })),
+    )
+}
+
+fn jid(s: &str) -> Result<String, (StatusCode, Json<Value>)> {
+    if s.contains('@') {
+        Ok(s.to_owned())
+    } else {
+        normalize_phone(s)
+            .map(|p| format!("{p}@s.whatsapp.net"))
+            .ok_or_else(|| bad(format!("bad chat {s}")))
+    }
+}
+
+pub async fn push(State(app): State<App>, Json(req): Json<HistoryReq>) -> Reply {
+    let phone = normalize_phone(&req.phone).ok_or_else(|| bad("bad phone"))?;
+    let client = peer_client(&app, &phone).await?;
+    let mut conversations = Vec::new();
+    let mut ids = Vec::new();
+    let base = now();
+    for c in &req.conversations {
+        let chat = jid(&c.chat)?;
+        let n = c.messages.len() as u64;
+        let mut msgs = Vec::new();
+        for (i, m) in c.messages.iter().enumerate() {
+            let id =
+                m.id.clone()
+                    .unwrap_or_else(|| format!("3EB0HIST{:08X}{:04X}", base as u32, i));
+            ids.push(id.clone());
+            let participant = m.sender.as_deref().map(jid).transpose()?;
+            let info = wa::WebMessageInfo {
+                key: buffa::MessageField::some(wa::MessageKey {
+                    remote_jid: Some(chat.clone()),
+                    from_me: Some(m.from_me),
+                    id: Some(id),
+                    participant: participant.clone(),
+                    ..Default::default()
+                }),
+                message: buffa::MessageField::some(wa::Message {
+                    conversation: Some(m.text.clone()),
+                    ..Default::default()
+                }),
+                message_timestamp: Some(
+                    m.timestamp
+                        .unwrap_or_else(|| base.saturating_sub((n - i as u64) * 60)),
+                ),
+                participant,
+                ..Default::default()
+            };
+            msgs.push(wa::HistorySyncMsg {
+                message: buffa::MessageField::some(info),
+                msg_order_id: Some(i as u64 + 1),
+                ..Default::default()
+            });
+        }
+        conversations.push(wa::Conversation {
+            id: chat,
+            name: c.name.clone(),
+            messages: msgs,
+            ..Default::default()
+        });
+    }
+    let history = wa::HistorySync {
+        sync_type: wa::history_sync::HistorySyncType::INITIAL_BOOTSTRAP,
+        conversations,
+        progress: Some(100),
+        chunk_order: Some(1),
+        ..Default::default()
+    };
+    let raw = buffa::Message::encode_to_vec(&history);
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    z.write_all(&raw)
+        .map_err(|e| bad(format!("cannot compress: {e}")))?;
+    let compressed = z
+        .finish()
+        .map_err(|e| bad(format!("cannot compress: {e}")))?;
+    let msg = wa::Message {
+        protocol_message: buffa::MessageField::some(wa::message::ProtocolMessage {
+            r#type: Some(wa::message::protocol_message::Type::HISTORY_SYNC_NOTIFICATION),
+            history_sync_notification: buffa::MessageField::some(
+                wa::message::HistorySyncNotification {
+                    sync_type: Some(wa::message::HistorySyncType::INITIAL_BOOTSTRAP),
+                    chunk_order: Some(1),
+                    progress: Some(100),
+                    file_length: Some(raw.len() as u64),
+                    initial_hist_bootstrap_inline_payload: Some(compressed),
+                    ..Default::default()
+                },
+            ),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let own: wacore_binary::Jid = format!("{phone}@s.whatsapp.net")
+        .parse()
+        .map_err(|_| bad("bad phone"))?;
+    let sent = client.send_message(own, msg).await.map_err(|e| {
+        (
+            StatusCode::BAD_GATEWAY,
+            Json(json!({ "error": e.to_string() })),
+        )
+    })?;
+    Ok(Json(
+        json!({ "id": sent.message_id.to_string(), "message_ids": ids }),
+    ))
+}
