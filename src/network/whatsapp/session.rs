@@ -510,14 +510,27 @@ impl Inner {
                 }
             }
             for conversation in &sync.conversations {
-                // Newest first in the sync; bridged oldest first.
-                let mut messages: Vec<&wa::WebMessageInfo> = conversation
+                // The most recent `per_chat` messages, bridged oldest first (the sync's own
+                // order is not guaranteed).
+                let mut messages: Vec<(u64, u64, &wa::WebMessageInfo)> = conversation
                     .messages
                     .iter()
-                    .filter_map(|m| m.message.as_option())
-                    .take(per_chat)
+                    .filter_map(|m| {
+                        let info = m.message.as_option()?;
+                        Some((
+                            info.message_timestamp.unwrap_or(0),
+                            m.msg_order_id.unwrap_or(0),
+                            info,
+                        ))
+                    })
                     .collect();
-                messages.reverse();
+                messages.sort_by_key(|(ts, order, _)| (*ts, *order));
+                let skip = messages.len().saturating_sub(per_chat);
+                let messages: Vec<&wa::WebMessageInfo> = messages
+                    .into_iter()
+                    .skip(skip)
+                    .map(|(_, _, info)| info)
+                    .collect();
                 for info in messages {
                     let Some(stored) = history_stored(&conversation.id, info) else {
                         continue;
