@@ -184,9 +184,6 @@ pub struct WhatsAppConfig {
     pub history_messages_per_chat: usize,
     /// Pause between two backfilled messages, in milliseconds (keeps the homeserver responsive).
     pub history_pace_ms: u64,
-    /// Tell the user when the phone has not been reachable for this many hours (WhatsApp
-    /// unlinks companions whose phone stays offline for about 14 days).
-    pub phone_offline_notice_hours: u64,
 }
 
 impl Default for WhatsAppConfig {
@@ -201,7 +198,6 @@ impl Default for WhatsAppConfig {
             history_sync: true,
             history_messages_per_chat: 50,
             history_pace_ms: 100,
-            phone_offline_notice_hours: 72,
         }
     }
 }

@@ -103,7 +103,7 @@ impl Network for WhatsAppNetwork {
             LoginFlowInfo {
                 id: "phone",
                 name: "Pairing code",
-                description: "Enter an 8-character code on your phone instead of scanning (`login whatsapp +<phone number>`).",
+                description: "Enter an 8-character code on your phone instead of scanning; ferry asks for your phone number first.",
             },
         ]
     }
@@ -112,7 +112,7 @@ impl Network for WhatsAppNetwork {
         let method = match flow {
             "qr" => login::Method::Qr,
             "phone" | "code" => login::Method::Phone(None),
-            // `login whatsapp +5511987650001`: the pairing code for that number.
+            // A phone number as the flow (for front-ends that pass one): its pairing code.
             other => match login::phone_digits(other) {
                 Some(phone) => login::Method::Phone(Some(phone)),
                 None => {
