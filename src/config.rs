@@ -184,6 +184,9 @@ pub struct WhatsAppConfig {
     pub history_messages_per_chat: usize,
     /// Pause between two backfilled messages, in milliseconds (keeps the homeserver responsive).
     pub history_pace_ms: u64,
+    /// Test networks only: media at this `host:port` over plain HTTP (the library always uses
+    /// HTTPS; testnet's simulator serves media without TLS).
+    pub media_http_host: String,
 }
 
 impl Default for WhatsAppConfig {
@@ -198,6 +201,7 @@ impl Default for WhatsAppConfig {
             history_sync: true,
             history_messages_per_chat: 50,
             history_pace_ms: 100,
+            media_http_host: String::new(),
         }
     }
 }

@@ -71,9 +71,10 @@ async fn received_count(wa: &WhatsAppServer, to: &str, text: &str) -> usize {
 /// Starts ferry with WhatsApp against `wa`.
 async fn start_ferry(slot: &Slot, backend: Backend, sim: &Sim, wa: &WhatsAppServer) -> Ferry {
     let extra = format!(
-        "  whatsapp:\n    enabled: true\n    ghost_prefix: {}whatsapp_\n    ws_url: \"{}\"\n    version: \"{VERSION}\"\n    history_pace_ms: 10\nencryption:\n  pickle_key: \"wa-test-pickle-key-0123456789\"\n",
+        "  whatsapp:\n    enabled: true\n    ghost_prefix: {}whatsapp_\n    ws_url: \"{}\"\n    version: \"{VERSION}\"\n    history_pace_ms: 10\n    media_http_host: \"{}\"\nencryption:\n  pickle_key: \"wa-test-pickle-key-0123456789\"\n",
         slot.prefix,
-        wa.ws_url()
+        wa.ws_url(),
+        wa.chat_addr()
     );
     Ferry::start_configured(slot, backend, &sim.url(), None, &extra).await
 }
@@ -234,7 +235,7 @@ async fn qr_login_messages_and_restart(backend: Backend) {
         &wa,
         "/control/send",
         json!({ "from": ALICE, "to": USER, "kind": "reaction", "target": first,
-                "target_from_me": true, "emoji": "🎉" }),
+                "target_from_me": false, "emoji": "🎉" }),
     )
     .await;
     let reaction_id = event_id(&user, &portal, "the reaction", |e| {
@@ -245,7 +246,7 @@ async fn qr_login_messages_and_restart(backend: Backend) {
         &wa,
         "/control/send",
         json!({ "from": ALICE, "to": USER, "kind": "reaction", "target": first,
-                "target_from_me": true, "emoji": "" }),
+                "target_from_me": false, "emoji": "" }),
     )
     .await;
     user.wait_event(&portal, "the reaction's removal", |e| {
@@ -550,3 +551,85 @@ async fn group_history_and_lid_switch(backend: Backend) {
 }
 
 both_backends!(group_history_and_lid_switch);
+
+async fn media_both_ways(backend: Backend) {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let slot = Slot::claim();
+    let sim = Sim::start().await;
+    let wa = WhatsAppServer::start().await.expect("whatsapp simulator");
+    post(
+        &wa,
+        "/control/accounts",
+        json!({ "phone": USER, "name": "Bridge User" }),
+    )
+    .await;
+    post(
+        &wa,
+        "/control/contacts",
+        json!({ "phone": ALICE, "name": "Alice" }),
+    )
+    .await;
+    let _ferry = start_ferry(&slot, backend, &sim, &wa).await;
+    let bot = slot.bot();
+    let user = User::register("wamedia").await;
+    let room = user.open_management_room(&bot).await;
+    qr_login(&user, &room, &bot, &wa).await;
+
+    // WhatsApp -> Matrix: an image with a caption, its bytes through WhatsApp's encryption.
+    let picture: Vec<u8> = (0..5000u32).map(|i| (i * 7 % 251) as u8).collect();
+    post(
+        &wa,
+        "/control/send",
+        json!({ "from": ALICE, "to": USER, "kind": "image", "text": "a picture",
+                "mimetype": "image/png", "data_base64": b64.encode(&picture) }),
+    )
+    .await;
+    let portal = user.wait_portals(1, &room).await[0].clone();
+    let image = user
+        .wait_event(&portal, "the image", |e| {
+            e["content"]["msgtype"] == "m.image"
+        })
+        .await;
+    assert_eq!(image["sender"], ghost(&slot, ALICE));
+    assert_eq!(image["content"]["info"]["mimetype"], "image/png");
+    let got = user
+        .download(image["content"]["url"].as_str().expect("mxc"))
+        .await;
+    assert_eq!(got, picture, "the image's bytes");
+    user.wait_message(&portal, "the caption", |_, b| b.contains("a picture"))
+        .await;
+
+    // Matrix -> WhatsApp: a file, decrypted by Alice's client.
+    let doc = b"%PDF-1.4 not really a pdf".to_vec();
+    let mxc = user.upload("application/pdf", doc.clone()).await;
+    user.send_event(
+        &portal,
+        "m.room.message",
+        json!({"msgtype": "m.file", "body": "report.pdf", "url": mxc,
+               "info": {"mimetype": "application/pdf", "size": doc.len()}}),
+    )
+    .await;
+    let sent = wait_received(&wa, ALICE, "the document on WhatsApp", |m| {
+        m["message"]["document_message"].is_object()
+    })
+    .await;
+    assert_eq!(
+        sent["message"]["document_message"]["file_name"], "report.pdf",
+        "{sent}"
+    );
+    let id = sent["id"].as_str().expect("id");
+    let media = control(
+        &wa,
+        Method::GET,
+        &format!("/control/media?to={ALICE}&id={id}"),
+        None,
+    )
+    .await;
+    let bytes = b64
+        .decode(media["data_base64"].as_str().expect("data"))
+        .expect("base64");
+    assert_eq!(bytes, doc, "the document's bytes at Alice");
+}
+
+both_backends!(media_both_ways);

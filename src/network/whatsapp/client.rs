@@ -66,6 +66,29 @@ impl Shared {
     }
 }
 
+/// whatsapp-rust's HTTP client (media up- and downloads), which can reach one test host over
+/// plain HTTP: the library always builds `https://` media URLs, and a test network (testnet's
+/// simulator) serves media without TLS. Every other URL is left alone.
+struct MediaHttp {
+    inner: UreqHttpClient,
+    plain_host: Option<String>,
+}
+
+#[async_trait::async_trait]
+impl whatsapp_rust::http::HttpClient for MediaHttp {
+    async fn execute(
+        &self,
+        mut request: whatsapp_rust::http::HttpRequest,
+    ) -> whatsapp_rust::anyhow::Result<whatsapp_rust::http::HttpResponse> {
+        if let Some(host) = &self.plain_host
+            && let Some(rest) = request.url.strip_prefix(&format!("https://{host}/"))
+        {
+            request.url = format!("http://{host}/{rest}");
+        }
+        self.inner.execute(request).await
+    }
+}
+
 /// The receiving end of a client's events, in the order WhatsApp sent them.
 pub type Events = mpsc::UnboundedReceiver<Arc<Event>>;
 
@@ -85,7 +108,10 @@ pub async fn build(
     let mut builder = Bot::builder()
         .with_backend(store)
         .with_transport_factory(transport)
-        .with_http_client(UreqHttpClient::new())
+        .with_http_client(MediaHttp {
+            inner: UreqHttpClient::new(),
+            plain_host: Some(config.media_http_host.clone()).filter(|h| !h.is_empty()),
+        })
         .with_device_props(DevicePropsOverride::new().with_os(config.device_name.clone()))
         // In order, through one mailbox: ferry's own channel takes them at once, so the
         // mailbox never fills up and drops one.

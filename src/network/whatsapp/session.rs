@@ -87,6 +87,8 @@ struct Inner {
     uploads: Mutex<HashMap<String, Upload>>,
     /// Where history-sync messages go after they are stored (the running session's feed).
     history_feed: Mutex<Option<super::inbox::Feed>>,
+    /// The current reaction per (chat, message, sender), as last bridged by this process.
+    reactions: Mutex<HashMap<(String, String, String), String>>,
 }
 
 /// A linked WhatsApp device.
@@ -117,6 +119,7 @@ impl WhatsAppSession {
                 media: Mutex::new(MediaCache::default()),
                 uploads: Mutex::new(HashMap::new()),
                 history_feed: Mutex::new(None),
+                reactions: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -301,16 +304,87 @@ impl Inner {
                 target,
                 emoji,
                 removed,
-            } => RemoteEvent::Reaction {
-                chat,
-                target,
-                sender: sender_info,
-                emoji,
-                removed,
-            },
+            } => {
+                // WhatsApp keeps one reaction per user: a new one replaces the old, an empty
+                // one removes it, neither names the old emoji. Remove what was bridged first.
+                let previous = self.reactions_of(kind, &chat, &target, &sender).await;
+                let key = (
+                    chat.as_str().to_owned(),
+                    target.as_str().to_owned(),
+                    sender.as_str().to_owned(),
+                );
+                for old in previous.into_iter().filter(|old| removed || *old != emoji) {
+                    let removal = RemoteEvent::Reaction {
+                        chat: chat.clone(),
+                        target: target.clone(),
+                        sender: sender_info.clone(),
+                        emoji: old,
+                        removed: true,
+                    };
+                    if !self.emit(kind, None, removal).await {
+                        return false;
+                    }
+                }
+                if removed {
+                    lock(&self.reactions).remove(&key);
+                    return true;
+                }
+                lock(&self.reactions).insert(key, emoji.clone());
+                RemoteEvent::Reaction {
+                    chat,
+                    target,
+                    sender: sender_info,
+                    emoji,
+                    removed: false,
+                }
+            }
             Inbound::Ignore => return true,
         };
         self.emit(kind, Some(position), event).await
+    }
+
+    /// The emojis `sender` has on `target` as bridged (just now, or stored by the core).
+    async fn reactions_of(
+        &self,
+        kind: ChatKind,
+        chat: &ChatId,
+        target: &MessageId,
+        sender: &RemoteUserId,
+    ) -> Vec<String> {
+        let key = (
+            chat.as_str().to_owned(),
+            target.as_str().to_owned(),
+            sender.as_str().to_owned(),
+        );
+        let mut emojis: Vec<String> = lock(&self.reactions)
+            .get(&key)
+            .cloned()
+            .into_iter()
+            .collect();
+        let receiver = match kind {
+            ChatKind::Dm => self.login.as_str(),
+            ChatKind::Group => "",
+        };
+        match self
+            .shared
+            .db
+            .reaction_emojis_of_sender(
+                (WHATSAPP.as_str(), chat.as_str(), receiver),
+                target.as_str(),
+                sender.as_str(),
+            )
+            .await
+        {
+            Ok(stored) => {
+                for emoji in stored {
+                    if !emojis.contains(&emoji) {
+                        emojis.push(emoji);
+                    }
+                }
+            }
+            Err(err) => tracing::warn!(%err, "cannot read bridged WhatsApp reactions"),
+        }
+        emojis
     }
 
     async fn emit(&self, kind: ChatKind, checkpoint: Option<i64>, event: RemoteEvent) -> bool {
@@ -909,7 +983,20 @@ impl Session for WhatsAppSession {
     }
 
     async fn list_chats(&self) -> Result<Vec<ChatInfo>, NetworkError> {
-        let client = self.inner.client()?;
+        // Right after a login the client is still starting: give it a moment.
+        let mut waited = 0;
+        let client = loop {
+            match self.inner.client() {
+                Ok(client) if *lock(&self.inner.state) == ConnectionState::Connected => {
+                    break client;
+                }
+                _ if waited >= 300 => return Err(NetworkError::NotConnected(WHATSAPP)),
+                _ => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    waited += 1;
+                }
+            }
+        };
         let groups = client
             .groups()
             .get_participating()
