@@ -3,7 +3,7 @@
 //! device, and messages both ways with the simulated contacts (themselves whatsapp-rust clients),
 //! decrypted on the other side.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -80,7 +80,6 @@ struct Device {
     client: Arc<Client>,
     handle: Option<BotHandle>,
     events: mpsc::UnboundedReceiver<Arc<Event>>,
-    seen: Arc<Mutex<Vec<Arc<Event>>>>,
 }
 
 impl Device {
@@ -94,8 +93,6 @@ impl Device {
         pair_code: Option<wacore::pair_code::PairCodeOptions>,
     ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let seen2 = seen.clone();
         let transport = whatsapp_rust_tokio_transport::TokioWebSocketTransportFactory::new()
             .with_url(server.ws_url());
         let mut builder = Bot::builder()
@@ -105,9 +102,7 @@ impl Device {
             .with_version((2, 3000, 1_020_000_000))
             .on_event(move |event, _client| {
                 let tx = tx.clone();
-                let seen = seen2.clone();
                 async move {
-                    seen.lock().expect("lock").push(event.clone());
                     let _ = tx.send(event);
                 }
             });
@@ -121,7 +116,6 @@ impl Device {
             client,
             handle: Some(handle),
             events: rx,
-            seen,
         }
     }
 
@@ -142,6 +136,14 @@ impl Device {
     fn stop(&mut self) {
         if let Some(h) = self.handle.take() {
             h.abort();
+        }
+    }
+
+    /// Stops the client as a process exit would: the connection closes.
+    async fn shutdown(mut self) {
+        self.client.disconnect().await;
+        if let Some(h) = self.handle.take() {
+            h.shutdown().await;
         }
     }
 }
@@ -193,7 +195,7 @@ async fn qr_linking_then_reconnect_as_the_linked_device() {
     init_logs();
     let server = WhatsAppServer::start().await.expect("simulator starts");
     let ctl = Control::new(&server);
-    let (mut dev, backend) = linked_device(&server, &ctl).await;
+    let (dev, backend) = linked_device(&server, &ctl).await;
     let jid = dev.client.pn().expect("device has its JID");
     assert_eq!(jid.to_string(), format!("{USER}:1@s.whatsapp.net"));
     // The account's phone (device 0) and the linked device, both online.
@@ -203,8 +205,7 @@ async fn qr_linking_then_reconnect_as_the_linked_device() {
     assert_eq!(devices["devices"][1]["online"], true);
 
     // A new process with the same store logs in again without linking.
-    dev.stop();
-    drop(dev);
+    dev.shutdown().await;
     let mut again = Device::start(&server, backend).await;
     again
         .next(30, |e| match e {
@@ -213,6 +214,22 @@ async fn qr_linking_then_reconnect_as_the_linked_device() {
             _ => None,
         })
         .await;
+
+    // Logging out from the device unlinks it, answered at once (the client would give up after
+    // its 3 s timeout otherwise): only the phone remains.
+    let started = std::time::Instant::now();
+    again.client.logout().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "logout took {:?}",
+        started.elapsed()
+    );
+    let devices = ctl.get(&format!("/control/devices?phone={USER}")).await;
+    assert_eq!(
+        devices["devices"].as_array().map(Vec::len),
+        Some(1),
+        "{devices}"
+    );
     server.shutdown().await;
 }
 
@@ -299,13 +316,7 @@ async fn text_both_ways_is_decrypted_on_the_other_side_with_receipts() {
 
     // Alice's client confirmed delivery by itself; she then reads it.
     dev.next(20, |e| match e {
-        Event::Receipt(r)
-            if r.message_ids
-                .iter()
-                .any(|i| i.to_string() == out.message_id.to_string()) =>
-        {
-            Some(())
-        }
+        Event::Receipt(r) if r.message_ids.contains(&out.message_id) => Some(()),
         _ => None,
     })
     .await;
@@ -317,9 +328,7 @@ async fn text_both_ways_is_decrypted_on_the_other_side_with_receipts() {
     dev.next(20, |e| match e {
         Event::Receipt(r)
             if format!("{:?}", r.r#type).to_lowercase().contains("read")
-                && r.message_ids
-                    .iter()
-                    .any(|i| i.to_string() == out.message_id.to_string()) =>
+                && r.message_ids.contains(&out.message_id) =>
         {
             Some(())
         }
@@ -529,6 +538,12 @@ async fn history_sync_after_linking() {
             ("an old answer".to_owned(), true)
         ]
     );
+    let alice_name = history
+        .pushnames
+        .iter()
+        .find(|p| p.id.as_deref() == Some(format!("{ALICE}@s.whatsapp.net").as_str()))
+        .and_then(|p| p.pushname.clone());
+    assert_eq!(alice_name.as_deref(), Some("Alice"));
     server.shutdown().await;
 }
 
@@ -919,5 +934,128 @@ async fn typing_presence_offline_queue_and_unlinking() {
         .await;
     let devices = ctl.get(&format!("/control/devices?phone={USER}")).await;
     assert_eq!(devices["devices"].as_array().map(Vec::len), Some(1));
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_device_gets_what_arrived_meanwhile_and_sees_the_phones_messages() {
+    init_logs();
+    let server = WhatsAppServer::start().await.expect("simulator starts");
+    let ctl = Control::new(&server);
+    let (mut dev, backend) = linked_device(&server, &ctl).await;
+    ctl.post(
+        "/control/contacts",
+        json!({ "phone": ALICE, "name": "Alice" }),
+    )
+    .await;
+    ctl.post(
+        "/control/send",
+        json!({ "from": ALICE, "to": USER, "text": "before" }),
+    )
+    .await;
+    next_text(&mut dev, 20, "before").await;
+
+    // The process stops; Alice writes; a new process with the same store catches up.
+    dev.shutdown().await;
+    ctl.wait_for(&format!("/control/devices?phone={USER}"), 20, |v| {
+        (v["devices"][1]["online"] == false).then_some(())
+    })
+    .await;
+    ctl.post(
+        "/control/send",
+        json!({ "from": ALICE, "to": USER, "text": "meanwhile" }),
+    )
+    .await;
+    let mut dev = Device::start(&server, backend).await;
+    let (chat, _, _) = next_text(&mut dev, 30, "meanwhile").await;
+    assert_eq!(chat, format!("{ALICE}@s.whatsapp.net"));
+
+    // The user writes to Alice from the phone: the device sees it as its own message.
+    let sent = ctl
+        .post(
+            "/control/send",
+            json!({ "from": USER, "to": ALICE, "text": "from my phone" }),
+        )
+        .await;
+    let (id, from_me, chat) = dev
+        .next(20, |e| match e {
+            Event::Messages(b) => b.messages.iter().find_map(|m| {
+                (text_of(m).as_deref() == Some("from my phone")).then(|| {
+                    (
+                        m.info.id.to_string(),
+                        m.info.source.is_from_me,
+                        m.info.source.chat.to_string(),
+                    )
+                })
+            }),
+            _ => None,
+        })
+        .await;
+    assert_eq!(id, sent["id"].as_str().expect("id"));
+    assert!(from_me);
+    assert_eq!(chat, format!("{ALICE}@s.whatsapp.net"));
+    ctl.wait_for(&format!("/control/received?to={ALICE}"), 20, |v| {
+        v["messages"]
+            .as_array()?
+            .iter()
+            .find(|m| m["text"] == "from my phone")
+            .cloned()
+    })
+    .await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lost_session_recovers_through_a_retry_receipt() {
+    use wacore::store::traits::SignalStore as _;
+    init_logs();
+    let server = WhatsAppServer::start().await.expect("simulator starts");
+    let ctl = Control::new(&server);
+    let (mut dev, backend) = linked_device(&server, &ctl).await;
+    ctl.post(
+        "/control/contacts",
+        json!({ "phone": ALICE, "name": "Alice", "lid": "211111111111112" }),
+    )
+    .await;
+    ctl.post(
+        "/control/send",
+        json!({ "from": ALICE, "to": USER, "text": "one" }),
+    )
+    .await;
+    next_text(&mut dev, 20, "one").await;
+
+    // The device forgets its session with Alice (as after restoring an old backup).
+    dev.shutdown().await;
+    for address in [
+        format!("{ALICE}@c.us.0"),
+        format!("{ALICE}@s.whatsapp.net.0"),
+        "211111111111112@lid.0".to_owned(),
+    ] {
+        backend
+            .delete_session(&address)
+            .await
+            .expect("delete session");
+    }
+    let mut dev = Device::start(&server, backend).await;
+    dev.next(20, |e| matches!(e, Event::Connected(_)).then_some(()))
+        .await;
+
+    // Alice's next message cannot be decrypted; the device asks for it again (retry receipt,
+    // routed to Alice's client), Alice re-sends it in a fresh session, and it arrives.
+    ctl.post(
+        "/control/send",
+        json!({ "from": ALICE, "to": USER, "text": "two" }),
+    )
+    .await;
+    next_text(&mut dev, 30, "two").await;
+    let stanzas = ctl
+        .get(&format!("/control/stanzas?from={USER}&tag=receipt"))
+        .await;
+    assert!(
+        stanzas["stanzas"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|r| r["type"] == "retry")),
+        "the device sent a retry receipt: {stanzas}"
+    );
     server.shutdown().await;
 }

@@ -199,7 +199,6 @@ fn start_session(
         w.pending.insert(
             id,
             PendingPair {
-                conn: id,
                 refs: Vec::new(),
                 noise_static: client_static,
                 keys,
@@ -266,7 +265,7 @@ fn start_session(
         .accounts
         .get_mut(&phone)
         .and_then(|a| a.devices.get_mut(&device))
-        .map(|d| d.offline.drain(..).collect())
+        .map(|d| d.unacked.iter().cloned().collect())
         .unwrap_or_default();
     let count = queued.len();
     for node in queued {

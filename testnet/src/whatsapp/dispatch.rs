@@ -11,8 +11,8 @@ pub fn handle(w: &mut World, conn: u64, node: Node) {
         "receipt" => super::relay::receipt(w, conn, node),
         "chatstate" => super::relay::chatstate(w, conn, node),
         "presence" => super::relay::presence(w, conn, node),
-        // Acks of what the server delivered, and the client's keepalive-free stanzas.
-        "ack" => {}
+        // Acks of what the server delivered: no longer kept for redelivery.
+        "ack" => w.acked(conn, &node),
         other => {
             tracing::debug!(conn, tag = other, "stanza ignored");
         }

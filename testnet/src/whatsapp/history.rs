@@ -13,7 +13,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use waproto::whatsapp as wa;
 
-use super::control::{App, peer_client};
+use super::act::peer_client;
+use super::control::App;
 use super::world::{normalize_phone, now};
 
 #[derive(Deserialize)]
@@ -89,7 +90,6 @@ pub async fn push(State(app): State<App>, Json(req): Json<HistoryReq>) -> Reply 
                     from_me: Some(m.from_me),
                     id: Some(id),
                     participant: participant.clone(),
-                    ..Default::default()
                 }),
                 message: buffa::MessageField::some(wa::Message {
                     conversation: Some(m.text.clone()),
@@ -105,7 +105,6 @@ pub async fn push(State(app): State<App>, Json(req): Json<HistoryReq>) -> Reply 
             msgs.push(wa::HistorySyncMsg {
                 message: buffa::MessageField::some(info),
                 msg_order_id: Some(i as u64 + 1),
-                ..Default::default()
             });
         }
         conversations.push(wa::Conversation {
@@ -115,9 +114,38 @@ pub async fn push(State(app): State<App>, Json(req): Json<HistoryReq>) -> Reply 
             ..Default::default()
         });
     }
+    // The push names of every known account in these chats, as the phone includes them.
+    let pushnames: Vec<wa::Pushname> = {
+        let w = app.world.lock().map_err(|_| bad("world lock poisoned"))?;
+        let mut people: Vec<String> = conversations
+            .iter()
+            .flat_map(|c| {
+                std::iter::once(c.id.clone()).chain(c.messages.iter().filter_map(|m| {
+                    m.message
+                        .as_option()
+                        .and_then(|i| i.key.as_option())
+                        .and_then(|k| k.participant.clone())
+                }))
+            })
+            .collect();
+        people.sort();
+        people.dedup();
+        people
+            .into_iter()
+            .filter_map(|j| {
+                let jid: wacore_binary::Jid = j.parse().ok()?;
+                let a = w.account_of(&jid)?;
+                Some(wa::Pushname {
+                    id: Some(j),
+                    pushname: Some(a.name.clone()),
+                })
+            })
+            .collect()
+    };
     let history = wa::HistorySync {
         sync_type: wa::history_sync::HistorySyncType::INITIAL_BOOTSTRAP,
         conversations,
+        pushnames,
         progress: Some(100),
         chunk_order: Some(1),
         ..Default::default()

@@ -3,7 +3,7 @@
 //! (logged, so a missing answer shows up in the log rather than as a client hang).
 
 use wacore_binary::builder::NodeBuilder;
-use wacore_binary::{Jid, Node, NodeContent};
+use wacore_binary::{Jid, Node};
 use waproto::whatsapp as wa;
 
 use super::world::{World, attr, child_bytes, jid_attr, now};
@@ -117,8 +117,15 @@ pub fn handle(w: &mut World, conn: u64, node: Node) {
         ),
         ("w:g2", _) => super::groups::handle_iq(w, &phone, &node),
         ("md", "remove-companion-device") => {
-            super::control::unlink_device(w, &phone, device);
-            World::iq_result(&node, vec![])
+            // The device logs itself out: answer first, then unlink (which closes the socket).
+            let removed = node
+                .get_optional_child("remove-companion-device")
+                .and_then(|r| jid_attr(r, "jid"))
+                .filter(|j| w.phone_of(j).as_deref() == Some(phone.as_str()))
+                .map_or(device, |j| j.device);
+            w.send(conn, World::iq_result(&node, vec![]));
+            super::control::unlink_device(w, &phone, removed);
+            return;
         }
         _ => {
             tracing::debug!(conn, xmlns, first, "iq answered with an empty result");
@@ -361,7 +368,6 @@ pub fn key_index_list(w: &World, phone: &str) -> Option<Node> {
         details: Some(details),
         account_signature: Some(sig.to_vec()),
         account_signature_key: Some(a.adv_key.public_key.public_key_bytes().to_vec()),
-        ..Default::default()
     };
     Some(
         NodeBuilder::new("key-index-list")
@@ -495,12 +501,4 @@ fn media_conn(w: &World, node: &Node) -> Node {
                 .build(),
         ],
     )
-}
-
-/// Bytes content of a node, if any (used by callers that parse client stanzas).
-pub fn content_bytes(node: &Node) -> Option<&[u8]> {
-    match &node.content {
-        Some(NodeContent::Bytes(b)) => Some(b),
-        _ => None,
-    }
 }

@@ -9,11 +9,13 @@
 //! ends encrypt with the library's own Signal Protocol. Tests drive contacts through the control
 //! API. `testnet/WHATSAPP_PROTOCOL.md` says what is faithful and what is simplified.
 
+mod act;
 mod conn;
 mod control;
 mod dispatch;
 mod groups;
 mod history;
+mod inbox;
 mod iq;
 mod media;
 pub mod noise;

@@ -64,7 +64,10 @@ pub struct Established {
 /// A handshake in progress after the ClientHello.
 pub enum Step {
     /// XX: send `reply`, then feed the ClientFinish to [`XxResponder::finish`].
-    Xx { reply: Vec<u8>, state: XxResponder },
+    Xx {
+        reply: Vec<u8>,
+        state: Box<XxResponder>,
+    },
     /// IK: send `reply`; the handshake is complete.
     Ik {
         reply: Vec<u8>,
@@ -140,7 +143,7 @@ fn respond_xx(keys: &ServerKeys, client_e: [u8; 32]) -> Result<Step, NoiseError>
     );
     Ok(Step::Xx {
         reply,
-        state: XxResponder { noise, ephemeral },
+        state: Box::new(XxResponder { noise, ephemeral }),
     })
 }
 

@@ -104,7 +104,6 @@ pub fn approve(
         key_index: Some(key_index),
         account_type: Some(wa::ADVEncryptionType::E2EE),
         device_type: Some(wa::ADVEncryptionType::E2EE),
-        ..Default::default()
     };
     let details = buffa::Message::encode_to_vec(&details);
     let mut to_sign = vec![6u8, 0];
@@ -129,7 +128,6 @@ pub fn approve(
         details: Some(signed),
         hmac: Some(mac.finalize().into_bytes().to_vec()),
         account_type: Some(wa::ADVEncryptionType::E2EE),
-        ..Default::default()
     };
     let container = buffa::Message::encode_to_vec(&container);
 
@@ -143,7 +141,7 @@ pub fn approve(
             keys,
             key_index,
             device_identity: None,
-            offline: Default::default(),
+            unacked: Default::default(),
         },
     );
     let jid = if device == 0 {
@@ -181,7 +179,6 @@ pub fn approve(
     if let Some(c) = world.conns.get_mut(&conn) {
         c.paired = Some((phone.to_owned(), device));
     }
-    notify_devices(world, phone, device, key_index, true);
     tracing::info!(device = %jid, "companion linked");
     Ok(jid)
 }
@@ -208,7 +205,8 @@ pub fn scan_as(
     approve(world, conn, phone, qr.identity, qr.adv_secret, device)
 }
 
-/// Stores what the client's `pair-device-sign` answer carries (its counter-signed identity).
+/// Stores what the client's `pair-device-sign` answer carries (its counter-signed identity) and
+/// announces the new device.
 pub fn store_device_sign(world: &mut World, phone: &str, device: u16, node: &Node) {
     let Some(identity) = node
         .get_optional_child_by_tag(&["pair-device-sign", "device-identity"])
@@ -219,13 +217,18 @@ pub fn store_device_sign(world: &mut World, phone: &str, device: u16, node: &Nod
     else {
         return;
     };
-    if let Some(d) = world
+    let Some(d) = world
         .accounts
         .get_mut(phone)
         .and_then(|a| a.devices.get_mut(&device))
-    {
-        d.device_identity = Some(identity);
-    }
+    else {
+        return;
+    };
+    d.device_identity = Some(identity);
+    let key_index = d.key_index;
+    // Only now is the device complete (its bundle carries the counter-signed identity): the
+    // account's other devices and contacts learn about it, as from WhatsApp after linking.
+    notify_devices(world, phone, device, key_index, true);
 }
 
 /// Tells every device that a device of `phone` was added or removed

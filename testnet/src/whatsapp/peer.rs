@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::sync::watch;
 use wacore::store::InMemoryBackend;
 use wacore::types::events::Event;
 use whatsapp_rust::Client;
@@ -69,7 +68,6 @@ pub struct Peer {
     pub phone: String,
     pub client: Arc<Client>,
     handle: Option<BotHandle>,
-    connected: watch::Receiver<bool>,
 }
 
 impl Peer {
@@ -92,11 +90,6 @@ impl Peer {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-    }
-
-    /// Whether the client finished its start-up (the `Connected` event).
-    pub fn connected(&self) -> bool {
-        *self.connected.borrow()
     }
 
     pub fn stop(&mut self) {
@@ -131,8 +124,6 @@ pub async fn spawn(app: &super::control::App, phone: &str, name: &str) -> anyhow
     let world = app.world.clone();
     let inbox = app.inbox.clone();
     let ws_url = app.ws_url.as_str();
-    let (tx, rx) = watch::channel(false);
-    let tx = Arc::new(tx);
     let me = phone.to_owned();
     let transport =
         whatsapp_rust_tokio_transport::TokioWebSocketTransportFactory::new().with_url(ws_url);
@@ -143,13 +134,27 @@ pub async fn spawn(app: &super::control::App, phone: &str, name: &str) -> anyhow
         .with_version((2, 3000, 1_020_000_000))
         .with_push_name(name)
         .skip_history_sync()
-        .on_event(move |event, _client| {
+        .on_event(move |event, client| {
             let world = world.clone();
             let inbox = inbox.clone();
-            let tx = tx.clone();
             let me = me.clone();
             async move {
-                on_event(&world, &inbox, &tx, &me, &event);
+                on_event(&world, &inbox, &me, &event);
+                if let Event::DeviceListUpdate(u) = &*event
+                    && u.user.user.as_str() == me
+                    && matches!(
+                        u.update_type,
+                        wacore::types::events::DeviceListUpdateType::Add
+                    )
+                {
+                    // As a phone does for a newly linked companion: share the app-state key,
+                    // so the companion's first start-up does not wait for it.
+                    tokio::spawn(async move {
+                        if let Err(e) = share_app_state_key(&client, &me).await {
+                            tracing::debug!(phone = me, error = %e, "app-state key share not sent");
+                        }
+                    });
+                }
             }
         })
         .build()
@@ -160,17 +165,10 @@ pub async fn spawn(app: &super::control::App, phone: &str, name: &str) -> anyhow
         phone: phone.to_owned(),
         client,
         handle: Some(handle),
-        connected: rx,
     })
 }
 
-fn on_event(
-    world: &Shared,
-    inbox: &Arc<Mutex<Inbox>>,
-    tx: &watch::Sender<bool>,
-    me: &str,
-    event: &Event,
-) {
+fn on_event(world: &Shared, inbox: &Arc<Mutex<Inbox>>, me: &str, event: &Event) {
     match event {
         Event::PairingQrCode(qr) => {
             // The contact's own phone "scans" its code at once.
@@ -182,12 +180,6 @@ fn on_event(
                     }
                 }
             }
-        }
-        Event::Connected(_) => {
-            let _ = tx.send(true);
-        }
-        Event::Disconnected(_) | Event::LoggedOut(_) => {
-            let _ = tx.send(false);
         }
         Event::Messages(batch) => {
             let Ok(mut ib) = inbox.lock() else { return };
@@ -234,4 +226,38 @@ fn on_event(
         }
         _ => {}
     }
+}
+
+/// Sends the account's own devices an `APP_STATE_SYNC_KEY_SHARE` with a fresh key.
+async fn share_app_state_key(client: &Client, phone: &str) -> anyhow::Result<()> {
+    use waproto::whatsapp as wa;
+    let key_id: [u8; 6] = rand::random();
+    let key_data: [u8; 32] = rand::random();
+    let share = wa::message::AppStateSyncKeyShare {
+        keys: vec![wa::message::AppStateSyncKey {
+            key_id: buffa::MessageField::some(wa::message::AppStateSyncKeyId {
+                key_id: Some(key_id.to_vec()),
+            }),
+            key_data: buffa::MessageField::some(wa::message::AppStateSyncKeyData {
+                key_data: Some(key_data.to_vec()),
+                fingerprint: buffa::MessageField::some(wa::message::AppStateSyncKeyFingerprint {
+                    raw_id: Some(rand::random()),
+                    current_index: Some(0),
+                    device_indexes: vec![0],
+                }),
+                timestamp: Some(super::world::now() as i64 * 1000),
+            }),
+        }],
+    };
+    let msg = wa::Message {
+        protocol_message: buffa::MessageField::some(wa::message::ProtocolMessage {
+            r#type: Some(wa::message::protocol_message::Type::APP_STATE_SYNC_KEY_SHARE),
+            app_state_sync_key_share: buffa::MessageField::some(share),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let own: wacore_binary::Jid = format!("{phone}@s.whatsapp.net").parse()?;
+    client.send_message(own, msg).await?;
+    Ok(())
 }

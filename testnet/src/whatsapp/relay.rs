@@ -188,6 +188,23 @@ pub fn receipt(w: &mut World, conn: u64, node: Node) {
     let Some(to) = jid_attr(&node, "to") else {
         return;
     };
+    // A device's receipt for a message is its ack of that message (WhatsApp clients send no
+    // separate `<ack class=message>`): it leaves the device's redelivery queue.
+    let mut ids = vec![id.clone()];
+    if let Some(list) = node.get_optional_child("list") {
+        ids.extend(
+            list.get_children_by_tag("item")
+                .filter_map(|i| attr(i, "id")),
+        );
+    }
+    for i in ids {
+        let as_ack = NodeBuilder::new("ack")
+            .attr("class", "message")
+            .attr("id", i)
+            .attr("to", to.to_string())
+            .build();
+        w.acked(conn, &as_ack);
+    }
     let t = now().to_string();
     let mut ack = NodeBuilder::new("ack")
         .attr("class", "receipt")

@@ -43,8 +43,10 @@ pub struct Device {
     /// `ADVSignedDeviceIdentity` with the device's own signature (from `pair-device-sign`),
     /// served with its prekey bundle so peers can check the account vouches for it.
     pub device_identity: Option<Vec<u8>>,
-    /// Stanzas for this device while it is offline, delivered at its next login.
-    pub offline: VecDeque<Node>,
+    /// Stanzas (messages, receipts, notifications) not yet acknowledged by this device: sent
+    /// again at its next login, like WhatsApp's offline queue, so nothing is lost when a client
+    /// dies between receiving a stanza and acking it.
+    pub unacked: VecDeque<Node>,
 }
 
 pub struct Account {
@@ -60,15 +62,6 @@ pub struct Account {
     pub lid_addressing: bool,
 }
 
-impl Account {
-    pub fn pn_jid(&self) -> Jid {
-        Jid::pn(self.phone.as_str())
-    }
-    pub fn lid_jid(&self) -> Jid {
-        Jid::lid(self.lid.as_str())
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct Group {
     pub id: String,
@@ -82,7 +75,6 @@ pub struct Group {
 /// A fresh device waiting for its QR code to be scanned or its pairing code entered.
 #[derive(Clone)]
 pub struct PendingPair {
-    pub conn: u64,
     pub refs: Vec<String>,
     pub noise_static: [u8; 32],
     pub keys: DeviceKeys,
@@ -257,16 +249,59 @@ impl World {
             .map(|(id, _)| *id)
     }
 
-    /// Delivers a stanza to a device now, or queues it for its next login.
+    /// Delivers a stanza to a device now (if it is online) and, for stanzas the client acks
+    /// (those with an id), keeps it until acked. Typing and presence for an offline device are
+    /// dropped, as WhatsApp does.
     pub fn deliver(&mut self, phone: &str, device: u16, node: Node) {
-        if let Some(conn) = self.conn_of(phone, device) {
+        let conn = self.conn_of(phone, device);
+        if attr(&node, "id").is_some()
+            && let Some(d) = self
+                .accounts
+                .get_mut(phone)
+                .and_then(|a| a.devices.get_mut(&device))
+        {
+            d.unacked.push_back(node.clone());
+        }
+        if let Some(conn) = conn {
             self.send(conn, node);
-        } else if let Some(d) = self
+        }
+    }
+
+    /// The device acked a stanza (`<ack class id to [type]>`, `to` being the stanza's `from`,
+    /// in either its phone-number or its LID form).
+    pub fn acked(&mut self, conn: u64, ack: &Node) {
+        let Some((phone, device)) = self.login_of(conn) else {
+            return;
+        };
+        let Some(id) = attr(ack, "id") else {
+            return;
+        };
+        let class = attr(ack, "class");
+        let typ = attr(ack, "type");
+        let who = |w: &World, n: &Node, key: &str| {
+            jid_attr(n, key).map(|j| w.phone_of(&j).unwrap_or_else(|| j.user.to_string()))
+        };
+        let to = who(self, ack, "to");
+        let senders: Vec<Option<String>> = self
             .accounts
-            .get_mut(phone)
+            .get(&phone)
+            .and_then(|a| a.devices.get(&device))
+            .map(|d| d.unacked.iter().map(|n| who(self, n, "from")).collect())
+            .unwrap_or_default();
+        if let Some(d) = self
+            .accounts
+            .get_mut(&phone)
             .and_then(|a| a.devices.get_mut(&device))
         {
-            d.offline.push_back(node);
+            let mut senders = senders.into_iter();
+            d.unacked.retain(|n| {
+                let from = senders.next().flatten();
+                let same = attr(n, "id").as_deref() == Some(id.as_str())
+                    && class.as_deref().is_none_or(|c| c == n.tag)
+                    && (to.is_none() || from == to)
+                    && (n.tag != "receipt" || attr(n, "type") == typ);
+                !same
+            });
         }
     }
 
@@ -362,4 +397,93 @@ pub fn normalize_phone(phone: &str) -> Option<String> {
         .filter(|c| !matches!(c, '+' | ' ' | '-' | '(' | ')'))
         .collect();
     (!digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit())).then_some(digits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn device(id: u16) -> Device {
+        Device {
+            id,
+            noise_static: [0; 32],
+            keys: DeviceKeys::default(),
+            key_index: 1,
+            device_identity: None,
+            unacked: VecDeque::new(),
+        }
+    }
+
+    fn msg(id: &str, from: &str) -> Node {
+        NodeBuilder::new("message")
+            .attr("id", id)
+            .attr("from", from)
+            .build()
+    }
+
+    #[test]
+    fn a_stanza_stays_queued_until_the_device_acks_it() {
+        let mut w = World::new();
+        w.create_account("+1 555 0100", "User", None)
+            .expect("account");
+        w.accounts
+            .get_mut("15550100")
+            .expect("account")
+            .devices
+            .insert(1, device(1));
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        w.conns.insert(
+            7,
+            ConnEntry {
+                tx,
+                login: Some(("15550100".into(), 1)),
+                paired: None,
+            },
+        );
+        w.deliver("15550100", 1, msg("A", "1@s.whatsapp.net"));
+        w.deliver("15550100", 1, msg("B", "2@s.whatsapp.net"));
+        // Typing has no id: sent, never queued.
+        w.deliver(
+            "15550100",
+            1,
+            NodeBuilder::new("chatstate")
+                .attr("from", "1@s.whatsapp.net")
+                .build(),
+        );
+        let mut sent = 0;
+        while rx.try_recv().is_ok() {
+            sent += 1;
+        }
+        assert_eq!(sent, 3);
+        let queued = |w: &World| -> Vec<String> {
+            w.accounts["15550100"].devices[&1]
+                .unacked
+                .iter()
+                .filter_map(|n| attr(n, "id"))
+                .collect()
+        };
+        assert_eq!(queued(&w), ["A", "B"]);
+        // An ack naming another sender does not clear it; the right one does.
+        let ack = |id: &str, to: &str| {
+            NodeBuilder::new("ack")
+                .attr("class", "message")
+                .attr("id", id)
+                .attr("to", to)
+                .build()
+        };
+        w.acked(7, &ack("A", "9@s.whatsapp.net"));
+        assert_eq!(queued(&w), ["A", "B"]);
+        w.acked(7, &ack("A", "1@s.whatsapp.net"));
+        assert_eq!(queued(&w), ["B"]);
+    }
+
+    #[test]
+    fn phone_numbers_are_normalized() {
+        assert_eq!(
+            normalize_phone("+49 (170) 123-45").as_deref(),
+            Some("4917012345")
+        );
+        assert_eq!(normalize_phone("abc"), None);
+        assert_eq!(normalize_phone(""), None);
+    }
 }
