@@ -275,10 +275,8 @@ pub fn render(text: &FormattedText) -> (String, Vec<Jid>) {
             out.push_str(&mention);
             line_start = false;
             // Markers that close inside the mention close after it.
-            for k in i + 1..end {
-                for close in &closes[k] {
-                    out.push_str(close);
-                }
+            for close in closes.iter().take(end).skip(i + 1).flatten() {
+                out.push_str(close);
             }
             i = end;
             continue;

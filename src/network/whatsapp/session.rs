@@ -537,20 +537,15 @@ impl Inner {
             }
             A::Remove { participants, .. } => {
                 for p in participants {
-                    if let Some(user) = self.canonical(&p.jid, p.phone_number.as_ref()) {
-                        if !self
-                            .emit(
-                                ChatKind::Group,
-                                None,
-                                RemoteEvent::MemberLeft {
-                                    chat: chat.clone(),
-                                    user,
-                                },
-                            )
-                            .await
-                        {
-                            return false;
-                        }
+                    let Some(user) = self.canonical(&p.jid, p.phone_number.as_ref()) else {
+                        continue;
+                    };
+                    let left = RemoteEvent::MemberLeft {
+                        chat: chat.clone(),
+                        user,
+                    };
+                    if !self.emit(ChatKind::Group, None, left).await {
+                        return false;
                     }
                 }
             }
@@ -749,17 +744,16 @@ impl Inner {
             self.login.as_str().to_owned(),
             feed_tx,
         );
-        let (bot, mut events) = loop {
+        let (bot, mut events) =
             match client::build(&self.shared, store.clone(), None, Some(hook)).await {
-                Ok(built) => break built,
+                Ok(built) => built,
                 Err(err) => {
+                    // A store error: nothing to retry against; the core reports the state.
                     self.set_state(ConnectionState::TransientDisconnect(err.to_string()))
                         .await;
-                    // The only failure here is a store error; nothing to retry against.
                     return;
                 }
-            }
-        };
+            };
         let handle = bot.spawn();
         *lock(&self.client) = Some(handle.client());
         *self.handle.lock().await = Some(handle);
@@ -1211,7 +1205,6 @@ impl Session for WhatsAppSession {
             from_me: Some(from_me),
             id: Some(stanza.to_owned()),
             participant,
-            ..Default::default()
         };
         let emoji = if remove { "" } else { emoji };
         self.inner
