@@ -4,7 +4,8 @@
 //! ways with formatting; replies, edits, reactions (and removal) and revokes from WhatsApp;
 //! replies, reactions, edits and redactions from Matrix; read receipts; a group with its members;
 //! the history WhatsApp sends after linking; a contact switching from phone number to LID
-//! without a second portal; and a restart while messages arrive (each bridged once).
+//! without a second portal; media both ways; typing and read receipts both ways; a redaction
+//! from Matrix; and a restart while messages arrive (each bridged once).
 
 use std::time::Duration;
 
@@ -633,3 +634,157 @@ async fn media_both_ways(backend: Backend) {
 }
 
 both_backends!(media_both_ways);
+
+async fn typing_receipts_and_redactions(backend: Backend) {
+    use crate::common::enc;
+    let slot = Slot::claim();
+    let sim = Sim::start().await;
+    let wa = WhatsAppServer::start().await.expect("whatsapp simulator");
+    post(
+        &wa,
+        "/control/accounts",
+        json!({ "phone": USER, "name": "Bridge User" }),
+    )
+    .await;
+    post(
+        &wa,
+        "/control/contacts",
+        json!({ "phone": ALICE, "name": "Alice" }),
+    )
+    .await;
+    let _ferry = start_ferry(&slot, backend, &sim, &wa).await;
+    let bot = slot.bot();
+    let user = User::register("watyping").await;
+    let room = user.open_management_room(&bot).await;
+    qr_login(&user, &room, &bot, &wa).await;
+    let first = post(
+        &wa,
+        "/control/send",
+        json!({ "from": ALICE, "to": USER, "text": "hi" }),
+    )
+    .await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let portal = user.wait_portals(1, &room).await[0].clone();
+    let hi = event_id(&user, &portal, "Alice's hi", |e| {
+        e["content"]["body"] == "hi"
+    })
+    .await;
+    let alice = ghost(&slot, ALICE);
+
+    // Typing, both ways.
+    post(
+        &wa,
+        "/control/typing",
+        json!({ "from": ALICE, "to": USER, "state": "composing" }),
+    )
+    .await;
+    user.wait_ephemeral(&portal, "Alice typing", |e| {
+        e["type"] == "m.typing"
+            && e["content"]["user_ids"]
+                .as_array()
+                .is_some_and(|u| u.iter().any(|id| id == alice.as_str()))
+    })
+    .await;
+    user.put(
+        &format!(
+            "/_matrix/client/v3/rooms/{}/typing/{}",
+            enc(&portal),
+            enc(&user.user_id)
+        ),
+        json!({"typing": true, "timeout": 10000}),
+    )
+    .await;
+    poll(
+        "typing on WhatsApp",
+        async || {
+            let seen = control(
+                &wa,
+                Method::GET,
+                &format!("/control/events?to={ALICE}"),
+                None,
+            )
+            .await;
+            seen["events"]
+                .as_array()
+                .and_then(|e| e.iter().find(|e| e["kind"] == "chatstate").cloned())
+                .unwrap_or(Value::Null)
+        },
+        |v| !v.is_null(),
+    )
+    .await;
+
+    // Read receipts, both ways.
+    user.call(
+        Method::POST,
+        &format!(
+            "/_matrix/client/v3/rooms/{}/receipt/m.read/{}",
+            enc(&portal),
+            enc(&hi)
+        ),
+        Some(json!({})),
+    )
+    .await;
+    poll(
+        "the read receipt on WhatsApp",
+        async || {
+            let seen = control(
+                &wa,
+                Method::GET,
+                &format!("/control/receipts?to={ALICE}"),
+                None,
+            )
+            .await;
+            seen["receipts"]
+                .as_array()
+                .and_then(|r| {
+                    r.iter()
+                        .find(|r| {
+                            r["type"] == "read"
+                                && r["ids"]
+                                    .as_array()
+                                    .is_some_and(|i| i.iter().any(|i| i == first.as_str()))
+                        })
+                        .cloned()
+                })
+                .unwrap_or(Value::Null)
+        },
+        |v| !v.is_null(),
+    )
+    .await;
+    let ours = user.send_text(&portal, "did you read this?").await;
+    let ours_wa = wait_received(&wa, ALICE, "our text", |m| {
+        m["text"] == "did you read this?"
+    })
+    .await;
+    post(
+        &wa,
+        "/control/receipt",
+        json!({ "from": ALICE, "chat": USER, "ids": [ours_wa["id"]] }),
+    )
+    .await;
+    user.wait_ephemeral(&portal, "Alice's read receipt", |e| {
+        e["type"] == "m.receipt"
+            && e["content"][ours.as_str()]["m.read"][alice.as_str()].is_object()
+    })
+    .await;
+
+    // A redaction of our message deletes it for everyone on WhatsApp.
+    user.call(
+        Method::PUT,
+        &format!(
+            "/_matrix/client/v3/rooms/{}/redact/{}/ferry-test-redact",
+            enc(&portal),
+            enc(&ours)
+        ),
+        Some(json!({})),
+    )
+    .await;
+    wait_received(&wa, ALICE, "the revoke on WhatsApp", |m| {
+        m["message"]["protocol_message"]["key"]["id"] == ours_wa["id"]
+    })
+    .await;
+}
+
+both_backends!(typing_receipts_and_redactions);
