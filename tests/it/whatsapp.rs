@@ -540,6 +540,18 @@ async fn group_history_and_lid_switch(backend: Backend) {
         members.contains(&ghost(&slot, ALICE)) && members.contains(&ghost(&slot, BOB))
     })
     .await;
+    // The group's creator is its admin: power level 50.
+    let power = user
+        .call(
+            Method::GET,
+            &format!(
+                "/_matrix/client/v3/rooms/{}/state/m.room.power_levels/",
+                crate::common::enc(&group_room)
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(power["users"][ghost(&slot, BOB).as_str()], 50, "{power}");
     user.send_text(&group_room, "hello from Matrix").await;
     wait_received(&wa, BOB, "the group message at Bob", |m| {
         m["text"] == "hello from Matrix" && m["is_group"] == true
@@ -547,6 +559,17 @@ async fn group_history_and_lid_switch(backend: Backend) {
     .await;
     wait_received(&wa, ALICE, "the group message at Alice", |m| {
         m["text"] == "hello from Matrix"
+    })
+    .await;
+    // Bob removes Alice: her ghost leaves the room.
+    post(
+        &wa,
+        "/control/groups/members",
+        json!({ "group": gjid, "author": BOB, "remove": [ALICE] }),
+    )
+    .await;
+    user.wait_members(&group_room, "Alice gone", |members| {
+        !members.contains(&ghost(&slot, ALICE)) && members.contains(&ghost(&slot, BOB))
     })
     .await;
 }
@@ -631,6 +654,31 @@ async fn media_both_ways(backend: Backend) {
         .decode(media["data_base64"].as_str().expect("data"))
         .expect("base64");
     assert_eq!(bytes, doc, "the document's bytes at Alice");
+
+    // Matrix -> WhatsApp: a voice message (MSC3245) becomes a voice note WhatsApp plays as one.
+    let ogg = b"OggS fake opus voice".to_vec();
+    let mxc = user.upload("audio/ogg", ogg.clone()).await;
+    user.send_event(
+        &portal,
+        "m.room.message",
+        json!({"msgtype": "m.audio", "body": "Voice message", "url": mxc,
+               "info": {"mimetype": "audio/ogg", "size": ogg.len(), "duration": 3000},
+               "org.matrix.msc1767.audio": {"duration": 3000, "waveform": [0, 512, 1024]},
+               "org.matrix.msc3245.voice": {}}),
+    )
+    .await;
+    let voice = wait_received(&wa, ALICE, "the voice note on WhatsApp", |m| {
+        m["message"]["audio_message"].is_object()
+    })
+    .await;
+    let audio = &voice["message"]["audio_message"];
+    assert_eq!(audio["ptt"], true, "{voice}");
+    assert_eq!(audio["seconds"], 3, "{voice}");
+    assert_eq!(audio["mimetype"], "audio/ogg; codecs=opus", "{voice}");
+    assert!(
+        audio["waveform"].is_string() || audio["waveform"].is_array(),
+        "{voice}"
+    );
 }
 
 both_backends!(media_both_ways);
