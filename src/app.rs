@@ -125,6 +125,13 @@ pub async fn run(config: Config, config_dir: &Path) -> anyhow::Result<()> {
             tracing::error!(%err, "cannot set up the bot's encryption device");
         }
     });
+    let gauges = bridge.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        if let Err(err) = gauges.count_gauges().await {
+            tracing::warn!(%err, "cannot count portals and ghosts for the metrics");
+        }
+    });
     let prune_db = db.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(3600));

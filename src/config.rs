@@ -139,6 +139,10 @@ pub struct BridgeConfig {
     /// How long a login may be cut off from its network (e.g. the signal-cli daemon down)
     /// before its user is told, once; they are told again when it is back.
     pub outage_notice_seconds: u64,
+    /// Send a `com.beeper.message_send_status` event for every bridged Matrix event (for
+    /// clients that show delivery state). Off by default: it doubles the homeserver's work per
+    /// message; failures are still told with a notice in the room either way.
+    pub message_status_events: bool,
 }
 
 impl Default for BridgeConfig {
@@ -150,6 +154,7 @@ impl Default for BridgeConfig {
             portal_queue_size: 128,
             max_retry_seconds: 600,
             outage_notice_seconds: 60,
+            message_status_events: false,
         }
     }
 }
@@ -298,6 +303,9 @@ pub struct TelegramConfig {
     pub app_version: String,
     /// ISO 639-1 language code sent to Telegram (service texts come in that language).
     pub lang_code: String,
+    /// Members of a group or channel put into its room when the portal is created; the rest
+    /// join when they first write. 0: no cap (every member is fetched up front).
+    pub max_initial_members: usize,
     /// Test networks only: every data centre at this `ip:port` instead of Telegram's.
     pub dc_address: String,
     /// Test networks only: an auth key (512 hex digits) already shared with `dc_address`, since
@@ -317,6 +325,7 @@ impl Default for TelegramConfig {
             system_version: String::new(),
             app_version: String::new(),
             lang_code: "en".to_owned(),
+            max_initial_members: 200,
             dc_address: String::new(),
             dc_auth_key: String::new(),
         }
@@ -336,6 +345,7 @@ impl std::fmt::Debug for TelegramConfig {
             .field("system_version", &self.system_version)
             .field("app_version", &self.app_version)
             .field("lang_code", &self.lang_code)
+            .field("max_initial_members", &self.max_initial_members)
             .field("dc_address", &self.dc_address)
             .field("dc_auth_key_set", &!self.dc_auth_key.is_empty())
             .finish()

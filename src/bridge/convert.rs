@@ -90,9 +90,21 @@ fn media_content(
     if let Some(d) = media.duration_ms {
         info["duration"] = json!(d);
     }
+    if media.kind == MediaKind::Animation {
+        // What Beeper/mautrix clients read as "play like a GIF"; others show a plain video.
+        for hint in [
+            "fi.mau.gif",
+            "fi.mau.loop",
+            "fi.mau.autoplay",
+            "fi.mau.hide_controls",
+            "fi.mau.no_audio",
+        ] {
+            info[hint] = json!(true);
+        }
+    }
     let msgtype = match media.kind {
         MediaKind::Image => "m.image",
-        MediaKind::Video => "m.video",
+        MediaKind::Video | MediaKind::Animation => "m.video",
         MediaKind::Audio | MediaKind::Voice => "m.audio",
         MediaKind::File => "m.file",
         MediaKind::Sticker => {
@@ -190,6 +202,9 @@ pub fn from_matrix_content(
             let voice = content.get("org.matrix.msc3245.voice").is_some();
             let kind = match msgtype {
                 "m.image" => MediaKind::Image,
+                "m.video" if info.get("fi.mau.gif") == Some(&JsonValue::Bool(true)) => {
+                    MediaKind::Animation
+                }
                 "m.video" => MediaKind::Video,
                 "m.audio" if voice => MediaKind::Voice,
                 "m.audio" => MediaKind::Audio,
@@ -385,6 +400,42 @@ mod tests {
         assert!(
             from_matrix_content("m.room.message", &json!({"body": "x"}), "a", &|_| None).is_err()
         );
+    }
+
+    #[test]
+    fn animations_are_looping_videos_both_ways() {
+        let media = Media {
+            id: "x".into(),
+            kind: MediaKind::Animation,
+            name: "party.mp4".into(),
+            content_type: "video/mp4".into(),
+            size: 99,
+            width: Some(320),
+            height: Some(240),
+            duration_ms: Some(1500),
+            waveform: None,
+        };
+        let content = MessageContent::Media {
+            media,
+            caption: None,
+        };
+        let (_, json) = to_matrix_content(&content, Some("mxc://hs/gif"), &no_mentions);
+        assert_eq!(json["msgtype"], "m.video");
+        assert_eq!(json["info"]["fi.mau.gif"], true);
+        assert_eq!(json["info"]["fi.mau.loop"], true);
+        let MatrixContent::Media { media, .. } =
+            from_matrix_content("m.room.message", &json, "a", &|_| None).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(media.kind, MediaKind::Animation);
+        let plain = json!({"msgtype": "m.video", "body": "v.mp4", "url": "mxc://a/v"});
+        let MatrixContent::Media { media, .. } =
+            from_matrix_content("m.room.message", &plain, "a", &|_| None).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(media.kind, MediaKind::Video);
     }
 
     #[test]

@@ -40,6 +40,10 @@ const JOIN_CACHE_MAX: usize = 200_000;
 /// What a new portal room looks like.
 #[derive(Debug, Clone, Default)]
 pub struct RoomSpec {
+    /// `m.space` for a space; `None` for an ordinary room.
+    pub room_type: Option<String>,
+    /// The level needed to send messages (`events_default`); `None`: the preset's (0).
+    pub events_default: Option<i64>,
     pub name: Option<String>,
     pub topic: Option<String>,
     pub is_direct: bool,
@@ -256,8 +260,18 @@ impl Intents {
         for (user, level) in spec.power_users {
             users.insert(user.to_string(), json!(level));
         }
+        let mut levels = serde_json::Map::new();
         if !users.is_empty() {
-            request.power_level_content_override = Some(raw_json(&json!({"users": users}))?);
+            levels.insert("users".to_owned(), JsonValue::Object(users));
+        }
+        if let Some(level) = spec.events_default {
+            levels.insert("events_default".to_owned(), json!(level));
+        }
+        if !levels.is_empty() {
+            request.power_level_content_override = Some(raw_json(&JsonValue::Object(levels))?);
+        }
+        if let Some(room_type) = spec.room_type {
+            request.creation_content = Some(raw_json(&json!({"type": room_type}))?);
         }
         let response = self.client.send(request, None).await?;
         self.remember_joined(&response.room_id, &self.bot);

@@ -47,6 +47,19 @@ pub struct ChatInfo {
     pub admins: Vec<RemoteUserId>,
 }
 
+/// How a chat's room is laid out beyond [`ChatInfo`] (see [`crate::network::Session::room_layout`]).
+/// The default is an ordinary room.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoomLayout {
+    /// The chat holds other chats (a Telegram forum's topics): its room is a Matrix space.
+    pub space: bool,
+    /// The chat belongs to this (space) chat: its room is listed as a child of that space.
+    pub parent: Option<ChatId>,
+    /// Only admins may post (a broadcast channel): everyone else gets a level below
+    /// `events_default` and cannot send.
+    pub read_only: bool,
+}
+
 /// The kinds of media a message can carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MediaKind {
@@ -57,6 +70,9 @@ pub enum MediaKind {
     Voice,
     File,
     Sticker,
+    /// A short looping silent video (a GIF, a video sticker): shown autoplaying, without
+    /// controls, where the client understands the hint.
+    Animation,
 }
 
 /// A file attached to a message. `id` is the network's id, used to fetch or having uploaded it.

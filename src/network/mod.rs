@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 pub use self::{
     event::{
         ChatChanges, ChatInfo, ChatKind, Media, MediaKind, MessageContent, OutgoingMessage,
-        RemoteEvent, RemoteMessage, SentMessage, UserInfo,
+        RemoteEvent, RemoteMessage, RoomLayout, SentMessage, UserInfo,
     },
     ids::{ChatId, LoginId, MessageId, NetworkId, PortalKey, RemoteUserId},
 };
@@ -274,6 +274,12 @@ pub trait Session: Send + Sync {
     async fn logout(&self) -> Result<(), NetworkError>;
 
     // Optional features: the defaults refuse, and `Capabilities` tells the core beforehand.
+
+    /// How the chat's room is laid out (space, child of a space, read-only); asked when its
+    /// room is created. The default: an ordinary room.
+    async fn room_layout(&self, _chat: &ChatId) -> Result<RoomLayout, NetworkError> {
+        Ok(RoomLayout::default())
+    }
 
     /// Fetches media (attachments, avatars) by the network's id.
     async fn download_media(&self, _id: &str) -> Result<MediaStream, NetworkError> {

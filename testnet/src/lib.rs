@@ -7,4 +7,6 @@
 pub mod signal;
 pub mod sim;
 pub mod telegram;
+/// Behind the `whatsapp` feature: see testnet/Cargo.toml.
+#[cfg(feature = "whatsapp")]
 pub mod whatsapp;

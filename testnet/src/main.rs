@@ -46,7 +46,8 @@ enum Command {
         control: String,
     },
     /// Run the WhatsApp server simulator (clients connect to `ws://CHAT/ws/chat`; contacts and
-    /// the user's account are created through the control API).
+    /// the user's account are created through the control API). Built with `--features whatsapp`.
+    #[cfg(feature = "whatsapp")]
     Whatsapp {
         /// Chat address: the WebSocket at `/ws/chat` and the media host.
         #[arg(long, default_value = "127.0.0.1:29453")]
@@ -123,6 +124,7 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!("stopping");
             server.shutdown().await;
         }
+        #[cfg(feature = "whatsapp")]
         Command::Whatsapp { chat, control } => {
             let server =
                 testnet::whatsapp::WhatsAppServer::start_with(testnet::whatsapp::WhatsAppConfig {

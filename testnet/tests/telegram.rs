@@ -1144,3 +1144,128 @@ async fn basic_group_service_messages_presence_reads_and_lookups() {
     assert_eq!(n, 3);
     acc.stop().await;
 }
+
+#[tokio::test]
+async fn channel_news_while_away_arrive_through_channel_too_long() {
+    let sim = Sim::start().await;
+    let alice = sim
+        .user(json!({"first_name": "Alice", "phone": "+15550700"}))
+        .await;
+    let bob = sim
+        .user(json!({"first_name": "Bob", "phone": "+15550701"}))
+        .await;
+    let (mut acc, session, _) = login(&sim, "+15550700").await;
+    // A supergroup Alice's client has seen.
+    let known = sim
+        .post(
+            "/control/channels",
+            json!({"creator": bob, "title": "Known", "members": [alice]}),
+        )
+        .await["id"]
+        .as_i64()
+        .expect("channel");
+    let mut stream = acc.stream().await;
+    sim.post(
+        "/control/send",
+        json!({"from": bob, "peer": {"type": "channel", "id": known}, "text": "seen live"}),
+    )
+    .await;
+    next_update(
+        &mut stream,
+        "the live channel message",
+        |u| matches!(u, Update::NewMessage(m) if m.text() == "seen live"),
+    )
+    .await;
+    stream.sync_update_state().await.expect("state saved");
+    drop(stream);
+    acc.stop().await;
+
+    // While away: news in the known supergroup, and a new channel Alice was added to.
+    sim.post(
+        "/control/send",
+        json!({"from": bob, "peer": {"type": "channel", "id": known}, "text": "known news"}),
+    )
+    .await;
+    let fresh = sim
+        .post(
+            "/control/channels",
+            json!({"creator": bob, "title": "Fresh", "members": [alice]}),
+        )
+        .await["id"]
+        .as_i64()
+        .expect("channel");
+    for text in ["fresh 1", "fresh 2"] {
+        sim.post(
+            "/control/send",
+            json!({"from": bob, "peer": {"type": "channel", "id": fresh}, "text": text}),
+        )
+        .await;
+    }
+
+    let mut acc = Account::connect(Arc::clone(&session), ConnectionParams::default());
+    let mut stream = acc.stream().await;
+    let got = drain(&mut stream, Duration::from_secs(4)).await;
+    let texts: Vec<String> = texts_of(&got)
+        .into_iter()
+        .filter(|t| !t.is_empty())
+        .collect();
+    assert_eq!(
+        texts,
+        ["known news", "fresh 1", "fresh 2"],
+        "each channel's news once, through getChannelDifference: {got:?}"
+    );
+    acc.stop().await;
+}
+
+#[tokio::test]
+async fn bot_qts_updates_are_recovered_after_reconnect() {
+    let sim = Sim::start().await;
+    let bot = sim
+        .user(json!({"first_name": "Relay", "username": "qts_bot", "bot_token": "77:qts"}))
+        .await;
+    let bob = sim.user(json!({"first_name": "Bob"})).await;
+    let session = sim.session();
+    let mut acc = Account::connect(Arc::clone(&session), ConnectionParams::default());
+    acc.client
+        .bot_sign_in("77:qts", API_HASH)
+        .await
+        .expect("bot logs in");
+    let mut stream = acc.stream().await;
+    // Let the fresh stream take its state first (getState's qts counts what came before).
+    drain(&mut stream, Duration::from_secs(1)).await;
+    let stopped = |want: bool| {
+        move |u: &Update| {
+            matches!(u, Update::Raw(raw) if matches!(&raw.raw,
+                tl::enums::Update::BotStopped(s) if s.user_id == bob && s.stopped == want))
+        }
+    };
+    let first = sim
+        .post("/control/bot_stopped", json!({"user": bob, "bot": bot}))
+        .await;
+    assert_eq!(first["qts"], 1);
+    next_update(&mut stream, "the live updateBotStopped", stopped(true)).await;
+    stream.sync_update_state().await.expect("state saved");
+    drop(stream);
+    acc.stop().await;
+
+    // While away Bob restarts the bot: the qts gap is recovered with getDifference, once.
+    sim.post(
+        "/control/bot_stopped",
+        json!({"user": bob, "bot": bot, "stopped": false}),
+    )
+    .await;
+    let mut acc = Account::connect(Arc::clone(&session), ConnectionParams::default());
+    let mut stream = acc.stream().await;
+    let got = drain(&mut stream, Duration::from_secs(4)).await;
+    let restarts = got.iter().filter(|u| stopped(false)(u)).count();
+    let stops = got.iter().filter(|u| stopped(true)(u)).count();
+    assert_eq!((restarts, stops), (1, 0), "{got:?}");
+    let state = acc
+        .client
+        .invoke(&tl::functions::updates::GetState {})
+        .await
+        .expect("state");
+    let tl::enums::updates::State::State(state) = state;
+    assert_eq!(state.qts, 2);
+    acc.stop().await;
+}

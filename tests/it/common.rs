@@ -239,6 +239,7 @@ bridge:
     "@admin{tag}:localhost": admin
   max_retry_seconds: 120
   outage_notice_seconds: 2
+  message_status_events: true
 networks:
   sim:
     enabled: true

@@ -1005,3 +1005,56 @@ async fn media_kinds_and_replies_across_a_restart(backend: Backend) {
     assert_eq!(bytes.to_vec(), b"my sticker");
 }
 both_backends!(media_kinds_and_replies_across_a_restart);
+
+/// With `message_status_events` off (the default), nothing but the message itself reaches the
+/// homeserver for a bridged message, and a failure is still told, by a notice.
+async fn failures_are_told_without_status_events(backend: Backend) {
+    let slot = Slot::claim();
+    let sim = Sim::start().await;
+    sim.user("alice", "Alice").await;
+    sim.user("bob", "Bob").await;
+    let dm = sim.dm("alice", "bob").await;
+    let mut ferry = Ferry::start(&slot, backend, &sim.url()).await;
+    ferry.kill();
+    let config = std::fs::read_to_string(&ferry.config_path).expect("config");
+    assert!(config.contains("message_status_events: true"));
+    std::fs::write(
+        &ferry.config_path,
+        config.replace("  message_status_events: true\n", ""),
+    )
+    .expect("rewrite config");
+    ferry.spawn().await;
+    let (user, management) = logged_in_user(&slot, &sim, "alice").await;
+    let room = user.wait_portals(1, &management).await.remove(0);
+
+    let sent = user.send_text(&room, "no status for me").await;
+    sim.wait_message(&dm, "the text", |_, text| text == "no status for me")
+        .await;
+    let odd = user
+        .send_event(
+            &room,
+            "m.room.message",
+            json!({"msgtype": "org.example.poll", "body": "?"}),
+        )
+        .await;
+    let bot = slot.bot();
+    user.wait_event(&room, "the failure notice", |e| {
+        e["sender"] == bot.as_str()
+            && e["content"]["msgtype"] == "m.notice"
+            && e["content"]["body"]
+                .as_str()
+                .is_some_and(|b| b.contains("was not bridged"))
+    })
+    .await;
+    let statuses: Vec<Value> = user
+        .events(&room)
+        .await
+        .into_iter()
+        .filter(|e| e["type"] == "com.beeper.message_send_status")
+        .collect();
+    assert!(
+        statuses.is_empty(),
+        "status events for {sent} / {odd} although they are off: {statuses:#?}"
+    );
+}
+both_backends!(failures_are_told_without_status_events);

@@ -64,6 +64,17 @@ async fn wait_sent(
 /// Starts ferry with Telegram enabled against `tg`, with a fresh auth key shared with it.
 /// (The key belongs to one authorization, so one ferry process serves one Telegram login here.)
 async fn start_ferry(slot: &Slot, backend: Backend, sim: &Sim, tg: &TelegramServer) -> Ferry {
+    start_ferry_with(slot, backend, sim, tg, "").await
+}
+
+/// [`start_ferry`] with extra `networks.telegram` lines (each indented by four spaces).
+async fn start_ferry_with(
+    slot: &Slot,
+    backend: Backend,
+    sim: &Sim,
+    tg: &TelegramServer,
+    extra: &str,
+) -> Ferry {
     let mut key = [0u8; 256];
     rand::rng().fill_bytes(&mut key);
     tg.add_auth_key(key);
@@ -71,7 +82,7 @@ async fn start_ferry(slot: &Slot, backend: Backend, sim: &Sim, tg: &TelegramServ
     ferry.kill();
     let config = std::fs::read_to_string(&ferry.config_path).expect("config");
     let telegram = format!(
-        "  telegram:\n    enabled: true\n    api_id: 611\n    api_hash: \"0123456789abcdef0123456789abcdef\"\n    ghost_prefix: {}telegram_\n    dc_address: \"{}\"\n    dc_auth_key: \"{}\"\nmetrics:\n",
+        "  telegram:\n    enabled: true\n    api_id: 611\n    api_hash: \"0123456789abcdef0123456789abcdef\"\n    ghost_prefix: {}telegram_\n    dc_address: \"{}\"\n    dc_auth_key: \"{}\"\n{extra}metrics:\n",
         slot.prefix,
         tg.mtproto_addr(),
         hex::encode(key)
@@ -676,6 +687,30 @@ async fn groups_members_and_power_levels(backend: Backend) {
             .is_some_and(|h| h.contains("<em>")),
         "{event}"
     );
+    crate::common::poll(
+        "the room renamed",
+        async || json!(user.room_name(&basic_room).await),
+        |v| v == "Renamed",
+    )
+    .await;
+    // Adding Dave invites his ghost, with his name.
+    let dave = post(&tg, "/control/users", json!({"first_name": "Dave"})).await["id"]
+        .as_i64()
+        .expect("dave");
+    post(
+        &tg,
+        "/control/service",
+        json!({"from": bob, "peer": basic_peer, "action": "add_user", "users": [dave]}),
+    )
+    .await;
+    user.wait_members(&basic_room, "dave's ghost joining", |m| {
+        m.contains(&ghost(dave))
+    })
+    .await;
+    assert_eq!(
+        user.displayname(&ghost(dave)).await.as_deref(),
+        Some("Dave (Telegram)")
+    );
     post(
         &tg,
         "/control/service",
@@ -751,3 +786,874 @@ async fn groups_members_and_power_levels(backend: Backend) {
 }
 
 both_backends!(groups_members_and_power_levels);
+
+/// The state event `kind`/`key` of `room`, or `Null` when it is not set.
+async fn state_of(user: &User, room: &str, kind: &str, key: &str) -> Value {
+    let response = http()
+        .get(format!(
+            "{}/_matrix/client/v3/rooms/{}/state/{kind}/{}",
+            user.hs(),
+            crate::common::enc(room),
+            crate::common::enc(key)
+        ))
+        .bearer_auth(user.token())
+        .send()
+        .await
+        .expect("state request");
+    if response.status().is_success() {
+        response.json().await.unwrap_or(Value::Null)
+    } else {
+        Value::Null
+    }
+}
+
+/// Waits until the user is in a room named `name` (other than `except`); returns it.
+async fn wait_room_named(user: &User, name: &str, except: &str) -> String {
+    crate::common::poll(
+        &format!("a room named {name}"),
+        async || {
+            user.accept_invites().await;
+            for room in user.joined_rooms().await {
+                if room != except && user.room_name(&room).await.as_deref() == Some(name) {
+                    return json!(room);
+                }
+            }
+            Value::Null
+        },
+        |v| v.is_string(),
+    )
+    .await
+    .as_str()
+    .expect("room id")
+    .to_owned()
+}
+
+async fn forum_topics_as_a_space(backend: Backend) {
+    let slot = Slot::claim();
+    let sim = Sim::start().await;
+    let tg = TelegramServer::start().await.expect("telegram simulator");
+    let (ada, bob) = ada_and_bob(&tg, json!({})).await;
+    let _ferry = start_ferry(&slot, backend, &sim, &tg).await;
+    let bot = slot.bot();
+    let user = User::register("tgforum").await;
+    let room = login_by_phone(&user, &bot, "+447700900123").await;
+    let ghost = |id: i64| format!("@{}telegram_{id}:localhost", slot.prefix);
+
+    // A forum: a space, with one room per topic (General included).
+    let forum = post(
+        &tg,
+        "/control/channels",
+        json!({"creator": bob, "title": "Lounge", "forum": true, "members": [ada]}),
+    )
+    .await["id"]
+        .as_i64()
+        .expect("forum");
+    let peer = json!({"type": "channel", "id": forum});
+    let cats = post(
+        &tg,
+        "/control/topics",
+        json!({"channel": forum, "from": bob, "title": "Cats"}),
+    )
+    .await["id"]
+        .as_i64()
+        .expect("topic");
+    let meow = post(
+        &tg,
+        "/control/send",
+        json!({"from": bob, "peer": peer, "text": "meow", "top_id": cats}),
+    )
+    .await;
+    post(
+        &tg,
+        "/control/send",
+        json!({"from": bob, "peer": peer, "text": "hello all"}),
+    )
+    .await;
+    let space = wait_room_named(&user, "Lounge", &room).await;
+    let cats_room = wait_room_named(&user, "Cats", &room).await;
+    let general = wait_room_named(&user, "General", &room).await;
+    let create = state_of(&user, &space, "m.room.create", "").await;
+    assert_eq!(create["type"], "m.space", "{create}");
+    let meow_event = user
+        .wait_event(&cats_room, "meow in the topic's room", |e| {
+            e["content"]["body"] == "meow"
+        })
+        .await;
+    assert_eq!(meow_event["sender"], ghost(bob));
+    user.wait_message(&general, "the General topic's message", |s, b| {
+        s == ghost(bob) && b == "hello all"
+    })
+    .await;
+    assert_eq!(
+        count_body(&user, &general, "meow").await,
+        0,
+        "a topic's message stays in its room"
+    );
+    // The space lists both topic rooms; each names the space as its parent.
+    for child in [&cats_room, &general] {
+        let link = crate::common::poll(
+            "the space's child link",
+            async || state_of(&user, &space, "m.space.child", child).await,
+            |v| v["via"].is_array(),
+        )
+        .await;
+        assert_eq!(link["via"], json!(["localhost"]));
+        let parent = state_of(&user, child, "m.space.parent", &space).await;
+        assert_eq!(parent["canonical"], true, "{parent}");
+    }
+
+    // Matrix -> the topic: a message and a reply both land in "Cats" on Telegram.
+    user.send_text(&cats_room, "purr").await;
+    let purr = wait_sent(&tg, ada, "the message in the topic", |r| {
+        r["kind"] == "message" && r["text"] == "purr"
+    })
+    .await;
+    assert_eq!(purr["peer"], peer);
+    assert_eq!(purr["top_id"], cats);
+    assert_eq!(purr["reply_to"], Value::Null, "not a reply: {purr}");
+    let meow_id = meow_event["event_id"].as_str().expect("id").to_owned();
+    user.send_event(
+        &cats_room,
+        "m.room.message",
+        json!({"msgtype": "m.text", "body": "good cat",
+               "m.relates_to": {"m.in_reply_to": {"event_id": meow_id}}}),
+    )
+    .await;
+    let reply = wait_sent(&tg, ada, "the reply in the topic", |r| {
+        r["kind"] == "message" && r["text"] == "good cat"
+    })
+    .await;
+    assert_eq!(reply["top_id"], cats);
+    assert_eq!(reply["reply_to"], meow["id"]);
+    // From General: no topic.
+    user.send_text(&general, "hi general").await;
+    let hi = wait_sent(&tg, ada, "the message in General", |r| {
+        r["text"] == "hi general"
+    })
+    .await;
+    assert_eq!(hi["top_id"], Value::Null);
+
+    // Typing in a topic shows in that topic's room.
+    post(
+        &tg,
+        "/control/typing",
+        json!({"from": bob, "peer": peer, "top_id": cats}),
+    )
+    .await;
+    let bob_ghost = ghost(bob);
+    user.wait_ephemeral(&cats_room, "bob typing in the topic", |e| {
+        e["type"] == "m.typing"
+            && e["content"]["user_ids"]
+                .as_array()
+                .is_some_and(|u| u.iter().any(|id| id == bob_ghost.as_str()))
+    })
+    .await;
+
+    // A new topic appears as a new room in the space, with its messages.
+    let dogs = post(
+        &tg,
+        "/control/topics",
+        json!({"channel": forum, "from": bob, "title": "Dogs"}),
+    )
+    .await["id"]
+        .as_i64()
+        .expect("topic");
+    post(
+        &tg,
+        "/control/send",
+        json!({"from": bob, "peer": peer, "text": "woof", "top_id": dogs}),
+    )
+    .await;
+    let dogs_room = wait_room_named(&user, "Dogs", &room).await;
+    user.wait_message(&dogs_room, "woof in the new topic", |_, b| b == "woof")
+        .await;
+    crate::common::poll(
+        "the new topic in the space",
+        async || state_of(&user, &space, "m.space.child", &dogs_room).await,
+        |v| v["via"].is_array(),
+    )
+    .await;
+    // A delete in a topic reaches that topic's room.
+    post(
+        &tg,
+        "/control/delete",
+        json!({"from": bob, "peer": peer, "ids": [meow["id"]]}),
+    )
+    .await;
+    user.wait_event(&cats_room, "the delete in the topic", |e| {
+        e["event_id"] == meow_id.as_str() && e["unsigned"]["redacted_because"].is_object()
+    })
+    .await;
+}
+
+both_backends!(forum_topics_as_a_space);
+
+/// Sends a text as `user` without expecting success; returns the HTTP status.
+async fn try_send_text(user: &User, room: &str, body: &str) -> u16 {
+    let response = http()
+        .put(format!(
+            "{}/_matrix/client/v3/rooms/{}/send/m.room.message/t{}",
+            user.hs(),
+            crate::common::enc(room),
+            rand::random::<u64>()
+        ))
+        .bearer_auth(user.token())
+        .json(&json!({"msgtype": "m.text", "body": body}))
+        .send()
+        .await
+        .expect("send request");
+    response.status().as_u16()
+}
+
+async fn channels_are_read_only(backend: Backend) {
+    let slot = Slot::claim();
+    let sim = Sim::start().await;
+    let tg = TelegramServer::start().await.expect("telegram simulator");
+    let (ada, bob) = ada_and_bob(&tg, json!({})).await;
+    let _ferry = start_ferry(&slot, backend, &sim, &tg).await;
+    let bot = slot.bot();
+    let user = User::register("tgchan").await;
+    let room = login_by_phone(&user, &bot, "+447700900123").await;
+
+    // A channel Ada only reads: its posts come from the channel; she cannot post.
+    let news = post(
+        &tg,
+        "/control/channels",
+        json!({"creator": bob, "title": "News", "broadcast": true, "members": [ada]}),
+    )
+    .await["id"]
+        .as_i64()
+        .expect("channel");
+    post(
+        &tg,
+        "/control/send",
+        json!({"from": bob, "peer": {"type": "channel", "id": news}, "text": "breaking"}),
+    )
+    .await;
+    let news_room = wait_room_named(&user, "News", &room).await;
+    // The channel's ghost is its own ("c" + id), never a user's with the same number.
+    let channel_ghost = format!("@{}telegram_c{news}:localhost", slot.prefix);
+    user.wait_message(&news_room, "the channel post", |s, b| {
+        s == channel_ghost && b == "breaking"
+    })
+    .await;
+    assert_eq!(
+        user.displayname(&channel_ghost).await.as_deref(),
+        Some("News (Telegram)")
+    );
+    let levels = state_of(&user, &news_room, "m.room.power_levels", "").await;
+    assert_eq!(levels["events_default"], 50, "{levels}");
+    assert_eq!(levels["users"][channel_ghost.as_str()], 50, "{levels}");
+    assert!(
+        levels["users"][user.user_id.as_str()].as_i64().unwrap_or(0) < 50,
+        "a reader has no posting level: {levels}"
+    );
+    assert_eq!(
+        try_send_text(&user, &news_room, "can I post?").await,
+        403,
+        "a reader cannot post"
+    );
+
+    // A channel Ada administers: she posts from Matrix, as the channel.
+    let own = post(
+        &tg,
+        "/control/channels",
+        json!({"creator": bob, "title": "Ada's corner", "broadcast": true,
+               "members": [ada], "admins": [ada]}),
+    )
+    .await["id"]
+        .as_i64()
+        .expect("channel");
+    post(
+        &tg,
+        "/control/send",
+        json!({"from": bob, "peer": {"type": "channel", "id": own}, "text": "welcome"}),
+    )
+    .await;
+    let own_room = wait_room_named(&user, "Ada's corner", &room).await;
+    user.wait_message(&own_room, "the welcome post", |_, b| b == "welcome")
+        .await;
+    let levels = state_of(&user, &own_room, "m.room.power_levels", "").await;
+    assert_eq!(levels["users"][user.user_id.as_str()], 50, "{levels}");
+    user.send_text(&own_room, "admin post").await;
+    let sent = wait_sent(&tg, ada, "the admin's post", |r| {
+        r["kind"] == "message" && r["text"] == "admin post"
+    })
+    .await;
+    assert_eq!(sent["peer"], json!({"type": "channel", "id": own}));
+    assert_eq!(
+        sent_by(&tg, ada)
+            .await
+            .iter()
+            .filter(|r| r["text"] == "can I post?")
+            .count(),
+        0
+    );
+}
+
+both_backends!(channels_are_read_only);
+
+async fn edits_deletes_replies_and_presence(backend: Backend) {
+    let slot = Slot::claim();
+    let sim = Sim::start().await;
+    let tg = TelegramServer::start().await.expect("telegram simulator");
+    let (ada, bob) = ada_and_bob(&tg, json!({})).await;
+    let _ferry = start_ferry(&slot, backend, &sim, &tg).await;
+    let bot = slot.bot();
+    let user = User::register("tgedit").await;
+    let room = login_by_phone(&user, &bot, "+447700900123").await;
+    let ghost_bob = format!("@{}telegram_{bob}:localhost", slot.prefix);
+    let to_ada = json!({"type": "user", "id": ada});
+    let first = post(
+        &tg,
+        "/control/send",
+        json!({"from": bob, "peer": to_ada, "text": "first"}),
+    )
+    .await;
+    let portal = user.wait_portals(1, &room).await[0].clone();
+    let first_event = user
+        .wait_event(&portal, "bob's first message", |e| {
+            e["content"]["body"] == "first"
+        })
+        .await["event_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+
+    // Matrix -> Telegram: an edit, then a delete, of our own message.
+    let mine = user.send_text(&portal, "mine").await;
+    let mine_tg = wait_sent(&tg, ada, "our message on Telegram", |r| {
+        r["kind"] == "message" && r["text"] == "mine"
+    })
+    .await;
+    user.send_event(
+        &portal,
+        "m.room.message",
+        json!({"msgtype": "m.text", "body": "* mine, edited",
+               "m.new_content": {"msgtype": "m.text", "body": "mine, edited"},
+               "m.relates_to": {"rel_type": "m.replace", "event_id": mine}}),
+    )
+    .await;
+    let edit = wait_sent(&tg, ada, "the edit on Telegram", |r| r["kind"] == "edit").await;
+    assert_eq!(edit["id"], mine_tg["id"]);
+    assert_eq!(edit["text"], "mine, edited");
+    // Bob sees the edited text in his copy.
+    let bob_view = control(
+        &tg,
+        Method::GET,
+        &format!("/control/messages?owner={bob}&peer_type=user&peer_id={ada}"),
+        None,
+    )
+    .await;
+    assert!(
+        bob_view.as_array().is_some_and(|m| m
+            .iter()
+            .any(|m| m["text"] == "mine, edited" && m["edited"] == true)),
+        "{bob_view}"
+    );
+    user.call(
+        Method::PUT,
+        &format!(
+            "/_matrix/client/v3/rooms/{}/redact/{}/r{}",
+            crate::common::enc(&portal),
+            crate::common::enc(&mine),
+            rand::random::<u32>()
+        ),
+        Some(json!({})),
+    )
+    .await;
+    let delete = wait_sent(&tg, ada, "the delete on Telegram", |r| {
+        r["kind"] == "delete"
+    })
+    .await;
+    assert_eq!(delete["id"], mine_tg["id"]);
+    crate::common::poll(
+        "the message gone from bob's chat",
+        async || {
+            control(
+                &tg,
+                Method::GET,
+                &format!("/control/messages?owner={bob}&peer_type=user&peer_id={ada}"),
+                None,
+            )
+            .await
+        },
+        |v| {
+            v.as_array()
+                .is_some_and(|m| !m.iter().any(|m| m["text"] == "mine, edited"))
+        },
+    )
+    .await;
+
+    // Telegram -> Matrix: Bob replies to his first message; the reply relation points at it.
+    post(
+        &tg,
+        "/control/send",
+        json!({"from": bob, "peer": to_ada, "text": "replying", "reply_to": first["id"]}),
+    )
+    .await;
+    let reply = user
+        .wait_event(&portal, "bob's reply", |e| {
+            e["content"]["body"] == "replying"
+        })
+        .await;
+    assert_eq!(
+        reply["content"]["m.relates_to"]["m.in_reply_to"]["event_id"],
+        first_event.as_str(),
+        "{reply}"
+    );
+
+    // Presence: Bob's online status is his ghost's presence.
+    let presence = |expected: &'static str| {
+        let user = &user;
+        let ghost = ghost_bob.clone();
+        async move {
+            crate::common::poll(
+                &format!("bob {expected}"),
+                async || {
+                    user.call(
+                        Method::GET,
+                        &format!(
+                            "/_matrix/client/v3/presence/{}/status",
+                            crate::common::enc(&ghost)
+                        ),
+                        None,
+                    )
+                    .await
+                },
+                |p| p["presence"] == expected,
+            )
+            .await
+        }
+    };
+    post(&tg, "/control/status", json!({"user": bob, "online": true})).await;
+    presence("online").await;
+    post(
+        &tg,
+        "/control/status",
+        json!({"user": bob, "online": false}),
+    )
+    .await;
+    presence("offline").await;
+}
+
+both_backends!(edits_deletes_replies_and_presence);
+
+async fn media_kinds_both_ways(backend: Backend) {
+    use base64::Engine as _;
+    let b64 = |data: &[u8]| base64::engine::general_purpose::STANDARD.encode(data);
+    let slot = Slot::claim();
+    let sim = Sim::start().await;
+    let tg = TelegramServer::start().await.expect("telegram simulator");
+    let (ada, bob) = ada_and_bob(&tg, json!({})).await;
+    let _ferry = start_ferry(&slot, backend, &sim, &tg).await;
+    let bot = slot.bot();
+    let user = User::register("tgmedia").await;
+    let room = login_by_phone(&user, &bot, "+447700900123").await;
+    let to_ada = json!({"type": "user", "id": ada});
+    let send = |media: Value| {
+        let tg = &tg;
+        let to_ada = to_ada.clone();
+        async move {
+            post(
+                tg,
+                "/control/send",
+                json!({"from": bob, "peer": to_ada, "media": media}),
+            )
+            .await
+        }
+    };
+
+    // A static sticker: an m.sticker with its bytes.
+    let webp: Vec<u8> = (0..3000u32).map(|i| (i % 199) as u8).collect();
+    send(json!({"kind": "sticker", "emoji": "😀", "w": 512, "h": 512, "data": b64(&webp)})).await;
+    let portal = user.wait_portals(1, &room).await[0].clone();
+    let sticker = user
+        .wait_event(&portal, "the sticker", |e| e["type"] == "m.sticker")
+        .await;
+    assert_eq!(sticker["content"]["body"], "😀");
+    assert_eq!(sticker["content"]["info"]["mimetype"], "image/webp");
+    assert_eq!(sticker["content"]["info"]["w"], 512);
+    let url = sticker["content"]["url"].as_str().expect("url");
+    assert_eq!(user.download(url).await, webp);
+
+    // An animated (Lottie) sticker: its still thumbnail; without one, its emoji.
+    let thumb: Vec<u8> = (0..900u32).map(|i| (i % 97) as u8).collect();
+    send(
+        json!({"kind": "animated_sticker", "emoji": "🐱", "data": b64(b"lottie"),
+                "thumb": b64(&thumb)}),
+    )
+    .await;
+    let still = user
+        .wait_event(&portal, "the animated sticker's still", |e| {
+            e["type"] == "m.sticker" && e["content"]["body"] == "🐱"
+        })
+        .await;
+    let url = still["content"]["url"].as_str().expect("url");
+    assert_eq!(user.download(url).await, thumb);
+    send(json!({"kind": "animated_sticker", "emoji": "🐶", "data": b64(b"lottie")})).await;
+    user.wait_message(&portal, "the thumbnail-less sticker as text", |_, b| {
+        b == "🐶 (animated sticker)"
+    })
+    .await;
+
+    // A video sticker and a GIF: looping videos with the GIF hints.
+    send(
+        json!({"kind": "video_sticker", "emoji": "🎉", "w": 512, "h": 512, "duration": 3.0,
+                "data": b64(b"webm video")}),
+    )
+    .await;
+    let video_sticker = user
+        .wait_event(&portal, "the video sticker", |e| {
+            e["content"]["msgtype"] == "m.video" && e["content"]["info"]["mimetype"] == "video/webm"
+        })
+        .await;
+    assert_eq!(video_sticker["content"]["info"]["fi.mau.gif"], true);
+    let gif: Vec<u8> = (0..5000u32).map(|i| (i % 211) as u8).collect();
+    send(
+        json!({"kind": "gif", "name": "party.mp4", "w": 320, "h": 240, "duration": 2.5,
+                "data": b64(&gif)}),
+    )
+    .await;
+    let animation = user
+        .wait_event(&portal, "the GIF", |e| {
+            e["content"]["msgtype"] == "m.video" && e["content"]["body"] == "party.mp4"
+        })
+        .await;
+    let info = &animation["content"]["info"];
+    assert_eq!(info["fi.mau.loop"], true, "{animation}");
+    assert_eq!(info["fi.mau.autoplay"], true);
+    assert_eq!(
+        (info["w"].clone(), info["duration"].clone()),
+        (json!(320), json!(2500))
+    );
+    let url = animation["content"]["url"].as_str().expect("url");
+    assert_eq!(user.download(url).await, gif);
+
+    // A voice note: MSC3245 voice with its duration and waveform.
+    let waveform = [0xffu8, 0x00, 0x1f, 0x80, 0x7c];
+    send(
+        json!({"kind": "voice", "duration": 7.0, "waveform": b64(&waveform),
+                "data": b64(b"ogg opus")}),
+    )
+    .await;
+    let voice = user
+        .wait_event(&portal, "the voice note", |e| {
+            e["content"]["msgtype"] == "m.audio"
+        })
+        .await;
+    assert!(
+        voice["content"]["org.matrix.msc3245.voice"].is_object(),
+        "{voice}"
+    );
+    assert_eq!(voice["content"]["info"]["duration"], 7000);
+    assert_eq!(
+        voice["content"]["org.matrix.msc1767.audio"]["duration"],
+        7000
+    );
+    assert_eq!(
+        voice["content"]["org.matrix.msc1767.audio"]["waveform"]
+            .as_array()
+            .map(Vec::len),
+        Some(8),
+        "5 packed bytes hold 8 samples"
+    );
+
+    // A location, a contact and a poll.
+    send(json!({"kind": "geo", "lat": 51.5, "long": -0.12})).await;
+    let location = user
+        .wait_event(&portal, "the location", |e| {
+            e["content"]["msgtype"] == "m.location"
+        })
+        .await;
+    assert_eq!(location["content"]["geo_uri"], "geo:51.5,-0.12");
+    send(
+        json!({"kind": "contact", "first_name": "Carol", "last_name": "Jones",
+                "phone": "+441234567"}),
+    )
+    .await;
+    user.wait_message(&portal, "the contact", |_, b| {
+        b == "📇 Contact: Carol Jones (+441234567)"
+    })
+    .await;
+    let poll = send(
+        json!({"kind": "poll", "question": "Lunch?", "answers": ["Pizza", "Soup"],
+                "votes": [2, 1]}),
+    )
+    .await;
+    let poll_event = user
+        .wait_event(&portal, "the poll", |e| {
+            e["content"]["body"] == "📊 Poll: Lunch?\n1. Pizza — 2 votes\n2. Soup — 1 vote"
+        })
+        .await["event_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    // A new vote edits the poll's counts.
+    post(
+        &tg,
+        "/control/vote",
+        json!({"from": bob, "peer": to_ada, "id": poll["id"], "option": 1}),
+    )
+    .await;
+    user.wait_event(&portal, "the poll's new counts", |e| {
+        e["content"]["m.relates_to"]["event_id"] == poll_event.as_str()
+            && e["content"]["m.new_content"]["body"]
+                == "📊 Poll: Lunch?\n1. Pizza — 2 votes\n2. Soup — 2 votes"
+    })
+    .await;
+
+    // Matrix -> Telegram: a location, a voice note, a GIF and a sticker keep their kind.
+    user.send_event(
+        &portal,
+        "m.room.message",
+        json!({"msgtype": "m.location", "body": "Paris", "geo_uri": "geo:48.85,2.35"}),
+    )
+    .await;
+    let sent = wait_sent(&tg, ada, "the location on Telegram", |r| {
+        r["media"] == "geo"
+    })
+    .await;
+    assert_eq!(sent["details"], json!(["geo:48.85,2.35"]));
+    let ogg = b"OggS voice".to_vec();
+    let mxc = user.upload("audio/ogg", ogg.clone()).await;
+    user.send_event(
+        &portal,
+        "m.room.message",
+        json!({"msgtype": "m.audio", "body": "voice.ogg", "url": mxc,
+               "info": {"mimetype": "audio/ogg", "size": ogg.len(), "duration": 3000},
+               "org.matrix.msc1767.audio": {"duration": 3000, "waveform": [0, 512, 1024]},
+               "org.matrix.msc3245.voice": {}}),
+    )
+    .await;
+    let sent = wait_sent(&tg, ada, "the voice note on Telegram", |r| {
+        r["details"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|x| x == "voice:3s"))
+    })
+    .await;
+    assert!(
+        sent["details"]
+            .as_array()
+            .is_some_and(|d| d.contains(&json!("waveform"))),
+        "{sent}"
+    );
+    let mp4 = b"mp4 loop".to_vec();
+    let mxc = user.upload("video/mp4", mp4.clone()).await;
+    user.send_event(
+        &portal,
+        "m.room.message",
+        json!({"msgtype": "m.video", "body": "loop.mp4", "url": mxc,
+               "info": {"mimetype": "video/mp4", "size": mp4.len(), "fi.mau.gif": true}}),
+    )
+    .await;
+    wait_sent(&tg, ada, "the GIF on Telegram", |r| {
+        r["details"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|x| x == "animated"))
+    })
+    .await;
+    let mxc = user.upload("image/webp", webp.clone()).await;
+    user.send_event(
+        &portal,
+        "m.sticker",
+        json!({"body": "wave", "url": mxc,
+               "info": {"mimetype": "image/webp", "size": webp.len(), "w": 256, "h": 256}}),
+    )
+    .await;
+    wait_sent(&tg, ada, "the sticker on Telegram", |r| {
+        r["details"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|x| x == "sticker"))
+    })
+    .await;
+}
+
+both_backends!(media_kinds_both_ways);
+
+async fn large_groups_lazily_and_file_references(backend: Backend) {
+    use base64::Engine as _;
+    let slot = Slot::claim();
+    let sim = Sim::start().await;
+    let tg = TelegramServer::start().await.expect("telegram simulator");
+    let (ada, bob) = ada_and_bob(&tg, json!({})).await;
+    let mut others = Vec::new();
+    for i in 0..12 {
+        let id = post(
+            &tg,
+            "/control/users",
+            json!({"first_name": format!("Member{i}")}),
+        )
+        .await["id"]
+            .as_i64()
+            .expect("member");
+        others.push(id);
+    }
+    let ferry = start_ferry_with(&slot, backend, &sim, &tg, "    max_initial_members: 5\n").await;
+    let bot = slot.bot();
+    let user = User::register("tglazy").await;
+    let room = login_by_phone(&user, &bot, "+447700900123").await;
+    let ghost = |id: i64| format!("@{}telegram_{id}:localhost", slot.prefix);
+    let ghost_prefix = format!("@{}telegram_", slot.prefix);
+
+    // A supergroup of 14: its room starts with at most 5 of them.
+    let mut members = vec![ada];
+    members.extend(&others);
+    let big = post(
+        &tg,
+        "/control/channels",
+        json!({"creator": bob, "title": "Crowd", "members": members}),
+    )
+    .await["id"]
+        .as_i64()
+        .expect("channel");
+    let peer = json!({"type": "channel", "id": big});
+    post(
+        &tg,
+        "/control/send",
+        json!({"from": bob, "peer": peer, "text": "welcome all"}),
+    )
+    .await;
+    let crowd = wait_room_named(&user, "Crowd", &room).await;
+    user.wait_message(&crowd, "the welcome", |_, b| b == "welcome all")
+        .await;
+    let ghosts = |m: &[String]| m.iter().filter(|x| x.starts_with(&ghost_prefix)).count();
+    let joined = user.members(&crowd).await;
+    assert!(
+        ghosts(&joined) <= 5,
+        "at most 5 members synced up front: {joined:?}"
+    );
+    // The last member, not synced, writes: their ghost joins then.
+    let late = *others.last().expect("members");
+    assert!(!joined.contains(&ghost(late)), "{joined:?}");
+    post(
+        &tg,
+        "/control/send",
+        json!({"from": late, "peer": peer, "text": "late hello"}),
+    )
+    .await;
+    user.wait_message(&crowd, "the late member's message", |s, b| {
+        s == ghost(late) && b == "late hello"
+    })
+    .await;
+    assert!(user.members(&crowd).await.contains(&ghost(late)));
+
+    // A file whose reference expired before ferry downloads it: refetched and bridged.
+    post(
+        &tg,
+        "/control/expire_file_references",
+        json!({"on_next_download": true}),
+    )
+    .await;
+    let doc: Vec<u8> = (0..70_000u32).map(|i| (i % 241) as u8).collect();
+    post(
+        &tg,
+        "/control/send",
+        json!({"from": bob, "peer": {"type": "user", "id": ada}, "media": {"kind": "document",
+               "name": "old.bin", "mime_type": "application/octet-stream",
+               "data": base64::engine::general_purpose::STANDARD.encode(&doc)}}),
+    )
+    .await;
+    let dm = crate::common::poll(
+        "the DM portal",
+        async || {
+            user.accept_invites().await;
+            for r in user.joined_rooms().await {
+                if r != room && r != crowd {
+                    return json!(r);
+                }
+            }
+            Value::Null
+        },
+        |v| v.is_string(),
+    )
+    .await;
+    let dm = dm.as_str().expect("room");
+    let file = user
+        .wait_event(dm, "the file after its reference expired", |e| {
+            e["content"]["msgtype"] == "m.file"
+        })
+        .await;
+    assert_eq!(
+        user.download(file["content"]["url"].as_str().expect("url"))
+            .await,
+        doc
+    );
+    assert!(
+        ferry.log().contains("file reference expired; refetching"),
+        "the download went through the refresh"
+    );
+}
+
+both_backends!(large_groups_lazily_and_file_references);
+
+async fn channel_news_while_ferry_was_down(backend: Backend) {
+    let slot = Slot::claim();
+    let sim = Sim::start().await;
+    let tg = TelegramServer::start().await.expect("telegram simulator");
+    let (ada, bob) = ada_and_bob(&tg, json!({})).await;
+    let mut ferry = start_ferry(&slot, backend, &sim, &tg).await;
+    let bot = slot.bot();
+    let user = User::register("tgdown").await;
+    let room = login_by_phone(&user, &bot, "+447700900123").await;
+    // A supergroup ferry has seen, then a restart during which Ada is added to a new one and
+    // both get messages: each arrives once (getDifference names both channels).
+    let seen = post(
+        &tg,
+        "/control/channels",
+        json!({"creator": bob, "title": "Seen", "members": [ada]}),
+    )
+    .await["id"]
+        .as_i64()
+        .expect("channel");
+    post(
+        &tg,
+        "/control/send",
+        json!({"from": bob, "peer": {"type": "channel", "id": seen}, "text": "before"}),
+    )
+    .await;
+    let seen_room = wait_room_named(&user, "Seen", &room).await;
+    user.wait_message(&seen_room, "the first message", |_, b| b == "before")
+        .await;
+    ferry.kill();
+    post(
+        &tg,
+        "/control/send",
+        json!({"from": bob, "peer": {"type": "channel", "id": seen}, "text": "while down"}),
+    )
+    .await;
+    let fresh = post(
+        &tg,
+        "/control/channels",
+        json!({"creator": bob, "title": "Fresh", "members": [ada]}),
+    )
+    .await["id"]
+        .as_i64()
+        .expect("channel");
+    post(
+        &tg,
+        "/control/send",
+        json!({"from": bob, "peer": {"type": "channel", "id": fresh}, "text": "fresh news"}),
+    )
+    .await;
+    ferry.spawn().await;
+    user.wait_message(&seen_room, "the message sent while down", |_, b| {
+        b == "while down"
+    })
+    .await;
+    let fresh_room = wait_room_named(&user, "Fresh", &room).await;
+    user.wait_message(&fresh_room, "the new channel's message", |_, b| {
+        b == "fresh news"
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (r, body) in [
+        (&seen_room, "before"),
+        (&seen_room, "while down"),
+        (&fresh_room, "fresh news"),
+    ] {
+        assert_eq!(count_body(&user, r, body).await, 1, "{body}");
+    }
+}
+
+both_backends!(channel_news_while_ferry_was_down);

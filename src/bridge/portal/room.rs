@@ -12,7 +12,7 @@ use crate::{
     bridge::{Bridge, BridgeError, ghost::ghost_user_id, login::LoginHandle},
     db::portals::PortalRow,
     matrix::intent::RoomSpec,
-    network::{Capabilities, ChatInfo, ChatKind, LoginId, NetworkError, UserInfo},
+    network::{Capabilities, ChatInfo, ChatKind, LoginId, NetworkError, RoomLayout, UserInfo},
 };
 
 /// Power level given to remote admins' ghosts (and the portal's own users).
@@ -228,6 +228,18 @@ impl Bridge {
             None => login.session.chat_info(&portal.key.chat).await?,
         };
         let network = self.network_of(&portal.key)?;
+        let layout = match login.session.room_layout(&portal.key.chat).await {
+            Ok(layout) => layout,
+            Err(err) if err.is_transient() => return Err(err.into()),
+            Err(err) => {
+                tracing::warn!(%err, portal = %portal.key, "no room layout; an ordinary room");
+                RoomLayout::default()
+            }
+        };
+        let parent_room = match &layout.parent {
+            Some(parent) => Some(self.space_room(&portal.key, parent).await?),
+            None => None,
+        };
         let mut ghosts: Vec<OwnedUserId> = Vec::new();
         for member in info.members.iter().filter(|m| &m.id != login.own_user()) {
             ghosts.push(
@@ -245,7 +257,11 @@ impl Bridge {
         let state_key = format!("ferry://{}/{}", key.network, key.chat);
         let mut invite = vec![login.user.clone()];
         invite.extend(ghosts.iter().cloned());
-        let mut power_users = vec![(login.user.clone(), ADMIN_LEVEL)];
+        // In a read-only chat (a channel) only its admins may post, the login's user included.
+        let mut power_users = Vec::new();
+        if !layout.read_only || info.admins.contains(login.own_user()) {
+            power_users.push((login.user.clone(), ADMIN_LEVEL));
+        }
         for admin in &info.admins {
             if let Some(user) = self.member_mxid(login, admin)?
                 && user != login.user
@@ -266,6 +282,14 @@ impl Bridge {
                 capability_content(key.network.as_str(), &network.capabilities()),
             ),
         ];
+        let domain = &self.config.homeserver.domain;
+        if let Some(parent) = &parent_room {
+            initial_state.push((
+                "m.space.parent".to_owned(),
+                parent.to_string(),
+                json!({"via": [domain], "canonical": true}),
+            ));
+        }
         let mut avatar_row = None;
         if let (ChatKind::Group, Some(avatar)) = (info.kind, &info.avatar) {
             match login.session.download_media(avatar).await {
@@ -284,6 +308,8 @@ impl Bridge {
             }
         }
         let spec = RoomSpec {
+            room_type: layout.space.then(|| "m.space".to_owned()),
+            events_default: layout.read_only.then_some(ADMIN_LEVEL),
             name: (info.kind == ChatKind::Group)
                 .then(|| info.name.clone())
                 .flatten(),
@@ -318,10 +344,45 @@ impl Bridge {
         self.remember_room(room.clone(), key.clone());
         self.metrics.portals.inc();
         tracing::info!(portal = %key, %room, "portal room created");
+        if let Some(parent) = &parent_room {
+            let bot = self.intents.bot().to_owned();
+            self.intents
+                .send_state(
+                    parent,
+                    &bot,
+                    "m.space.child",
+                    room.as_str(),
+                    &json!({"via": [domain]}),
+                )
+                .await?;
+        }
         for ghost in &ghosts {
             self.intents.ensure_joined(&room, ghost).await?;
         }
         Ok(room)
+    }
+
+    /// The room of the space `parent` that the portal `child` belongs to. The space is another
+    /// portal, created in its own lane (the network announces it first): until it exists the
+    /// child's event fails transiently and its lane retries.
+    async fn space_room(
+        &self,
+        child: &crate::network::PortalKey,
+        parent: &crate::network::ChatId,
+    ) -> Result<OwnedRoomId, BridgeError> {
+        let row = self
+            .db
+            .get_portal(child.network.as_str(), parent.as_str(), "")
+            .await?;
+        match row.and_then(|r| r.room_id) {
+            Some(room) => {
+                OwnedRoomId::try_from(room).map_err(|e| BridgeError::Invalid(e.to_string()))
+            }
+            None => Err(BridgeError::Network(NetworkError::Transient(format!(
+                "the space {parent} of {} has no room yet",
+                child.chat
+            )))),
+        }
     }
 
     /// Removes the bridge from a portal's room and forgets the portal: used when the remote

@@ -1,5 +1,6 @@
 //! Telling a Matrix user what happened to their event: a `com.beeper.message_send_status`
-//! event for every handled event, and a notice in the room when it failed.
+//! event for every handled event (when `bridge.message_status_events` is on), and a notice in
+//! the room when it failed.
 
 use ruma::{EventId, RoomId};
 use serde_json::json;
@@ -100,6 +101,36 @@ impl Bridge {
                 ("FAIL_PERMANENT", Some(*reason), Some(message.as_str()))
             }
         };
+        if self.config.bridge.message_status_events {
+            self.send_status(room, event, network, status, reason, message)
+                .await;
+        }
+        match outcome {
+            Outcome::Success => {}
+            Outcome::Partial { message } => {
+                self.notice(
+                    room,
+                    &format!("⚠️ Your message was not delivered to everyone: {message}"),
+                )
+                .await;
+            }
+            Outcome::Retriable { message, .. } | Outcome::Permanent { message, .. } => {
+                self.notice(room, &format!("⚠️ Your message was not bridged: {message}"))
+                    .await;
+            }
+        }
+    }
+
+    /// The `com.beeper.message_send_status` event for `event`, sent by the bot.
+    async fn send_status(
+        &self,
+        room: &RoomId,
+        event: &EventId,
+        network: &str,
+        status: &str,
+        reason: Option<&str>,
+        message: Option<&str>,
+    ) {
         let mut content = json!({
             "network": network,
             "m.relates_to": {"rel_type": "m.reference", "event_id": event},
@@ -119,20 +150,6 @@ impl Bridge {
             .await
         {
             tracing::warn!(%err, %room, "cannot send message status");
-        }
-        match outcome {
-            Outcome::Success => {}
-            Outcome::Partial { message } => {
-                self.notice(
-                    room,
-                    &format!("⚠️ Your message was not delivered to everyone: {message}"),
-                )
-                .await;
-            }
-            Outcome::Retriable { message, .. } | Outcome::Permanent { message, .. } => {
-                self.notice(room, &format!("⚠️ Your message was not bridged: {message}"))
-                    .await;
-            }
         }
     }
 }

@@ -226,7 +226,7 @@ fn media_kind(kind: &str) -> MediaKind {
 fn media_kind_name(kind: MediaKind) -> &'static str {
     match kind {
         MediaKind::Image => "image",
-        MediaKind::Video => "video",
+        MediaKind::Video | MediaKind::Animation => "video",
         MediaKind::Audio => "audio",
         MediaKind::Voice => "voice",
         MediaKind::Sticker => "sticker",

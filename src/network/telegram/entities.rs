@@ -19,6 +19,12 @@ pub fn user_id(id: i64) -> RemoteUserId {
     RemoteUserId::new(id.to_string())
 }
 
+/// The "user" a channel posts as. Channel and user ids are separate number spaces on Telegram,
+/// so the channel's ghost gets a `c` in front and can never be a user's ghost.
+pub fn channel_poster_id(channel: i64) -> RemoteUserId {
+    RemoteUserId::new(format!("c{channel}"))
+}
+
 /// Converts a Telegram text and its entities (untrusted) into normalized rich text.
 pub fn from_telegram(text: &str, entities: &[tl::enums::MessageEntity]) -> FormattedText {
     use tl::enums::MessageEntity as E;

@@ -1,17 +1,19 @@
 //! Telegram, through the grammers MTProto client (the user's own account, or a bot as a relay).
 //!
-//! Status: **in progress**. Done: the three login flows ([`login`]), the grammers session stored
-//! in ferry's database with its update state ([`store`]), entity <-> rich-text conversion
-//! ([`entities`]), and a live session ([`session`]: text messages with formatting and
-//! replies, edits, deletes (also after a restart), reactions, typing and read receipts both ways,
-//! documents and photos both ways ([`media`]), service messages as readable lines ([`service`]),
-//! groups with members and admins, catch-up after restarts). Settings come from
-//! `networks.telegram` ([`TelegramConfig`]). Not yet: stickers as `m.sticker`, polls,
-//! voice-note durations and waveforms, refreshing expired file references, lazy sync of large
-//! groups, forum topics, room updates on title/photo changes. Unit tests run
-//! against `testnet telegram`.
+//! The three login flows are in [`login`]; the grammers session and its update state live in
+//! ferry's database ([`store`]) and the state advances only after the core accepted an event, so
+//! restarts lose and repeat nothing. [`session`] maps grammers' update stream to the neutral
+//! events and the bridge's sends to MTProto calls; [`entities`] converts formatting,
+//! [`service`] turns service messages into readable lines, [`media`] maps photos, documents,
+//! stickers, GIFs, voice notes, locations, contacts and polls (and refreshes expired file
+//! references), and [`forum`] decides where channel messages go: broadcast channels are
+//! read-only rooms, forums a space with one room per topic ([`ids`] names topic chats).
+//! Settings come from `networks.telegram` ([`TelegramConfig`]). Not yet: poll vote updates,
+//! room updates on title/photo changes, contact cards from Matrix. Unit tests run against
+//! `testnet telegram`.
 
 pub mod entities;
+pub mod forum;
 pub mod ids;
 pub mod login;
 pub mod media;
@@ -55,6 +57,8 @@ pub struct TelegramConfig {
     pub system_version: String,
     pub app_version: String,
     pub lang_code: String,
+    /// Members put into a new group room up front (0: all); see `networks.telegram`.
+    pub max_initial_members: usize,
 }
 
 impl std::fmt::Debug for TelegramConfig {
@@ -86,6 +90,7 @@ impl TelegramConfig {
             system_version: config.system_version.clone(),
             app_version: config.app_version.clone(),
             lang_code: config.lang_code.clone(),
+            max_initial_members: config.max_initial_members,
         }
     }
 
@@ -131,7 +136,7 @@ impl TelegramConfig {
     }
 }
 
-/// The Telegram network (login flows; sessions are still to come).
+/// The Telegram network: its login flows and the sessions of stored logins.
 pub struct TelegramNetwork {
     config: TelegramConfig,
     db: Db,

@@ -1,7 +1,8 @@
 //! Telegram service messages (members added or removed, title and photo changes, pins) as
 //! something a Matrix user can read: Matrix has no such events, so each arrives as an italic line
-//! from the acting user, with pills for the users it names; removals also remove the member.
-//! [in progress: a title or photo change is shown but does not yet update the room itself]
+//! from the acting user, with pills for the users it names; removals also remove the member and
+//! a new group or topic title renames the room. [A photo change is shown but does not yet change
+//! the room's picture.]
 
 use grammers_client::tl;
 
@@ -15,6 +16,10 @@ pub struct Service {
     pub text: FormattedText,
     /// Users who left or were removed.
     pub left: Vec<i64>,
+    /// Users who were added or joined.
+    pub joined: Vec<i64>,
+    /// The chat's (or the forum topic's) new title.
+    pub renamed: Option<String>,
 }
 
 /// Builds an italic line of plain parts and user pills.
@@ -72,17 +77,33 @@ impl Line {
 pub fn describe(action: &tl::enums::MessageAction, actor: i64) -> Service {
     use tl::enums::MessageAction as A;
     let mut left = Vec::new();
+    let mut joined = Vec::new();
+    let mut renamed = None;
     let line = match action {
         A::ChatCreate(c) => Line::new().push(&format!("created the group “{}”", c.title)),
         A::ChannelCreate(c) => Line::new().push(&format!("created “{}”", c.title)),
         A::ChatEditTitle(t) => {
+            renamed = Some(t.title.clone());
             Line::new().push(&format!("changed the group name to “{}”", t.title))
+        }
+        A::TopicEdit(t) if t.title.is_some() => {
+            let title = t.title.clone().unwrap_or_default();
+            let line = Line::new().push(&format!("renamed the topic to “{title}”"));
+            renamed = Some(title);
+            line
         }
         A::ChatEditPhoto(_) => Line::new().push("changed the group photo"),
         A::ChatDeletePhoto => Line::new().push("removed the group photo"),
-        A::ChatAddUser(a) if a.users == [actor] => Line::new().push("joined the group"),
-        A::ChatAddUser(a) => Line::new().push("added ").users(&a.users),
+        A::ChatAddUser(a) if a.users == [actor] => {
+            joined.push(actor);
+            Line::new().push("joined the group")
+        }
+        A::ChatAddUser(a) => {
+            joined.extend(&a.users);
+            Line::new().push("added ").users(&a.users)
+        }
         A::ChatJoinedByLink(_) | A::ChatJoinedByRequest => {
+            joined.push(actor);
             Line::new().push("joined the group by invite link")
         }
         A::ChatDeleteUser(d) => {
@@ -107,6 +128,8 @@ pub fn describe(action: &tl::enums::MessageAction, actor: i64) -> Service {
     Service {
         text: line.done(),
         left,
+        joined,
+        renamed,
     }
 }
 
@@ -125,11 +148,13 @@ mod tests {
         );
         assert_eq!(s.text.text, "changed the group name to “New name”");
         assert!(s.left.is_empty());
+        assert_eq!(s.renamed.as_deref(), Some("New name"));
         let s = describe(
             &A::ChatAddUser(tl::types::MessageActionChatAddUser { users: vec![7, 8] }),
             1,
         );
         assert_eq!(s.text.text, "added user 7, user 8");
+        assert_eq!(s.joined, [7, 8]);
         let pills: Vec<_> = s
             .text
             .entities

@@ -6,7 +6,7 @@
 //! in ferry's database only after the core accepted an event, so after a restart Telegram
 //! replays from the last event the core has, and nothing is lost.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,7 +21,8 @@ use grammers_client::{Client, InvocationError, tl};
 use tokio::task::JoinHandle;
 
 use super::entities::{to_telegram, user_id};
-use super::ids::{chat_id, chat_kind, peer_id};
+use super::forum::{ChannelFlags, placement, topic_title};
+use super::ids::{GENERAL_TOPIC, chat_id, chat_kind, peer_id, topic_chat, topic_of};
 use super::media::{content_of, decode_location};
 use super::store::DbSession;
 use super::{TELEGRAM, TelegramConfig};
@@ -29,7 +30,7 @@ use crate::db::Db;
 use crate::network::{
     ChatId, ChatInfo, ConnectionState, EventSink, LoginId, MediaStream, MessageContent, MessageId,
     NetworkError, OutgoingMessage, RemoteEnvelope, RemoteEvent, RemoteMessage, RemoteUserId,
-    SentMessage, Session, UserInfo,
+    RoomLayout, SentMessage, Session, UserInfo,
 };
 
 /// Largest upload held in memory before it is sent (see `upload_media`).
@@ -61,14 +62,28 @@ fn parse_message_id(id: &MessageId) -> Result<i32, NetworkError> {
 }
 
 fn user_info(peer: Option<&Peer>, id: Option<PeerId>) -> UserInfo {
+    use grammers_client::session::types::PeerKind;
+    let channel = id.is_some_and(|id| id.kind() == PeerKind::Channel);
     let id = id.and_then(PeerId::bare_id).unwrap_or_default();
     UserInfo {
-        id: user_id(id),
+        id: if channel {
+            super::entities::channel_poster_id(id)
+        } else {
+            user_id(id)
+        },
         name: peer
             .and_then(|p| p.name())
             .map(str::to_owned)
             .unwrap_or_else(|| id.to_string()),
         avatar: None,
+    }
+}
+
+/// Who wrote a message: its sender, or for a channel post (no sender) the channel itself.
+fn sender_of(m: &grammers_client::message::Message) -> UserInfo {
+    match m.sender_id() {
+        Some(id) => user_info(m.sender(), Some(id)),
+        None => user_info(m.peer(), Some(m.peer_id())),
     }
 }
 
@@ -91,6 +106,24 @@ struct Inner {
     reactions: Mutex<HashMap<(ChatId, i32), Reactions>>,
     /// Files uploaded for a following send, by the id `upload_media` returned.
     uploads: Mutex<HashMap<String, grammers_client::media::Uploaded>>,
+    /// Channels seen so far: broadcast (read-only room), forum (a space of topic rooms).
+    channels: Mutex<HashMap<i64, ChannelFlags>>,
+    /// Forums whose space was announced to the core in this run (before any topic's event, so
+    /// the space exists when a topic's room is created).
+    announced: Mutex<HashSet<i64>>,
+    /// The topic of forum messages seen in this run: delete updates carry ids only.
+    topic_of_message: Mutex<HashMap<(i64, i32), i32>>,
+    /// Polls seen in this run, by poll id: vote updates name the poll only. [In memory: votes
+    /// on polls bridged before a restart are not shown.]
+    polls: Mutex<HashMap<i64, PollSeen>>,
+}
+
+/// Where a poll was bridged, so a vote update can edit it.
+struct PollSeen {
+    chat: ChatId,
+    message: i32,
+    sender: UserInfo,
+    poll: tl::types::Poll,
 }
 
 pub struct TelegramSession {
@@ -113,6 +146,10 @@ impl TelegramSession {
                 chat_of: Mutex::new(HashMap::new()),
                 reactions: Mutex::new(HashMap::new()),
                 uploads: Mutex::new(HashMap::new()),
+                channels: Mutex::new(HashMap::new()),
+                announced: Mutex::new(HashSet::new()),
+                topic_of_message: Mutex::new(HashMap::new()),
+                polls: Mutex::new(HashMap::new()),
             }),
             task: Mutex::new(None),
         }
@@ -142,6 +179,51 @@ impl TelegramSession {
     }
 }
 
+impl TelegramSession {
+    /// A fresh file location for media id `id`, from its message fetched again.
+    async fn refreshed_location(&self, id: &str) -> Result<super::media::Location, NetworkError> {
+        let stale = || NetworkError::Rejected("the Telegram file reference expired".into());
+        let (chat, message) = super::media::origin_of(id).ok_or_else(stale)?;
+        let (client, peer) = self.peer(&chat).await?;
+        let fetched = client
+            .get_messages_by_id(peer, &[message])
+            .await
+            .map_err(map_err)?
+            .into_iter()
+            .flatten()
+            .next()
+            .ok_or_else(|| NetworkError::Rejected("the Telegram message is gone".into()))?;
+        match content_of(&fetched) {
+            MessageContent::Media { media, .. } => Ok(decode_location(&media.id)?.0),
+            _ => Err(stale()),
+        }
+    }
+
+    /// A forum topic's title (the General topic has a fixed one).
+    async fn topic_name(
+        &self,
+        client: &Client,
+        peer: PeerRef,
+        topic: i32,
+    ) -> Result<String, NetworkError> {
+        if topic == GENERAL_TOPIC {
+            return Ok("General".to_owned());
+        }
+        let topics = client
+            .invoke(&tl::functions::messages::GetForumTopics {
+                peer: peer.into(),
+                q: None,
+                offset_date: 0,
+                offset_id: 0,
+                offset_topic: 0,
+                limit: 100,
+            })
+            .await
+            .map_err(map_err)?;
+        Ok(topic_title(&topics, topic).unwrap_or_else(|| format!("Topic {topic}")))
+    }
+}
+
 impl Inner {
     async fn set_state(&self, state: ConnectionState) {
         if let Ok(mut s) = self.state.lock() {
@@ -168,20 +250,20 @@ impl Inner {
             // The account's own sends come back too (from Matrix, with the id the send
             // returned, or from the user's other devices): the core recognises the former.
             Update::NewMessage(m) => {
-                let Some(chat) = chat_id(m.peer_id()) else {
+                let Some((chat, reply_to)) = self.place(&m).await else {
                     return true;
                 };
                 self.remember(m.id(), &chat, m.peer_id());
-                self.deliver_message(chat, &m).await
+                self.deliver_message(chat, &m, reply_to).await
             }
             Update::MessageEdited(m) => {
-                let Some(chat) = chat_id(m.peer_id()) else {
+                let Some((chat, _)) = self.place(&m).await else {
                     return true;
                 };
                 let event = RemoteEvent::Edit {
                     chat: chat.clone(),
                     id: message_id(m.id()),
-                    sender: user_info(m.sender(), m.sender_id().or(Some(m.peer_id()))),
+                    sender: sender_of(&m),
                     content: content_of(&m),
                     timestamp: m.edit_date().unwrap_or(m.date()).as_millisecond(),
                 };
@@ -190,7 +272,7 @@ impl Inner {
             Update::MessageDeleted(d) => {
                 for id in d.messages() {
                     let chat = match d.channel_id() {
-                        Some(c) => chat_id(PeerId::channel_unchecked(c)),
+                        Some(c) => self.channel_chat_of(c, *id).await,
                         None => match self.chat_of.lock().ok().and_then(|m| m.get(id).cloned()) {
                             Some(chat) => Some(chat),
                             None => self.stored_chat_of(*id).await,
@@ -214,6 +296,131 @@ impl Inner {
             Update::Raw(raw) => self.handle_raw(raw.raw).await,
             _ => true,
         }
+    }
+
+    fn connected(&self) -> Result<(Client, Arc<DbSession>), NetworkError> {
+        self.client
+            .lock()
+            .map_err(|_| NetworkError::Transient("session lock poisoned".into()))?
+            .clone()
+            .ok_or(NetworkError::NotConnected(TELEGRAM))
+    }
+
+    /// What kind of channel `channel` is: from `hint` (the peer an update came with), else
+    /// from what was seen before, else asked from Telegram. `None` when it cannot be known.
+    async fn channel_flags(&self, channel: i64, hint: Option<&Peer>) -> Option<ChannelFlags> {
+        if let Some(flags) = hint.and_then(ChannelFlags::of_peer) {
+            if let Ok(mut m) = self.channels.lock() {
+                m.insert(channel, flags.clone());
+            }
+            return Some(flags);
+        }
+        let known = self
+            .channels
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&channel).cloned());
+        if known.is_some() {
+            return known;
+        }
+        let (client, session) = self.connected().ok()?;
+        let peer = session
+            .peer_ref(PeerId::channel(channel)?)
+            .await
+            .ok()
+            .flatten()?;
+        let resolved = match client.resolve_peer(peer).await {
+            Ok(resolved) => resolved,
+            Err(err) => {
+                tracing::warn!(%err, channel, "cannot look up a Telegram channel");
+                return None;
+            }
+        };
+        let flags = ChannelFlags::of_peer(&resolved)?;
+        if let Ok(mut m) = self.channels.lock() {
+            m.insert(channel, flags.clone());
+        }
+        Some(flags)
+    }
+
+    /// Tells the core about a forum (its space) once per run, before any of its topics' events.
+    /// Returns false when the bridge is shutting down.
+    async fn announce_forum(&self, channel: i64, flags: &ChannelFlags) -> bool {
+        let first = self
+            .announced
+            .lock()
+            .map(|mut a| a.insert(channel))
+            .unwrap_or(false);
+        if !first {
+            return true;
+        }
+        let chat = ChatId::new(format!("c{channel}"));
+        let info = ChatInfo {
+            id: chat.clone(),
+            kind: chat_kind(&chat),
+            name: Some(flags.title.clone()),
+            topic: None,
+            avatar: None,
+            members: Vec::new(),
+            admins: Vec::new(),
+        };
+        self.deliver(chat, RemoteEvent::Chat(info)).await
+    }
+
+    /// The chat a message belongs to (a forum's topic for forum messages) and the message it
+    /// replies to. `None`: not a chat ferry bridges.
+    async fn place(&self, m: &grammers_client::message::Message) -> Option<(ChatId, Option<i32>)> {
+        use grammers_client::session::types::PeerKind;
+        let peer = m.peer_id();
+        let chat = chat_id(peer)?;
+        if peer.kind() != PeerKind::Channel {
+            return Some((chat, m.reply_to_message_id()));
+        }
+        let channel = peer.bare_id()?;
+        match self.channel_flags(channel, m.peer()).await {
+            Some(flags) if flags.forum => {
+                if !self.announce_forum(channel, &flags).await {
+                    return None;
+                }
+                let place = placement(&m.raw);
+                if let Ok(mut t) = self.topic_of_message.lock() {
+                    t.insert((channel, m.id()), place.topic);
+                }
+                Some((topic_chat(channel, place.topic), place.reply_to))
+            }
+            _ => Some((chat, m.reply_to_message_id())),
+        }
+    }
+
+    /// The chat of message `id` of channel `channel`: the channel, or for a forum the topic the
+    /// message was seen in (in this run, else from ferry's message table).
+    async fn channel_chat_of(&self, channel: i64, id: i32) -> Option<ChatId> {
+        let forum = self
+            .channels
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&channel).map(|f| f.forum));
+        if forum == Some(false) {
+            return chat_id(PeerId::channel_unchecked(channel));
+        }
+        let seen = self
+            .topic_of_message
+            .lock()
+            .ok()
+            .and_then(|t| t.get(&(channel, id)).copied());
+        if let Some(topic) = seen {
+            return Some(topic_chat(channel, topic));
+        }
+        let rows = self
+            .db
+            .chats_of_remote_message(TELEGRAM.as_str(), &id.to_string())
+            .await
+            .unwrap_or_default();
+        let prefix = format!("c{channel}t");
+        rows.into_iter()
+            .map(|(chat, _)| ChatId::new(chat))
+            .find(|chat| chat.as_str().starts_with(&prefix) && topic_of(chat).is_some())
+            .or_else(|| chat_id(PeerId::channel_unchecked(channel)))
     }
 
     fn remember(&self, id: i32, chat: &ChatId, peer: PeerId) {
@@ -249,7 +456,12 @@ impl Inner {
             .next()
     }
 
-    async fn deliver_message(&self, chat: ChatId, m: &grammers_client::message::Message) -> bool {
+    async fn deliver_message(
+        &self,
+        chat: ChatId,
+        m: &grammers_client::message::Message,
+        reply_to: Option<i32>,
+    ) -> bool {
         let sender_id = m.sender_id().or(Some(m.peer_id()));
         let service = m.action().map(|action| {
             let actor = sender_id.and_then(PeerId::bare_id).unwrap_or_default();
@@ -264,15 +476,28 @@ impl Inner {
                     avatar: None,
                 }
             } else {
-                user_info(m.sender(), sender_id)
+                sender_of(m)
             },
             content: match &service {
                 Some(service) => MessageContent::Text(service.text.clone()),
                 None => content_of(m),
             },
-            reply_to: m.reply_to_message_id().map(message_id),
+            reply_to: reply_to.map(message_id),
             timestamp: m.date().as_millisecond(),
         };
+        if let Some(grammers_client::media::Media::Poll(poll)) = m.media()
+            && let Ok(mut polls) = self.polls.lock()
+        {
+            polls.insert(
+                poll.raw.id,
+                PollSeen {
+                    chat: chat.clone(),
+                    message: m.id(),
+                    sender: message.sender.clone(),
+                    poll: poll.raw.clone(),
+                },
+            );
+        }
         if !self
             .deliver(
                 chat.clone(),
@@ -284,6 +509,33 @@ impl Inner {
             .await
         {
             return false;
+        }
+        if let Some(title) = service.as_ref().and_then(|s| s.renamed.clone()) {
+            let info = ChatInfo {
+                id: chat.clone(),
+                kind: chat_kind(&chat),
+                name: Some(title),
+                topic: None,
+                avatar: None,
+                members: Vec::new(),
+                admins: Vec::new(),
+            };
+            if !self.deliver(chat.clone(), RemoteEvent::Chat(info)).await {
+                return false;
+            }
+        }
+        for user in service
+            .as_ref()
+            .map(|s| s.joined.clone())
+            .unwrap_or_default()
+        {
+            let event = RemoteEvent::MemberJoined {
+                chat: chat.clone(),
+                user: self.named_user(user).await,
+            };
+            if !self.deliver(chat.clone(), event).await {
+                return false;
+            }
         }
         for user in service.map(|s| s.left).unwrap_or_default() {
             let event = RemoteEvent::MemberLeft {
@@ -314,6 +566,33 @@ impl Inner {
                 };
                 self.deliver(chat, event).await
             }
+            tl::enums::Update::ChatUserTyping(t) => {
+                let tl::enums::Peer::User(from) = t.from_id else {
+                    return true;
+                };
+                let Some(chat) = chat_id(PeerId::chat_unchecked(t.chat_id)) else {
+                    return true;
+                };
+                self.typing(chat, from.user_id, &t.action).await
+            }
+            tl::enums::Update::ChannelUserTyping(t) => {
+                let tl::enums::Peer::User(from) = t.from_id else {
+                    return true;
+                };
+                let chat = match self.channel_flags(t.channel_id, None).await {
+                    Some(flags) if flags.forum => {
+                        if !self.announce_forum(t.channel_id, &flags).await {
+                            return false;
+                        }
+                        topic_chat(t.channel_id, t.top_msg_id.unwrap_or(GENERAL_TOPIC))
+                    }
+                    _ => match chat_id(PeerId::channel_unchecked(t.channel_id)) {
+                        Some(chat) => chat,
+                        None => return true,
+                    },
+                };
+                self.typing(chat, from.user_id, &t.action).await
+            }
             tl::enums::Update::ReadHistoryOutbox(r) => {
                 let (chat, user) = match r.peer {
                     tl::enums::Peer::User(u) => (
@@ -331,18 +610,98 @@ impl Inner {
                 self.deliver(chat, event).await
             }
             tl::enums::Update::MessageReactions(r) => self.reactions_changed(r).await,
+            tl::enums::Update::MessagePoll(u) => {
+                // New votes: the poll's text is edited to the new counts.
+                let seen = self.polls.lock().ok().and_then(|mut polls| {
+                    let seen = polls.get_mut(&u.poll_id)?;
+                    if let Some(tl::enums::Poll::Poll(poll)) = u.poll {
+                        seen.poll = poll;
+                    }
+                    Some((
+                        seen.chat.clone(),
+                        seen.message,
+                        seen.sender.clone(),
+                        seen.poll.clone(),
+                    ))
+                });
+                let Some((chat, id, sender, poll)) = seen else {
+                    return true;
+                };
+                let tl::enums::PollResults::Results(results) = u.results;
+                let event = RemoteEvent::Edit {
+                    chat: chat.clone(),
+                    id: message_id(id),
+                    sender,
+                    content: MessageContent::Text(super::media::poll_text(&poll, &results)),
+                    timestamp: crate::db::now_ms(),
+                };
+                self.deliver(chat, event).await
+            }
+            tl::enums::Update::UserStatus(s) => {
+                let online = matches!(s.status, tl::enums::UserStatus::Online(_));
+                self.sink
+                    .presence(TELEGRAM, user_id(s.user_id), online)
+                    .await;
+                true
+            }
             _ => true,
         }
     }
 
+    /// A user with their name as Telegram knows it (the id when it cannot be looked up).
+    async fn named_user(&self, id: i64) -> UserInfo {
+        let fallback = || user_info(None, PeerId::user(id));
+        let Ok((client, session)) = self.connected() else {
+            return fallback();
+        };
+        let Some(peer) = PeerId::user(id) else {
+            return fallback();
+        };
+        let Ok(Some(peer)) = session.peer_ref(peer).await else {
+            return fallback();
+        };
+        match client.resolve_peer(peer).await {
+            Ok(resolved) => user_info(Some(&resolved), Some(resolved.id())),
+            Err(err) => {
+                tracing::debug!(%err, "cannot look up a Telegram user's name");
+                fallback()
+            }
+        }
+    }
+
+    /// A typing notification of `user` in `chat` (a cancel action ends it).
+    async fn typing(&self, chat: ChatId, user: i64, action: &tl::enums::SendMessageAction) -> bool {
+        let typing = !matches!(
+            action,
+            tl::enums::SendMessageAction::SendMessageCancelAction
+        );
+        let event = RemoteEvent::Typing {
+            chat: chat.clone(),
+            user: user_id(user),
+            typing,
+        };
+        self.deliver(chat, event).await
+    }
+
     /// Turns Telegram's full reaction list of a message into added/removed reactions.
     async fn reactions_changed(&self, r: tl::types::UpdateMessageReactions) -> bool {
-        let peer = match r.peer {
-            tl::enums::Peer::User(u) => PeerId::user_unchecked(u.user_id),
-            tl::enums::Peer::Chat(c) => PeerId::chat_unchecked(c.chat_id),
-            tl::enums::Peer::Channel(c) => PeerId::channel_unchecked(c.channel_id),
+        let chat = match r.peer {
+            tl::enums::Peer::User(u) => chat_id(PeerId::user_unchecked(u.user_id)),
+            tl::enums::Peer::Chat(c) => chat_id(PeerId::chat_unchecked(c.chat_id)),
+            tl::enums::Peer::Channel(c) => match self.channel_flags(c.channel_id, None).await {
+                Some(flags) if flags.forum => {
+                    if !self.announce_forum(c.channel_id, &flags).await {
+                        return false;
+                    }
+                    Some(topic_chat(
+                        c.channel_id,
+                        r.top_msg_id.unwrap_or(GENERAL_TOPIC),
+                    ))
+                }
+                _ => chat_id(PeerId::channel_unchecked(c.channel_id)),
+            },
         };
-        let Some(chat) = chat_id(peer) else {
+        let Some(chat) = chat else {
             return true;
         };
         let tl::enums::MessageReactions::Reactions(list) = r.reactions;
@@ -531,35 +890,97 @@ impl Session for TelegramSession {
         use grammers_client::session::types::PeerKind;
         let (client, peer) = self.peer(chat).await?;
         let resolved = client.resolve_peer(peer).await.map_err(map_err)?;
+        let flags = ChannelFlags::of_peer(&resolved);
+        if let (Some(flags), Some(channel)) = (&flags, peer.id.bare_id())
+            && let Ok(mut m) = self.inner.channels.lock()
+        {
+            m.insert(channel, flags.clone());
+        }
         let mut members = Vec::new();
         let mut admins = Vec::new();
-        if peer.id.kind() != PeerKind::User {
-            // Groups and channels: members with their names, creator and admins as admins.
-            // [in progress: large groups should be synced lazily, not listed whole]
-            let mut participants = client.iter_participants(peer);
-            while let Some(p) = participants.next().await.map_err(map_err)? {
-                let id = user_id(p.user.id().bare_id_unchecked());
-                if matches!(p.role, Role::Creator(_) | Role::Admin(_)) {
-                    admins.push(id.clone());
-                }
-                if matches!(p.role, Role::Banned(_) | Role::Left(_)) {
-                    continue;
-                }
+        let cap = match self.inner.config.max_initial_members {
+            0 => usize::MAX,
+            n => n,
+        };
+        match &flags {
+            Some(flags) if flags.broadcast => {
+                // A channel's subscribers are not listed (Telegram lets only admins see them,
+                // and they never post): the channel itself posts, and the account if admin.
+                let channel =
+                    super::entities::channel_poster_id(peer.id.bare_id().unwrap_or_default());
                 members.push(UserInfo {
-                    id,
-                    name: p.user.full_name(),
+                    id: channel.clone(),
+                    name: flags.title.clone(),
                     avatar: None,
                 });
+                admins.push(channel);
+                if flags.admin {
+                    admins.push(self.inner.own.clone());
+                }
             }
+            _ if peer.id.kind() != PeerKind::User => {
+                // Groups: members with their names, creator and admins as admins. Large groups
+                // are synced lazily: at most `max_initial_members` now, the rest when they
+                // first write (the core adds a sender's ghost to the room then).
+                let mut participants = client.iter_participants(peer);
+                while members.len() < cap
+                    && let Some(p) = participants.next().await.map_err(map_err)?
+                {
+                    let id = user_id(p.user.id().bare_id_unchecked());
+                    if matches!(p.role, Role::Creator(_) | Role::Admin(_)) {
+                        admins.push(id.clone());
+                    }
+                    if matches!(p.role, Role::Banned(_) | Role::Left(_)) {
+                        continue;
+                    }
+                    members.push(UserInfo {
+                        id,
+                        name: p.user.full_name(),
+                        avatar: None,
+                    });
+                }
+            }
+            _ => {}
+        }
+        let mut name = resolved.name().map(str::to_owned);
+        if let Some(topic) = topic_of(chat) {
+            name = Some(self.topic_name(&client, peer, topic).await?);
         }
         Ok(ChatInfo {
             id: chat.clone(),
             kind: chat_kind(chat),
-            name: resolved.name().map(str::to_owned),
+            name,
             topic: None,
             avatar: None,
             members,
             admins,
+        })
+    }
+
+    async fn room_layout(&self, chat: &ChatId) -> Result<RoomLayout, NetworkError> {
+        use grammers_client::session::types::PeerKind;
+        let Some(peer) = peer_id(chat) else {
+            return Ok(RoomLayout::default());
+        };
+        if peer.kind() != PeerKind::Channel {
+            return Ok(RoomLayout::default());
+        }
+        let channel = peer.bare_id().unwrap_or_default();
+        if topic_of(chat).is_some() {
+            return Ok(RoomLayout {
+                parent: Some(ChatId::new(format!("c{channel}"))),
+                ..RoomLayout::default()
+            });
+        }
+        let flags = self
+            .inner
+            .channel_flags(channel, None)
+            .await
+            .ok_or_else(|| NetworkError::Transient(format!("cannot look up Telegram {chat}")))?;
+        Ok(RoomLayout {
+            space: flags.forum,
+            read_only: flags.broadcast,
+            ..RoomLayout::default()
         })
     }
 
@@ -585,6 +1006,12 @@ impl Session for TelegramSession {
             .as_ref()
             .map(parse_message_id)
             .transpose()?;
+        // In a forum topic, a message that replies to nothing names the topic instead (the
+        // General topic needs neither); a reply finds its topic through the replied message.
+        let reply_to = match topic_of(chat) {
+            Some(topic) if topic != GENERAL_TOPIC => reply_to.or(Some(topic)),
+            _ => reply_to,
+        };
         let input = match &message.content {
             MessageContent::Text(text) => InputMessage::new()
                 .text(text.text.clone())
@@ -608,18 +1035,41 @@ impl Session for TelegramSession {
                 {
                     input.photo(uploaded)
                 } else {
-                    input.document(uploaded).mime_type(&media.content_type)
+                    input.media(super::media::uploaded_document(uploaded.raw, media))
                 }
             }
-            other => {
-                return Err(NetworkError::Rejected(format!(
-                    "sending a {} to Telegram is not supported yet",
-                    other.kind()
-                )));
+            MessageContent::Location {
+                latitude,
+                longitude,
+                ..
+            } => InputMessage::new().media(tl::enums::InputMedia::GeoPoint(
+                tl::types::InputMediaGeoPoint {
+                    geo_point: tl::enums::InputGeoPoint::Point(tl::types::InputGeoPoint {
+                        lat: *latitude,
+                        long: *longitude,
+                        accuracy_radius: None,
+                    }),
+                },
+            )),
+            MessageContent::Contact { name, phone, .. } => {
+                let (first, last) = name.split_once(' ').unwrap_or((name.as_str(), ""));
+                InputMessage::new().media(tl::enums::InputMedia::Contact(
+                    tl::types::InputMediaContact {
+                        phone_number: phone.clone().unwrap_or_default(),
+                        first_name: first.to_owned(),
+                        last_name: last.to_owned(),
+                        vcard: String::new(),
+                    },
+                ))
             }
         }
         .reply_to(reply_to);
         let sent = client.send_message(peer, input).await.map_err(map_err)?;
+        if let (Some(topic), Some(channel)) = (topic_of(chat), peer.id.bare_id())
+            && let Ok(mut t) = self.inner.topic_of_message.lock()
+        {
+            t.insert((channel, sent.id()), topic);
+        }
         if let Some(chat) = chat_id(sent.peer_id()) {
             self.inner.remember(sent.id(), &chat, sent.peer_id());
         }
@@ -634,9 +1084,20 @@ impl Session for TelegramSession {
         let (client, _) = self.client()?;
         let (location, size) = decode_location(id)?;
         let mut iter = client.iter_download(&location);
+        // Telegram's file references expire: then the message is fetched again for a fresh
+        // one and the download retried, once.
+        let first = match iter.next().await {
+            Err(InvocationError::Rpc(rpc)) if rpc.name == "FILE_REFERENCE_EXPIRED" => {
+                tracing::info!("Telegram file reference expired; refetching its message");
+                let fresh = self.refreshed_location(id).await?;
+                iter = client.iter_download(&fresh);
+                iter.next().await.map_err(map_err)?
+            }
+            other => other.map_err(map_err)?,
+        };
         if size.is_none() {
             // Photos: no exact size to announce, so the (small) file is read whole first.
-            let mut data = Vec::new();
+            let mut data = first.unwrap_or_default();
             while let Some(chunk) = iter.next().await.map_err(map_err)? {
                 data.extend_from_slice(&chunk);
                 if data.len() > MAX_BUFFERED_UPLOAD {
@@ -654,6 +1115,7 @@ impl Session for TelegramSession {
                 })),
             });
         }
+        let head = futures_util::stream::iter(first.map(|chunk| Ok(bytes::Bytes::from(chunk))));
         let body = futures_util::stream::unfold(Some(iter), |state| async move {
             let mut iter = state?;
             match iter.next().await {
@@ -665,7 +1127,7 @@ impl Session for TelegramSession {
         Ok(MediaStream {
             content_type: "application/octet-stream".into(),
             size,
-            body: Box::pin(body),
+            body: Box::pin(futures_util::StreamExt::chain(head, body)),
         })
     }
 
@@ -776,7 +1238,11 @@ impl Session for TelegramSession {
         } else {
             tl::enums::SendMessageAction::SendMessageCancelAction
         };
-        client.action(peer).oneshot(action).await.map_err(map_err)
+        let mut sender = client.action(peer);
+        if let Some(topic) = topic_of(chat).filter(|t| *t != GENERAL_TOPIC) {
+            sender = sender.topic_id(topic);
+        }
+        sender.oneshot(action).await.map_err(map_err)
     }
 
     async fn logout(&self) -> Result<(), NetworkError> {

@@ -337,7 +337,12 @@ pub fn inbound(message: &wa::Message, ctx: &Context<'_>) -> (Inbound, Option<Med
         } else {
             format!("video.{}", extension(mime))
         };
-        let mut media = media(MediaKind::Video, &name, Some(mime), v.file_length);
+        let kind = if v.gif_playback.unwrap_or(false) {
+            MediaKind::Animation
+        } else {
+            MediaKind::Video
+        };
+        let mut media = media(kind, &name, Some(mime), v.file_length);
         media.width = v.width;
         media.height = v.height;
         media.duration_ms = v.seconds.map(|s| u64::from(s) * 1000);

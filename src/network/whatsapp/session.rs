@@ -840,7 +840,7 @@ impl Inner {
 fn media_type(kind: MediaKind, content_type: &str) -> MediaType {
     match kind {
         MediaKind::Image | MediaKind::Sticker => MediaType::Image,
-        MediaKind::Video => MediaType::Video,
+        MediaKind::Video | MediaKind::Animation => MediaType::Video,
         MediaKind::Audio | MediaKind::Voice => MediaType::Audio,
         MediaKind::File if content_type.starts_with("image/") => MediaType::Image,
         MediaKind::File => MediaType::Document,
@@ -892,9 +892,7 @@ fn media_message(
                 seconds: media
                     .duration_ms
                     .map(|ms| u32::try_from(ms / 1000).unwrap_or(u32::MAX)),
-                gif_playback: Some(
-                    upload.name.ends_with(".gif") || media.content_type == "image/gif",
-                ),
+                gif_playback: Some(kind == MediaKind::Animation),
                 streaming_sidecar: r.streaming_sidecar,
                 context_info: context,
                 ..Default::default()

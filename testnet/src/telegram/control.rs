@@ -47,12 +47,18 @@ pub fn routes(world: Shared) -> Router {
         .route("/control/read", post(read))
         .route("/control/typing", post(typing))
         .route("/control/status", post(status))
+        .route("/control/bot_stopped", post(bot_stopped))
+        .route("/control/vote", post(vote))
         .route("/control/service", post(service))
         .route("/control/flood", post(flood))
         .route("/control/login_tokens/scan", post(scan))
         .route("/control/sent", get(sent))
         .route("/control/messages", get(messages))
         .route("/control/drop", post(drop_connections))
+        .route(
+            "/control/expire_file_references",
+            post(expire_file_references),
+        )
         .with_state(world)
 }
 
@@ -251,14 +257,265 @@ fn entity(e: EntitySpec) -> Result<enums::MessageEntity, (StatusCode, Json<Value
 
 #[derive(Deserialize)]
 struct MediaSpec {
-    /// `document` or `photo`.
+    /// `document`, `photo`, `sticker`, `animated_sticker` (Lottie, with `thumb`),
+    /// `video_sticker`, `gif`, `voice`, `audio`, `video`, `geo`, `contact` or `poll`.
     kind: String,
     #[serde(default)]
     name: String,
     #[serde(default)]
     mime_type: String,
-    /// The file's bytes, base64.
+    /// The file's bytes, base64 (file kinds only).
+    #[serde(default)]
     data: String,
+    /// A still thumbnail, base64 (`animated_sticker`).
+    thumb: Option<String>,
+    /// A sticker's emoji.
+    #[serde(default)]
+    emoji: String,
+    /// Seconds (voice, audio, video, gif).
+    #[serde(default)]
+    duration: f64,
+    #[serde(default)]
+    w: i32,
+    #[serde(default)]
+    h: i32,
+    /// Voice waveform as packed 5-bit samples, base64.
+    waveform: Option<String>,
+    #[serde(default)]
+    lat: f64,
+    #[serde(default)]
+    long: f64,
+    #[serde(default)]
+    phone: String,
+    #[serde(default)]
+    first_name: String,
+    #[serde(default)]
+    last_name: String,
+    #[serde(default)]
+    question: String,
+    #[serde(default)]
+    answers: Vec<String>,
+    /// Votes per answer (same order), shown as the poll's results.
+    #[serde(default)]
+    votes: Vec<i32>,
+}
+
+fn b64(data: &str, what: &str) -> Result<Vec<u8>, (StatusCode, Json<Value>)> {
+    base64::engine::general_purpose::STANDARD
+        .decode(data.as_bytes())
+        .map_err(|_| fail(StatusCode::BAD_REQUEST, format!("{what} is not base64")))
+}
+
+fn text_tl(text: &str) -> enums::TextWithEntities {
+    enums::TextWithEntities::Entities(types::TextWithEntities {
+        text: text.to_owned(),
+        entities: Vec::new(),
+    })
+}
+
+/// The MessageMedia a control `send` carries.
+fn media_tl(w: &mut World, m: MediaSpec) -> Result<enums::MessageMedia, (StatusCode, Json<Value>)> {
+    let video_attr = |nosound| {
+        enums::DocumentAttribute::Video(types::DocumentAttributeVideo {
+            round_message: false,
+            supports_streaming: true,
+            nosound,
+            duration: m.duration,
+            w: m.w,
+            h: m.h,
+            preload_prefix_size: None,
+            video_start_ts: None,
+            video_codec: None,
+        })
+    };
+    let sticker_attr = enums::DocumentAttribute::Sticker(types::DocumentAttributeSticker {
+        mask: false,
+        alt: m.emoji.clone(),
+        stickerset: enums::InputStickerSet::Empty,
+        mask_coords: None,
+    });
+    let (mime, attributes, voice): (&str, Vec<enums::DocumentAttribute>, bool) =
+        match m.kind.as_str() {
+            "photo" => ("image/jpeg", Vec::new(), false),
+            "document" => ("application/octet-stream", Vec::new(), false),
+            "sticker" => (
+                "image/webp",
+                vec![
+                    sticker_attr,
+                    enums::DocumentAttribute::ImageSize(types::DocumentAttributeImageSize {
+                        w: m.w.max(1),
+                        h: m.h.max(1),
+                    }),
+                ],
+                false,
+            ),
+            "animated_sticker" => ("application/x-tgsticker", vec![sticker_attr], false),
+            "video_sticker" => ("video/webm", vec![sticker_attr, video_attr(true)], false),
+            "gif" => (
+                "video/mp4",
+                vec![enums::DocumentAttribute::Animated, video_attr(true)],
+                false,
+            ),
+            "video" => ("video/mp4", vec![video_attr(false)], false),
+            "voice" | "audio" => {
+                let waveform = m
+                    .waveform
+                    .as_deref()
+                    .map(|x| b64(x, "waveform"))
+                    .transpose()?;
+                (
+                    if m.kind == "voice" {
+                        "audio/ogg"
+                    } else {
+                        "audio/mpeg"
+                    },
+                    vec![enums::DocumentAttribute::Audio(
+                        types::DocumentAttributeAudio {
+                            voice: m.kind == "voice",
+                            duration: m.duration as i32,
+                            title: None,
+                            performer: None,
+                            waveform,
+                        },
+                    )],
+                    m.kind == "voice",
+                )
+            }
+            "geo" => {
+                return Ok(enums::MessageMedia::Geo(types::MessageMediaGeo {
+                    geo: enums::GeoPoint::Point(types::GeoPoint {
+                        long: m.long,
+                        lat: m.lat,
+                        access_hash: 0,
+                        accuracy_radius: None,
+                    }),
+                }));
+            }
+            "contact" => {
+                return Ok(enums::MessageMedia::Contact(types::MessageMediaContact {
+                    phone_number: m.phone,
+                    first_name: m.first_name,
+                    last_name: m.last_name,
+                    vcard: String::new(),
+                    user_id: 0,
+                }));
+            }
+            "poll" => {
+                let answers: Vec<enums::PollAnswer> = m
+                    .answers
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| {
+                        enums::PollAnswer::Answer(types::PollAnswer {
+                            text: text_tl(a),
+                            option: vec![i as u8],
+                            media: None,
+                            added_by: None,
+                            date: None,
+                        })
+                    })
+                    .collect();
+                let results = (!m.votes.is_empty()).then(|| {
+                    m.votes
+                        .iter()
+                        .enumerate()
+                        .map(|(i, v)| {
+                            enums::PollAnswerVoters::Voters(types::PollAnswerVoters {
+                                chosen: false,
+                                correct: false,
+                                option: vec![i as u8],
+                                voters: Some(*v),
+                                // Layer 230 puts voters and recent_voters under one flag bit.
+                                recent_voters: Some(Vec::new()),
+                            })
+                        })
+                        .collect()
+                });
+                w.next_file += 1;
+                return Ok(enums::MessageMedia::Poll(Box::new(
+                    types::MessageMediaPoll {
+                        poll: enums::Poll::Poll(types::Poll {
+                            id: w.next_file,
+                            closed: false,
+                            public_voters: false,
+                            multiple_choice: false,
+                            quiz: false,
+                            open_answers: false,
+                            revoting_disabled: false,
+                            shuffle_answers: false,
+                            hide_results_until_close: false,
+                            creator: false,
+                            subscribers_only: false,
+                            question: text_tl(&m.question),
+                            answers,
+                            close_period: None,
+                            close_date: None,
+                            countries_iso2: None,
+                            hash: 0,
+                        }),
+                        results: enums::PollResults::Results(Box::new(types::PollResults {
+                            min: false,
+                            has_unread_votes: false,
+                            can_view_stats: false,
+                            total_voters: Some(m.votes.iter().sum()),
+                            results,
+                            recent_voters: None,
+                            solution: None,
+                            solution_entities: None,
+                            solution_media: None,
+                        })),
+                        attached_media: None,
+                    },
+                )));
+            }
+            other => {
+                return Err(fail(
+                    StatusCode::BAD_REQUEST,
+                    format!("unknown media kind {other}"),
+                ));
+            }
+        };
+    let data = b64(&m.data, "media.data")?;
+    let mime = if m.mime_type.is_empty() {
+        mime.to_owned()
+    } else {
+        m.mime_type.clone()
+    };
+    let thumb = m
+        .thumb
+        .as_deref()
+        .map(|t| b64(t, "media.thumb"))
+        .transpose()?;
+    let id = w.add_file(data, mime, m.name.clone());
+    let file = w
+        .files
+        .get_mut(&id)
+        .ok_or_else(|| fail(StatusCode::INTERNAL_SERVER_ERROR, "file vanished"))?;
+    file.attributes = attributes;
+    file.thumb = thumb;
+    let file = file.clone();
+    Ok(if m.kind == "photo" {
+        enums::MessageMedia::Photo(types::MessageMediaPhoto {
+            spoiler: false,
+            live_photo: false,
+            photo: Some(super::methods::messages::photo_tl(id, &file)),
+            ttl_seconds: None,
+            video: None,
+        })
+    } else {
+        enums::MessageMedia::Document(types::MessageMediaDocument {
+            nopremium: false,
+            spoiler: false,
+            video: m.kind == "video",
+            round: false,
+            voice,
+            document: Some(super::methods::messages::document_tl(id, &file)),
+            alt_documents: None,
+            video_cover: None,
+            video_timestamp: None,
+            ttl_seconds: None,
+        })
+    })
 }
 
 #[derive(Deserialize)]
@@ -281,80 +538,7 @@ async fn send(State(s): State<Shared>, Json(req): Json<SendReq>) -> Reply {
         .map(entity)
         .collect::<Result<Vec<_>, _>>()?;
     let mut w = world(&s)?;
-    let media = match req.media {
-        Some(m) => {
-            let data = base64::engine::general_purpose::STANDARD
-                .decode(m.data.as_bytes())
-                .map_err(|_| fail(StatusCode::BAD_REQUEST, "media.data is not base64"))?;
-            let photo = m.kind == "photo";
-            let mime = if m.mime_type.is_empty() {
-                if photo {
-                    "image/jpeg"
-                } else {
-                    "application/octet-stream"
-                }
-                .to_owned()
-            } else {
-                m.mime_type
-            };
-            let id = w.add_file(data, mime.clone(), m.name.clone());
-            let file = w
-                .files
-                .get(&id)
-                .cloned()
-                .ok_or_else(|| fail(StatusCode::INTERNAL_SERVER_ERROR, "file vanished"))?;
-            Some(if photo {
-                enums::MessageMedia::Photo(types::MessageMediaPhoto {
-                    spoiler: false,
-                    live_photo: false,
-                    photo: Some(enums::Photo::Photo(types::Photo {
-                        has_stickers: false,
-                        id,
-                        access_hash: file.access_hash,
-                        file_reference: vec![1],
-                        date: super::state::now(),
-                        sizes: vec![enums::PhotoSize::Size(types::PhotoSize {
-                            r#type: "y".into(),
-                            w: 800,
-                            h: 600,
-                            size: file.bytes.len() as i32,
-                        })],
-                        video_sizes: None,
-                        dc_id: 2,
-                    })),
-                    ttl_seconds: None,
-                    video: None,
-                })
-            } else {
-                enums::MessageMedia::Document(types::MessageMediaDocument {
-                    nopremium: false,
-                    spoiler: false,
-                    video: false,
-                    round: false,
-                    voice: false,
-                    document: Some(enums::Document::Document(types::Document {
-                        id,
-                        access_hash: file.access_hash,
-                        file_reference: vec![1],
-                        date: super::state::now(),
-                        mime_type: mime,
-                        size: file.bytes.len() as i64,
-                        thumbs: None,
-                        video_thumbs: None,
-                        dc_id: 2,
-                        attributes: vec![enums::DocumentAttribute::Filename(
-                            types::DocumentAttributeFilename { file_name: m.name },
-                        )],
-                    })),
-                    alt_documents: None,
-                    video_cover: None,
-                    video_timestamp: None,
-                    ttl_seconds: None,
-                })
-            })
-        }
-        None => None,
-    };
+    let media = req.media.map(|m| media_tl(&mut w, m)).transpose()?;
     if req.text.is_empty() && media.is_none() {
         return Err(fail(StatusCode::BAD_REQUEST, "text or media is required"));
     }
@@ -472,6 +656,41 @@ struct StatusReq {
 async fn status(State(s): State<Shared>, Json(req): Json<StatusReq>) -> Reply {
     world(&s)?.set_online(req.user, req.online).map_err(rpc)?;
     Ok(Json(json!({})))
+}
+
+#[derive(Deserialize)]
+struct VoteReq {
+    from: i64,
+    peer: PeerSpec,
+    id: i32,
+    /// The answer's position, from 0.
+    option: u8,
+}
+
+async fn vote(State(s): State<Shared>, Json(req): Json<VoteReq>) -> Reply {
+    world(&s)?
+        .vote(req.from, req.peer, req.id, req.option)
+        .map_err(rpc)?;
+    Ok(Json(json!({})))
+}
+
+#[derive(Deserialize)]
+struct BotStoppedReq {
+    user: i64,
+    bot: i64,
+    #[serde(default = "yes")]
+    stopped: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+async fn bot_stopped(State(s): State<Shared>, Json(req): Json<BotStoppedReq>) -> Reply {
+    let qts = world(&s)?
+        .bot_stopped(req.user, req.bot, req.stopped)
+        .map_err(rpc)?;
+    Ok(Json(json!({ "qts": qts })))
 }
 
 #[derive(Deserialize)]
@@ -664,4 +883,23 @@ struct DropReq {
 async fn drop_connections(State(s): State<Shared>, Json(req): Json<DropReq>) -> Reply {
     let n = world(&s)?.drop_connections(req.user);
     Ok(Json(json!({ "dropped": n })))
+}
+
+#[derive(Deserialize, Default)]
+struct ExpireReq {
+    /// Expire at the next download instead of now (the reference ages after the message
+    /// arrived, before it is downloaded).
+    #[serde(default)]
+    on_next_download: bool,
+}
+
+async fn expire_file_references(State(s): State<Shared>, body: Option<Json<ExpireReq>>) -> Reply {
+    let req = body.map(|Json(b)| b).unwrap_or_default();
+    let mut w = world(&s)?;
+    if req.on_next_download {
+        w.expire_on_download = true;
+        return Ok(Json(json!({ "files": 0 })));
+    }
+    let n = w.expire_file_references();
+    Ok(Json(json!({ "files": n })))
 }

@@ -112,6 +112,10 @@ pub struct UserRec {
     pub hint: Option<String>,
     pub mbox: MsgBox,
     pub seq: i32,
+    /// The secondary sequence (`qts`) of updates Telegram numbers separately: here
+    /// `updateBotStopped` for bots. Starts at 0 (nothing happened yet).
+    pub qts: i32,
+    pub qts_log: Vec<(i32, grammers_tl_types::enums::Update)>,
     pub online: bool,
     /// read_inbox_max_id per peer (what this user has read).
     pub read_inbox: HashMap<PeerKey, i32>,
@@ -168,6 +172,10 @@ pub struct KeyRec {
     pub pending_user: Option<i64>,
     /// Users this key's client has been sent (so it can take an updateShortMessage from them).
     pub known: HashSet<i64>,
+    /// The highest pts of each channel this key's client has been given (pushed updates, its
+    /// own changes, dialogs, channel differences): a channel further ahead is announced with
+    /// `updateChannelTooLong` in the next `updates.getDifference`.
+    pub channel_pts: HashMap<i64, i32>,
 }
 
 /// What the world asks a connection task to do.
@@ -203,6 +211,13 @@ pub struct FileRec {
     pub bytes: Vec<u8>,
     pub mime_type: String,
     pub name: String,
+    /// The current file reference; an older one gets `FILE_REFERENCE_EXPIRED`, as on Telegram
+    /// once a reference has aged (`POST /control/expire_file_references`).
+    pub reference: Vec<u8>,
+    /// A still thumbnail (size type "m"), served for `thumb_size = "m"`.
+    pub thumb: Option<Vec<u8>>,
+    /// Document attributes beyond the file name (voice, video, sticker, animated, ...).
+    pub attributes: Vec<grammers_tl_types::enums::DocumentAttribute>,
 }
 
 #[derive(Debug)]
@@ -224,6 +239,9 @@ pub struct SentRecord {
     pub top_id: Option<i32>,
     pub entities: Vec<String>,
     pub media: Option<String>,
+    /// What the media says beyond its kind: `voice:7s`, `audio:7s`, `video:2s:320x240`,
+    /// `animated`, `sticker`, `geo:51.5,-0.12`, `contact:+44…`.
+    pub details: Vec<String>,
     pub reaction: Option<String>,
     pub date: i32,
 }
@@ -251,6 +269,9 @@ pub struct World {
     pub next_channel: i64,
     pub next_link: u64,
     pub next_file: i64,
+    /// The next download of a file with its current reference finds it expired (and renewed):
+    /// the reference aged between the message's arrival and its download.
+    pub expire_on_download: bool,
 }
 
 /// Access hashes are a pure function of the id (Telegram's differ per viewer; tests need not care).
@@ -309,6 +330,7 @@ impl World {
             next_user: 7_000_000_000,
             next_chat: 4_000,
             next_channel: 1_900_000_000,
+            expire_on_download: false,
             next_link: 1,
             next_file: 5_000_000_000,
         }
@@ -326,6 +348,7 @@ impl World {
             login_token: None,
             pending_user: None,
             known: HashSet::new(),
+            channel_pts: HashMap::new(),
         });
         id
     }
@@ -374,6 +397,8 @@ impl World {
                     ..MsgBox::default()
                 },
                 seq: 0,
+                qts: 0,
+                qts_log: Vec::new(),
                 online: false,
                 read_inbox: HashMap::new(),
                 read_outbox: HashMap::new(),
@@ -958,6 +983,69 @@ impl World {
         Ok(())
     }
 
+    /// `voter` votes for answer `option` (0-based) of the poll in message `id` (in the voter's
+    /// ids): every copy's results change and every holder gets `updateMessagePoll`.
+    pub fn vote(&mut self, voter: i64, peer: PeerKey, id: i32, option: u8) -> Result<(), RpcErr> {
+        use grammers_tl_types::{enums, types};
+        let at = Self::box_of(voter, peer);
+        let link = self
+            .msg(at, id)
+            .ok_or_else(|| RpcErr::bad("MESSAGE_ID_INVALID"))?
+            .link;
+        let mut pushes = Vec::new();
+        for (b, mid) in self.links.get(&link).cloned().unwrap_or_default() {
+            let Some(m) = self.msg_mut(b, mid) else {
+                continue;
+            };
+            let Some(enums::MessageMedia::Poll(poll)) = &mut m.media else {
+                return Err(RpcErr::bad("MESSAGE_POLL_CLOSED"));
+            };
+            let enums::Poll::Poll(p) = &poll.poll;
+            let poll_id = p.id;
+            if usize::from(option) >= p.answers.len() {
+                return Err(RpcErr::bad("OPTION_INVALID"));
+            }
+            let enums::PollResults::Results(results) = &mut poll.results;
+            let list = results.results.get_or_insert_with(Vec::new);
+            match list.iter_mut().find_map(|r| {
+                let enums::PollAnswerVoters::Voters(r) = r;
+                (r.option == [option]).then_some(r)
+            }) {
+                Some(r) => r.voters = Some(r.voters.unwrap_or(0) + 1),
+                None => list.push(enums::PollAnswerVoters::Voters(types::PollAnswerVoters {
+                    chosen: false,
+                    correct: false,
+                    option: vec![option],
+                    voters: Some(1),
+                    // Layer 230 puts voters and recent_voters under one flag bit.
+                    recent_voters: Some(Vec::new()),
+                })),
+            }
+            results.total_voters = Some(results.total_voters.unwrap_or(0) + 1);
+            let update = enums::Update::MessagePoll(types::UpdateMessagePoll {
+                peer: None,
+                msg_id: None,
+                top_msg_id: None,
+                poll_id,
+                poll: None,
+                results: enums::PollResults::Results(results.clone()),
+            });
+            let viewers: Vec<i64> = match b {
+                BoxRef::User(u) => vec![u],
+                BoxRef::Channel(c) => self
+                    .channels
+                    .get(&c)
+                    .map(|ch| ch.members.iter().copied().collect())
+                    .unwrap_or_default(),
+            };
+            pushes.extend(viewers.into_iter().map(|v| (v, update.clone())));
+        }
+        for (viewer, update) in pushes {
+            self.push_short(viewer, update, None);
+        }
+        Ok(())
+    }
+
     /// `reader` has read `peer` up to `max_id` (in the reader's ids).
     pub fn read(
         &mut self,
@@ -1111,6 +1199,58 @@ impl World {
         Ok(())
     }
 
+    /// Notes that `key`'s client knows channel `channel` up to `pts`.
+    pub fn saw_channel(&mut self, key: i64, channel: i64, pts: i32) {
+        if let Some(k) = self.keys.get_mut(&key) {
+            let known = k.channel_pts.entry(channel).or_insert(0);
+            *known = (*known).max(pts);
+        }
+    }
+
+    /// The answer to a change `key`'s client made in `peer` carried the channel's new pts.
+    pub fn saw_own_change(&mut self, key: i64, peer: PeerKey) {
+        if let PeerKey::Channel(c) = peer
+            && let Some(pts) = self.channels.get(&c).map(|ch| ch.mbox.pts)
+        {
+            self.saw_channel(key, c, pts);
+        }
+    }
+
+    /// The channels of `user` that `key`'s client is behind on, with the pts it last had
+    /// (0: it never saw the channel): `updateChannelTooLong` for each.
+    pub fn channels_behind(&self, key: i64, user: i64) -> Vec<(i64, i32)> {
+        let known = self.keys.get(&key).map(|k| &k.channel_pts);
+        self.channels
+            .values()
+            .filter(|c| c.members.contains(&user))
+            .filter_map(|c| {
+                let had = known.and_then(|k| k.get(&c.id)).copied().unwrap_or(0);
+                (had < c.mbox.pts).then_some((c.id, had))
+            })
+            .collect()
+    }
+
+    /// A user stopped (or restarted) a bot: `updateBotStopped` in the bot's qts sequence.
+    pub fn bot_stopped(&mut self, user: i64, bot: i64, stopped: bool) -> Result<i32, RpcErr> {
+        use grammers_tl_types::{enums, types};
+        self.user(user)?;
+        let b = self.user_mut(bot)?;
+        if !b.bot {
+            return Err(RpcErr::bad("BOT_INVALID"));
+        }
+        b.qts += 1;
+        let qts = b.qts;
+        let update = enums::Update::BotStopped(types::UpdateBotStopped {
+            user_id: user,
+            date: now(),
+            stopped,
+            qts,
+        });
+        b.qts_log.push((qts, update.clone()));
+        self.push_updates(bot, vec![update], false, None);
+        Ok(qts)
+    }
+
     /// Connections bound to `user` (optionally except one).
     fn conns_of(&self, user: i64, except: Option<u64>) -> Vec<u64> {
         self.conns
@@ -1149,6 +1289,10 @@ impl World {
             seq,
         });
         let bytes = env.to_bytes();
+        let grammers_tl_types::enums::Updates::Updates(env) = env else {
+            return;
+        };
+        let channel_pts: Vec<(i64, i32)> = env.updates.iter().filter_map(channel_pts_of).collect();
         let everyone: Vec<i64> = self.users.keys().copied().collect();
         for c in self.conns_of(user, except) {
             let Some(conn) = self.conns.get(&c) else {
@@ -1158,6 +1302,9 @@ impl World {
             let key_id = conn.key_id;
             if let Some(k) = self.keys.get_mut(&key_id) {
                 k.known.extend(everyone.iter().copied());
+            }
+            for (channel, pts) in &channel_pts {
+                self.saw_channel(key_id, *channel, *pts);
             }
         }
     }
@@ -1291,9 +1438,23 @@ impl World {
                 bytes,
                 mime_type,
                 name,
+                reference: vec![1],
+                thumb: None,
+                attributes: Vec::new(),
             },
         );
         id
+    }
+
+    /// Makes every file reference handed out so far stale (`FILE_REFERENCE_EXPIRED` on
+    /// download); messages fetched again carry the new one. Returns how many files changed.
+    pub fn expire_file_references(&mut self) -> usize {
+        self.expire_on_download = false;
+        for file in self.files.values_mut() {
+            let next = file.reference.first().copied().unwrap_or(0).wrapping_add(1);
+            file.reference = vec![next];
+        }
+        self.files.len()
     }
 
     /// Records what an account sent through MTProto, for the control API.
@@ -1310,6 +1471,28 @@ pub struct Sent {
     pub date: i32,
     /// (owner, message id in the owner's box) for private chats and basic groups.
     pub copies: Vec<(i64, i32)>,
+}
+
+/// The (channel, pts) a pushed update carries, if it is a channel's pts update.
+fn channel_pts_of(update: &grammers_tl_types::enums::Update) -> Option<(i64, i32)> {
+    use grammers_tl_types::enums::{Message, Peer, Update};
+    let channel_of = |m: &Message| match m {
+        Message::Message(m) => Some(m.peer_id.clone()),
+        Message::Service(m) => Some(m.peer_id.clone()),
+        Message::Empty(m) => m.peer_id.clone(),
+    };
+    match update {
+        Update::NewChannelMessage(u) => match channel_of(&u.message)? {
+            Peer::Channel(c) => Some((c.channel_id, u.pts)),
+            _ => None,
+        },
+        Update::EditChannelMessage(u) => match channel_of(&u.message)? {
+            Peer::Channel(c) => Some((c.channel_id, u.pts)),
+            _ => None,
+        },
+        Update::DeleteChannelMessages(u) => Some((u.channel_id, u.pts)),
+        _ => None,
+    }
 }
 
 pub fn normalize_phone(phone: &str) -> String {

@@ -182,6 +182,31 @@ fn reactions_tl(viewer: i64, reactions: &[(i64, String)]) -> Option<enums::Messa
     ))
 }
 
+/// A stored media with the file references as they are now (they change when they expire).
+fn fresh_media(w: &World, media: &enums::MessageMedia) -> enums::MessageMedia {
+    let mut media = media.clone();
+    match &mut media {
+        enums::MessageMedia::Document(types::MessageMediaDocument {
+            document: Some(enums::Document::Document(d)),
+            ..
+        }) => {
+            if let Some(f) = w.files.get(&d.id) {
+                d.file_reference = f.reference.clone();
+            }
+        }
+        enums::MessageMedia::Photo(types::MessageMediaPhoto {
+            photo: Some(enums::Photo::Photo(p)),
+            ..
+        }) => {
+            if let Some(f) = w.files.get(&p.id) {
+                p.file_reference = f.reference.clone();
+            }
+        }
+        _ => {}
+    }
+    media
+}
+
 pub fn msg_tl(w: &World, viewer: i64, at: BoxRef, m: &Msg) -> enums::Message {
     let (out, post) = match at {
         BoxRef::User(_) => (m.out, false),
@@ -230,7 +255,7 @@ pub fn msg_tl(w: &World, viewer: i64, at: BoxRef, m: &Msg) -> enums::Message {
         reply_to,
         date: m.date,
         message: m.text.clone(),
-        media: m.media.clone(),
+        media: m.media.as_ref().map(|media| fresh_media(w, media)),
         entities: (!m.entities.is_empty()).then(|| m.entities.clone()),
         edit_date: m.edit_date,
         reactions: reactions_tl(viewer, &m.reactions),

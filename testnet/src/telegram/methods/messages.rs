@@ -238,6 +238,7 @@ fn record(w: &mut World, me: i64, peer: PeerKey, id: i32, kind: &'static str) {
         enums::MessageMedia::Contact(_) => "contact".into(),
         _ => "other".into(),
     });
+    let details = m.media.as_ref().map(media_details).unwrap_or_default();
     let rec = SentRecord {
         from: me,
         peer,
@@ -248,10 +249,53 @@ fn record(w: &mut World, me: i64, peer: PeerKey, id: i32, kind: &'static str) {
         top_id: m.top_id,
         entities: m.entities.iter().map(entity_str).collect(),
         media,
+        details,
         reaction: None,
         date: now(),
     };
     w.record(rec);
+}
+
+/// What a sent media says beyond its kind, for the control API's `details`.
+fn media_details(media: &enums::MessageMedia) -> Vec<String> {
+    let mut out = Vec::new();
+    match media {
+        enums::MessageMedia::Document(doc) => {
+            let Some(enums::Document::Document(d)) = &doc.document else {
+                return out;
+            };
+            for a in &d.attributes {
+                match a {
+                    enums::DocumentAttribute::Audio(x) if x.voice => {
+                        out.push(format!("voice:{}s", x.duration));
+                        if x.waveform.is_some() {
+                            out.push("waveform".into());
+                        }
+                    }
+                    enums::DocumentAttribute::Audio(x) => {
+                        out.push(format!("audio:{}s", x.duration))
+                    }
+                    enums::DocumentAttribute::Video(x) => {
+                        out.push(format!("video:{}s:{}x{}", x.duration, x.w, x.h))
+                    }
+                    enums::DocumentAttribute::Animated => out.push("animated".into()),
+                    enums::DocumentAttribute::Sticker(_) => out.push("sticker".into()),
+                    enums::DocumentAttribute::Filename(f) => {
+                        out.push(format!("name:{}", f.file_name))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        enums::MessageMedia::Geo(g) => {
+            if let enums::GeoPoint::Point(p) = &g.geo {
+                out.push(format!("geo:{},{}", p.lat, p.long));
+            }
+        }
+        enums::MessageMedia::Contact(c) => out.push(format!("contact:{}", c.phone_number)),
+        _ => {}
+    }
+    out
 }
 
 /// Records a content-less action (typing) for the control API.
@@ -266,6 +310,7 @@ pub fn record_event(w: &mut World, me: i64, peer: PeerKey, id: i32, kind: &'stat
         top_id: None,
         entities: Vec::new(),
         media: None,
+        details: Vec::new(),
         reaction: None,
         date: now(),
     });
@@ -294,6 +339,7 @@ pub fn send_message(
     };
     let sent = w.send(me, peer, content, Some(ctx.conn_id))?;
     record(w, me, peer, sent.sender_id, "message");
+    w.saw_own_change(ctx.key_id, peer);
     Ok(send_result(w, me, peer, &sent, req.random_id, false))
 }
 
@@ -321,29 +367,39 @@ fn assemble(
     Ok((bytes, name))
 }
 
-fn document_tl(id: i64, f: &crate::telegram::state::FileRec) -> enums::Document {
+pub fn document_tl(id: i64, f: &crate::telegram::state::FileRec) -> enums::Document {
+    let mut attributes = vec![enums::DocumentAttribute::Filename(
+        types::DocumentAttributeFilename {
+            file_name: f.name.clone(),
+        },
+    )];
+    attributes.extend(f.attributes.iter().cloned());
     enums::Document::Document(types::Document {
         id,
         access_hash: f.access_hash,
-        file_reference: vec![1],
+        file_reference: f.reference.clone(),
         date: now(),
         mime_type: f.mime_type.clone(),
         size: f.bytes.len() as i64,
         dc_id: 2,
-        attributes: vec![enums::DocumentAttribute::Filename(
-            types::DocumentAttributeFilename {
-                file_name: f.name.clone(),
-            },
-        )],
+        thumbs: f.thumb.as_ref().map(|t| {
+            vec![enums::PhotoSize::Size(types::PhotoSize {
+                r#type: "m".into(),
+                w: 128,
+                h: 128,
+                size: t.len() as i32,
+            })]
+        }),
+        attributes,
         ..d::document()
     })
 }
 
-fn photo_tl(id: i64, f: &crate::telegram::state::FileRec) -> enums::Photo {
+pub fn photo_tl(id: i64, f: &crate::telegram::state::FileRec) -> enums::Photo {
     enums::Photo::Photo(types::Photo {
         id,
         access_hash: f.access_hash,
-        file_reference: vec![1],
+        file_reference: f.reference.clone(),
         date: now(),
         sizes: vec![enums::PhotoSize::Size(types::PhotoSize {
             r#type: "y".into(),
@@ -376,21 +432,23 @@ pub fn media_of(
                 })
                 .unwrap_or(name);
             let id = w.add_file(bytes, x.mime_type.clone(), name);
+            let voice = x
+                .attributes
+                .iter()
+                .any(|a| matches!(a, enums::DocumentAttribute::Audio(a) if a.voice));
             let file = w
                 .files
-                .get(&id)
-                .cloned()
+                .get_mut(&id)
                 .ok_or_else(|| RpcErr::bad("MEDIA_INVALID"))?;
-            let mut doc = document_tl(id, &file);
-            if let enums::Document::Document(dd) = &mut doc {
-                dd.attributes.extend(
-                    x.attributes
-                        .into_iter()
-                        .filter(|a| !matches!(a, enums::DocumentAttribute::Filename(_))),
-                );
-            }
+            file.attributes = x
+                .attributes
+                .into_iter()
+                .filter(|a| !matches!(a, enums::DocumentAttribute::Filename(_)))
+                .collect();
+            let file = file.clone();
             enums::MessageMedia::Document(types::MessageMediaDocument {
-                document: Some(doc),
+                voice,
+                document: Some(document_tl(id, &file)),
                 ..d::media_document()
             })
         }
@@ -478,6 +536,7 @@ pub fn send_media(
     };
     let sent = w.send(me, peer, content, Some(ctx.conn_id))?;
     record(w, me, peer, sent.sender_id, "media");
+    w.saw_own_change(ctx.key_id, peer);
     Ok(send_result(w, me, peer, &sent, req.random_id, true))
 }
 
@@ -498,6 +557,7 @@ pub fn edit_message(
     let entities = req.entities.map(|e| normalize_entities(Some(e)));
     let pts = w.edit(me, peer, req.id, req.message, entities, Some(ctx.conn_id))?;
     record(w, me, peer, req.id, "edit");
+    w.saw_own_change(ctx.key_id, peer);
     let up = build::edit_update(w, me, at, req.id, pts);
     let (users, chats) = build::everything_for(w, me);
     Ok(enums::Updates::Updates(types::Updates {
@@ -533,11 +593,13 @@ pub fn delete(
             top_id: None,
             entities: Vec::new(),
             media: None,
+            details: Vec::new(),
             reaction: None,
             date: now(),
         });
     }
     let (pts, pts_count) = w.delete(me, peer, ids, Some(ctx.conn_id))?;
+    w.saw_own_change(ctx.key_id, peer);
     Ok(
         enums::messages::AffectedMessages::Messages(types::messages::AffectedMessages {
             pts,
@@ -573,6 +635,7 @@ pub fn send_reaction(
         top_id: None,
         entities: Vec::new(),
         media: None,
+        details: Vec::new(),
         reaction: Some(emoji.unwrap_or_default()),
         date: now(),
     });
@@ -625,6 +688,7 @@ pub fn read_history(
         top_id: None,
         entities: Vec::new(),
         media: None,
+        details: Vec::new(),
         reaction: None,
         date: now(),
     });
@@ -658,10 +722,17 @@ pub fn save_part(
     Ok(true.to_bytes())
 }
 
-pub fn get_file(w: &World, req: f::upload::GetFile) -> Result<Vec<u8>, RpcErr> {
-    let (id, hash) = match &req.location {
-        enums::InputFileLocation::InputDocumentFileLocation(x) => (x.id, x.access_hash),
-        enums::InputFileLocation::InputPhotoFileLocation(x) => (x.id, x.access_hash),
+pub fn get_file(w: &mut World, req: f::upload::GetFile) -> Result<Vec<u8>, RpcErr> {
+    let (id, hash, reference, thumb) = match &req.location {
+        enums::InputFileLocation::InputDocumentFileLocation(x) => (
+            x.id,
+            x.access_hash,
+            &x.file_reference,
+            !x.thumb_size.is_empty(),
+        ),
+        enums::InputFileLocation::InputPhotoFileLocation(x) => {
+            (x.id, x.access_hash, &x.file_reference, false)
+        }
         _ => return Err(RpcErr::bad("LOCATION_INVALID")),
     };
     let file = w
@@ -669,19 +740,36 @@ pub fn get_file(w: &World, req: f::upload::GetFile) -> Result<Vec<u8>, RpcErr> {
         .get(&id)
         .filter(|f| f.access_hash == hash)
         .ok_or_else(|| RpcErr::bad("FILE_REFERENCE_INVALID"))?;
+    if *reference != file.reference {
+        return Err(RpcErr::bad("FILE_REFERENCE_EXPIRED"));
+    }
+    if w.expire_on_download {
+        w.expire_file_references();
+        return Err(RpcErr::bad("FILE_REFERENCE_EXPIRED"));
+    }
+    let Some(file) = w.files.get(&id) else {
+        return Err(RpcErr::bad("FILE_REFERENCE_INVALID"));
+    };
+    let bytes = if thumb {
+        file.thumb
+            .as_ref()
+            .ok_or_else(|| RpcErr::bad("LOCATION_INVALID"))?
+    } else {
+        &file.bytes
+    };
     if req.limit <= 0 || req.limit > MAX_CHUNK || req.offset < 0 {
         return Err(RpcErr::bad("LIMIT_INVALID"));
     }
     let start = usize::try_from(req.offset)
         .unwrap_or(usize::MAX)
-        .min(file.bytes.len());
+        .min(bytes.len());
     let end = start
         .saturating_add(usize::try_from(req.limit).unwrap_or(0))
-        .min(file.bytes.len());
+        .min(bytes.len());
     Ok(enums::upload::File::File(types::upload::File {
         r#type: enums::storage::FileType::FileUnknown,
         mtime: now(),
-        bytes: file.bytes[start..end].to_vec(),
+        bytes: bytes[start..end].to_vec(),
     })
     .to_bytes())
 }

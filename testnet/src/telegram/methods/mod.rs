@@ -6,7 +6,7 @@
 
 mod auth;
 mod chats;
-mod messages;
+pub(super) mod messages;
 mod updates;
 
 pub use auth::accept_login_token;
@@ -140,9 +140,11 @@ fn dispatch_authorized(
     use f::*;
     Ok(match ctor {
         updates::GetState::CONSTRUCTOR_ID => self::updates::get_state(w, me)?,
-        updates::GetDifference::CONSTRUCTOR_ID => self::updates::get_difference(w, me, de(body)?)?,
+        updates::GetDifference::CONSTRUCTOR_ID => {
+            self::updates::get_difference(w, ctx.key_id, me, de(body)?)?
+        }
         updates::GetChannelDifference::CONSTRUCTOR_ID => {
-            self::updates::get_channel_difference(w, me, de(body)?)?
+            self::updates::get_channel_difference(w, ctx.key_id, me, de(body)?)?
         }
         users::GetUsers::CONSTRUCTOR_ID => {
             let req: users::GetUsers = de(body)?;
@@ -180,7 +182,19 @@ fn dispatch_authorized(
             w.set_online(me, !req.offline)?;
             true.to_bytes()
         }
-        messages::GetDialogs::CONSTRUCTOR_ID => chats::get_dialogs(w, me)?,
+        messages::GetDialogs::CONSTRUCTOR_ID => {
+            // Dialogs carry each channel's pts: the client knows them from now on.
+            let member_of: Vec<(i64, i32)> = w
+                .channels
+                .values()
+                .filter(|c| c.members.contains(&me))
+                .map(|c| (c.id, c.mbox.pts))
+                .collect();
+            for (channel, pts) in member_of {
+                w.saw_channel(ctx.key_id, channel, pts);
+            }
+            chats::get_dialogs(w, me)?
+        }
         messages::GetHistory::CONSTRUCTOR_ID => self::messages::get_history(w, me, de(body)?)?,
         messages::GetMessages::CONSTRUCTOR_ID => self::messages::get_messages(w, me, de(body)?)?,
         channels::GetMessages::CONSTRUCTOR_ID => {

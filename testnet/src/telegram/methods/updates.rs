@@ -14,7 +14,7 @@ fn state(w: &World, me: i64) -> Result<types::updates::State, RpcErr> {
     let u = w.user(me)?;
     Ok(types::updates::State {
         pts: u.mbox.pts,
-        qts: 0,
+        qts: u.qts,
         date: now(),
         seq: u.seq,
         unread_count: 0,
@@ -26,12 +26,33 @@ pub fn get_state(w: &World, me: i64) -> Result<Vec<u8>, RpcErr> {
 }
 
 pub fn get_difference(
-    w: &World,
+    w: &mut World,
+    key: i64,
     me: i64,
     req: f::updates::GetDifference,
 ) -> Result<Vec<u8>, RpcErr> {
     let current = state(w, me)?;
-    if req.pts >= current.pts {
+    // Channels the client is behind on are not replayed here: it is told to fetch each one's
+    // own difference, from the pts it had (as Telegram does for channels with much news).
+    let too_long: Vec<enums::Update> = w
+        .channels_behind(key, me)
+        .into_iter()
+        .map(|(channel_id, pts)| {
+            enums::Update::ChannelTooLong(types::UpdateChannelTooLong {
+                channel_id,
+                pts: Some(pts),
+            })
+        })
+        .collect();
+    // qts updates (here: bots' updateBotStopped) after the client's qts.
+    let qts_updates: Vec<enums::Update> = w
+        .user(me)?
+        .qts_log
+        .iter()
+        .filter(|(qts, _)| *qts > req.qts)
+        .map(|(_, u)| u.clone())
+        .collect();
+    if req.pts >= current.pts && too_long.is_empty() && qts_updates.is_empty() {
         return Ok(
             enums::updates::Difference::Empty(types::updates::DifferenceEmpty {
                 date: current.date,
@@ -40,10 +61,11 @@ pub fn get_difference(
             .to_bytes(),
         );
     }
-    let (new_messages, other_updates, last_pts) =
+    let (new_messages, mut other_updates, last_pts) =
         build::replay(w, me, BoxRef::User(me), req.pts, DIFF_LIMIT);
     let (users, chats) = build::everything_for(w, me);
     if last_pts < current.pts {
+        // The rest (qts, channels) comes with the last slice.
         let intermediate_state = enums::updates::State::State(types::updates::State {
             pts: last_pts,
             ..current
@@ -60,6 +82,8 @@ pub fn get_difference(
             .to_bytes(),
         );
     }
+    other_updates.extend(qts_updates);
+    other_updates.extend(too_long);
     Ok(
         enums::updates::Difference::Difference(types::updates::Difference {
             new_messages,
@@ -74,7 +98,8 @@ pub fn get_difference(
 }
 
 pub fn get_channel_difference(
-    w: &World,
+    w: &mut World,
+    key: i64,
     me: i64,
     req: f::updates::GetChannelDifference,
 ) -> Result<Vec<u8>, RpcErr> {
@@ -85,6 +110,7 @@ pub fn get_channel_difference(
     }
     let pts = ch.mbox.pts;
     if req.pts >= pts {
+        w.saw_channel(key, c, pts);
         return Ok(enums::updates::ChannelDifference::Empty(
             types::updates::ChannelDifferenceEmpty {
                 r#final: true,
@@ -100,6 +126,7 @@ pub fn get_channel_difference(
     let (new_messages, other_updates, last_pts) =
         build::replay(w, me, BoxRef::Channel(c), req.pts, limit);
     let (users, chats) = build::everything_for(w, me);
+    w.saw_channel(key, c, last_pts);
     Ok(
         enums::updates::ChannelDifference::Difference(types::updates::ChannelDifference {
             r#final: last_pts >= pts,
