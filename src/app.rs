@@ -16,6 +16,7 @@ use crate::{
         signal::SignalNetwork,
         sim::SimNetwork,
         telegram::{TelegramConfig, TelegramNetwork},
+        whatsapp::WhatsAppNetwork,
     },
 };
 
@@ -59,6 +60,13 @@ pub async fn run(config: Config, config_dir: &Path) -> anyhow::Result<()> {
         networks.push(Arc::new(TelegramNetwork::new(
             TelegramConfig::from_config(&config.networks.telegram),
             db.clone(),
+        )));
+    }
+    if config.networks.whatsapp.enabled {
+        networks.push(Arc::new(WhatsAppNetwork::new(
+            config.networks.whatsapp.clone(),
+            db.clone(),
+            config.encryption.pickle_key.expose(),
         )));
     }
     let (bridge, signals) = Bridge::new(

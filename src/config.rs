@@ -165,6 +165,96 @@ pub struct NetworksConfig {
     pub sim: SimConfig,
     pub signal: SignalConfig,
     pub telegram: TelegramConfig,
+    pub whatsapp: WhatsAppConfig,
+}
+
+/// `networks.whatsapp`: ferry as a linked device (companion) of users' WhatsApp accounts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WhatsAppConfig {
+    pub enabled: bool,
+    pub ghost_prefix: String,
+    pub displayname_template: String,
+    /// What the phone's "Linked devices" list shows for ferry.
+    pub device_name: String,
+    /// The WhatsApp web socket. Empty: WhatsApp's own (`wss://web.whatsapp.com/ws/chat`);
+    /// tests point it at testnet's simulator.
+    pub ws_url: String,
+    /// The WhatsApp Web version ferry announces (`2.3000.1234567890`). Empty: asked from
+    /// web.whatsapp.com at each connect (needs outbound HTTPS).
+    pub version: String,
+    /// Bridge the conversations and recent messages WhatsApp sends after linking.
+    pub history_sync: bool,
+    /// At most this many messages per conversation from the history sync.
+    pub history_messages_per_chat: usize,
+    /// Pause between two backfilled messages, in milliseconds (keeps the homeserver responsive).
+    pub history_pace_ms: u64,
+    /// Test networks only: media at this `host:port` over plain HTTP (the library always uses
+    /// HTTPS; testnet's simulator serves media without TLS).
+    pub media_http_host: String,
+}
+
+impl Default for WhatsAppConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            ghost_prefix: "whatsapp_".to_owned(),
+            displayname_template: "{name} (WhatsApp)".to_owned(),
+            device_name: "ferry".to_owned(),
+            ws_url: String::new(),
+            version: String::new(),
+            history_sync: true,
+            history_messages_per_chat: 50,
+            history_pace_ms: 100,
+            media_http_host: String::new(),
+        }
+    }
+}
+
+impl WhatsAppConfig {
+    /// The announced version, parsed (validated at load, so `None` means "ask WhatsApp").
+    pub fn version_triple(&self) -> Option<(u32, u32, u32)> {
+        let mut parts = self.version.split('.').map(|p| p.parse::<u32>().ok());
+        match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some(Some(a)), Some(Some(b)), Some(Some(c)), None) => Some((a, b, c)),
+            _ => None,
+        }
+    }
+
+    fn validate(&self, encryption: &EncryptionConfig) -> Result<(), ConfigError> {
+        validate_prefix("networks.whatsapp.ghost_prefix", &self.ghost_prefix)?;
+        if self.device_name.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                "networks.whatsapp.device_name",
+                "must not be empty",
+            ));
+        }
+        if !self.ws_url.is_empty() {
+            let ok = Url::parse(&self.ws_url)
+                .is_ok_and(|u| matches!(u.scheme(), "ws" | "wss") && u.host().is_some());
+            if !ok {
+                return Err(ConfigError::invalid(
+                    "networks.whatsapp.ws_url",
+                    "must be empty or a ws:// or wss:// URL",
+                ));
+            }
+        }
+        if !self.version.is_empty() && self.version_triple().is_none() {
+            return Err(ConfigError::invalid(
+                "networks.whatsapp.version",
+                "must be empty or three numbers like 2.3000.1234567890",
+            ));
+        }
+        // The WhatsApp keys are encrypted at rest with the same store key as the Matrix
+        // crypto state, unlocked by encryption.pickle_key (also when encryption.allow is off).
+        if encryption.pickle_key.expose().chars().count() < 16 {
+            return Err(ConfigError::invalid(
+                "encryption.pickle_key",
+                "must be at least 16 characters when networks.whatsapp is enabled (it encrypts the WhatsApp keys at rest)",
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -691,6 +781,9 @@ impl Config {
             validate_prefix("networks.telegram.ghost_prefix", &telegram.ghost_prefix)?;
             telegram.validate()?;
         }
+        if self.networks.whatsapp.enabled {
+            self.networks.whatsapp.validate(&self.encryption)?;
+        }
         self.check_prefix_overlap()?;
         self.encryption.validate()?;
         tracing_subscriber::EnvFilter::try_new(&self.logging.level)
@@ -701,27 +794,50 @@ impl Config {
     /// No enabled network's ghost prefix may start another's, or one network's ghosts would be
     /// taken for the other's. (Signal vs sim is checked with Signal's settings above.)
     fn check_prefix_overlap(&self) -> Result<(), ConfigError> {
-        let telegram = &self.networks.telegram;
-        if !telegram.enabled {
-            return Ok(());
-        }
-        let others = [
-            (self.networks.sim.enabled, &self.networks.sim.ghost_prefix),
+        let n = &self.networks;
+        // (config key, enabled, prefix); the bot's username counts as always enabled.
+        let all = [
             (
-                self.networks.signal.enabled,
-                &self.networks.signal.ghost_prefix,
+                "networks.sim.ghost_prefix",
+                n.sim.enabled,
+                &n.sim.ghost_prefix,
             ),
-            (true, &self.appservice.bot.username),
+            (
+                "networks.signal.ghost_prefix",
+                n.signal.enabled,
+                &n.signal.ghost_prefix,
+            ),
+            (
+                "networks.telegram.ghost_prefix",
+                n.telegram.enabled,
+                &n.telegram.ghost_prefix,
+            ),
+            (
+                "networks.whatsapp.ghost_prefix",
+                n.whatsapp.enabled,
+                &n.whatsapp.ghost_prefix,
+            ),
+            (
+                "appservice.bot.username",
+                true,
+                &self.appservice.bot.username,
+            ),
         ];
-        for (enabled, other) in others {
-            if enabled
-                && (other.starts_with(&telegram.ghost_prefix)
-                    || telegram.ghost_prefix.starts_with(other.as_str()))
-            {
-                return Err(ConfigError::invalid(
-                    "networks.telegram.ghost_prefix",
-                    "must not overlap another network's ghost_prefix or the bot's username",
-                ));
+        // Telegram and WhatsApp are checked against everything else here.
+        for (key, enabled, prefix) in &all[2..4] {
+            if !enabled {
+                continue;
+            }
+            for (other_key, other_enabled, other) in &all {
+                if other_key == key || !other_enabled {
+                    continue;
+                }
+                if other.starts_with(prefix.as_str()) || prefix.starts_with(other.as_str()) {
+                    return Err(ConfigError::invalid(
+                        key,
+                        "must not overlap another network's ghost_prefix or the bot's username",
+                    ));
+                }
             }
         }
         Ok(())

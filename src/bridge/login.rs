@@ -16,6 +16,13 @@ use super::{Bridge, BridgeError};
 
 const QR_SIZE: u32 = 384;
 
+/// A QR code on screen: its room and events (the image and the text with the code).
+#[derive(Debug)]
+pub(crate) struct ShownQr {
+    room: OwnedRoomId,
+    events: Vec<ruma::OwnedEventId>,
+}
+
 /// Renders `data` as a PNG QR code of about QR_SIZE pixels.
 pub fn qr_png(data: &str) -> Result<Vec<u8>, String> {
     let code = qrcode::QrCode::new(data.as_bytes()).map_err(|e| e.to_string())?;
@@ -361,16 +368,38 @@ impl Bridge {
         if let Some(task) = &waiting {
             task.abort();
         }
+        self.retire_qr(user).await;
         self.pending_logins.lock().await.remove(user).is_some() || waiting.is_some()
     }
 
+    /// Removes the QR code shown to `user` (it was replaced, scanned or expired).
+    async fn retire_qr(&self, user: &UserId) {
+        let shown = self.qr_shown.lock().expect("qr lock").remove(user);
+        let Some(shown) = shown else { return };
+        let bot = self.intents.bot().to_owned();
+        for event in shown.events {
+            if let Err(err) = self
+                .intents
+                .redact(
+                    &shown.room,
+                    &bot,
+                    &event,
+                    Some("a newer QR code replaces it"),
+                )
+                .await
+            {
+                tracing::debug!(%err, "cannot remove an old QR code");
+            }
+        }
+    }
+
     /// Shows a QR code as an image (and its text below, for copying).
-    async fn send_qr(&self, room: &ruma::RoomId, data: &str) {
+    async fn send_qr(&self, room: &ruma::RoomId, data: &str) -> Option<ruma::OwnedEventId> {
         let png = match qr_png(data) {
             Ok(png) => png,
             Err(err) => {
                 tracing::warn!(%err, "cannot render QR code");
-                return;
+                return None;
             }
         };
         let size = png.len();
@@ -382,7 +411,7 @@ impl Bridge {
             Ok(mxc) => mxc,
             Err(err) => {
                 tracing::warn!(%err, "cannot upload QR code");
-                return;
+                return None;
             }
         };
         let content = serde_json::json!({
@@ -391,12 +420,16 @@ impl Bridge {
         });
         let txn = format!("ferry-qr-{}", ruma::TransactionId::new());
         let bot = self.intents.bot().to_owned();
-        if let Err(err) = self
+        match self
             .intents
             .send_event(room, &bot, "m.room.message", &txn, &content)
             .await
         {
-            tracing::warn!(%err, "cannot send QR code");
+            Ok(id) => Some(id),
+            Err(err) => {
+                tracing::warn!(%err, "cannot send QR code");
+                None
+            }
         }
     }
 
@@ -424,7 +457,10 @@ impl Bridge {
                     );
                     format!("{reason}. Try again, or send `cancel`.")
                 }
-                Err(err) => format!("Login failed: {err}"),
+                Err(err) => {
+                    self.retire_qr(user).await;
+                    format!("Login failed: {err}")
+                }
                 Ok(LoginStep::Input { prompt, .. }) => {
                     self.pending_logins.lock().await.insert(
                         user.to_owned(),
@@ -441,11 +477,32 @@ impl Bridge {
                     data,
                     instructions,
                 }) => {
-                    if let DisplayKind::Qr = kind {
-                        self.send_qr(room, &data).await;
+                    // A rotated QR code replaces the one shown before (image and text).
+                    self.retire_qr(user).await;
+                    let image = match kind {
+                        DisplayKind::Qr => self.send_qr(room, &data).await,
+                        DisplayKind::Code => None,
+                    };
+                    let text = match self
+                        .intents
+                        .bot_notice(room, &format!("{instructions}\n\n{data}"))
+                        .await
+                    {
+                        Ok(id) => Some(id),
+                        Err(err) => {
+                            tracing::warn!(%err, %room, "cannot send notice");
+                            None
+                        }
+                    };
+                    if let (DisplayKind::Qr, Some(image)) = (kind, image) {
+                        self.qr_shown.lock().expect("qr lock").insert(
+                            user.to_owned(),
+                            ShownQr {
+                                room: room.to_owned(),
+                                events: std::iter::once(image).chain(text).collect(),
+                            },
+                        );
                     }
-                    self.notice(room, &format!("{instructions}\n\n{data}"))
-                        .await;
                     // Waiting (for a scan, for a phone) happens off the command lane, so `cancel`
                     // and other commands still work meanwhile.
                     let bridge = self.clone();
@@ -469,7 +526,10 @@ impl Bridge {
                         .insert(waiter, task.abort_handle());
                     "Waiting…".to_owned()
                 }
-                Ok(LoginStep::Complete(done)) => self.finish_login(user, network, done).await,
+                Ok(LoginStep::Complete(done)) => {
+                    self.retire_qr(user).await;
+                    self.finish_login(user, network, done).await
+                }
             }
         })
     }

@@ -63,6 +63,9 @@ pub struct Bridge {
     pending_logins: tokio::sync::Mutex<HashMap<OwnedUserId, PendingLogin>>,
     /// Logins waiting in the background (for a QR scan): aborted by `cancel`.
     waiting_logins: Mutex<HashMap<OwnedUserId, tokio::task::AbortHandle>>,
+    /// The QR code a login in progress shows (room, image and text events), so a rotated code
+    /// replaces it instead of piling up.
+    qr_shown: Mutex<HashMap<OwnedUserId, login::ShownQr>>,
     /// Room id -> portal, for portals whose room is known (filled lazily from the database).
     rooms: RwLock<HashMap<OwnedRoomId, PortalKey>>,
     queues: Queues<QueueKey, QueueItem>,
@@ -100,6 +103,7 @@ impl Bridge {
             trackers: Mutex::default(),
             pending_logins: tokio::sync::Mutex::default(),
             waiting_logins: Mutex::default(),
+            qr_shown: Mutex::default(),
             rooms: RwLock::default(),
             queues,
             sink: EventSink::new(tx),

@@ -92,6 +92,29 @@ impl Db {
 }
 
 impl Db {
+    /// The emojis of one sender's bridged reactions on one message. For networks with one
+    /// reaction per user (WhatsApp), whose removals and replacements do not name the old emoji.
+    pub async fn reaction_emojis_of_sender(
+        &self,
+        portal: (&str, &str, &str),
+        message_id: &str,
+        sender_remote: &str,
+    ) -> Result<Vec<String>> {
+        let (network, chat_id, receiver) = portal;
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT DISTINCT emoji FROM reaction WHERE network = $1 AND chat_id = $2 \
+             AND receiver = $3 AND message_id = $4 AND sender_remote = $5",
+        )
+        .bind(network)
+        .bind(chat_id)
+        .bind(receiver)
+        .bind(message_id)
+        .bind(sender_remote)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.into_iter().map(|(e,)| e).collect())
+    }
+
     /// The reaction of one sender with one emoji on one message part, if bridged.
     pub async fn reaction_by_key(
         &self,

@@ -169,6 +169,9 @@ fn enabled_ghost_prefixes(config: &Config) -> Vec<&str> {
     if config.networks.telegram.enabled {
         prefixes.push(config.networks.telegram.ghost_prefix.as_str());
     }
+    if config.networks.whatsapp.enabled {
+        prefixes.push(config.networks.whatsapp.ghost_prefix.as_str());
+    }
     prefixes
 }
 

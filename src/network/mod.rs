@@ -11,6 +11,7 @@ pub mod richtext;
 pub mod signal;
 pub mod sim;
 pub mod telegram;
+pub mod whatsapp;
 
 use std::sync::Arc;
 

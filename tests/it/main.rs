@@ -16,6 +16,7 @@ mod events;
 mod signal;
 mod signal_contract;
 mod telegram;
+mod whatsapp;
 
 /// Instantiates an async scenario `fn(Backend)` once per database backend.
 #[macro_export]

@@ -1,0 +1,1317 @@
+//! One linked WhatsApp device at work: receiving (replaying the inbox, then live messages and
+//! events in order), sending, and everything the connector contract asks of a session.
+//!
+//! whatsapp-rust reconnects by itself (with backoff) and reports `Connected`/`Disconnected`;
+//! ferry mirrors that as the session's state, and the bridge core tells the user when an outage
+//! lasts. A `LoggedOut` (the device was unlinked on the phone, or WhatsApp ended it) stops the
+//! session and is reported so; the user links again with `login whatsapp`.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+use whatsapp_rust::{
+    Client, Jid, RevokeType, SendOptions,
+    bot::BotHandle,
+    download::MediaType,
+    types::events::Event,
+    upload::{UploadOptions, UploadResponse},
+    waproto::{buffa::MessageField, whatsapp as wa},
+};
+
+use super::{
+    WHATSAPP,
+    client::{self, Shared},
+    convert::{self, Inbound, MediaRef},
+    ids,
+    inbox::{InboxHook, Stored},
+};
+use crate::network::{
+    ChatChanges, ChatId, ChatInfo, ChatKind, ConnectionState, EventSink, LoginId, MediaKind,
+    MediaStream, MessageContent, MessageId, NetworkError, OutgoingMessage, RemoteEnvelope,
+    RemoteEvent, RemoteMessage, RemoteUserId, SentMessage, Session, UserInfo,
+};
+
+/// Received media kept for download (the newest this many).
+const MEDIA_CACHE: usize = 2048;
+/// Largest file ferry sends to WhatsApp (WhatsApp's document limit is 2 GB; ferry holds an
+/// upload in memory, so it stays lower).
+pub const MAX_UPLOAD: u64 = 100 * 1024 * 1024;
+
+/// What `upload_media` uploaded, until the message that carries it is sent.
+struct Upload {
+    response: UploadResponse,
+    content_type: String,
+    name: String,
+}
+
+#[derive(Default)]
+struct MediaCache {
+    by_id: HashMap<String, MediaRef>,
+    order: VecDeque<String>,
+}
+
+impl MediaCache {
+    fn insert(&mut self, media: MediaRef) -> String {
+        let id = format!("wamedia-{}", hex::encode(rand::random::<[u8; 12]>()));
+        if self.order.len() >= MEDIA_CACHE
+            && let Some(old) = self.order.pop_front()
+        {
+            self.by_id.remove(&old);
+        }
+        self.order.push_back(id.clone());
+        self.by_id.insert(id.clone(), media);
+        id
+    }
+}
+
+struct Inner {
+    login: LoginId,
+    own: RemoteUserId,
+    store_id: String,
+    shared: Arc<Shared>,
+    sink: EventSink,
+    state: Mutex<ConnectionState>,
+    client: Mutex<Option<Arc<Client>>>,
+    handle: tokio::sync::Mutex<Option<BotHandle>>,
+    task: Mutex<Option<tokio::task::AbortHandle>>,
+    /// Push names seen, by ferry user id.
+    names: Mutex<HashMap<String, String>>,
+    /// LID user -> phone-number user, from the store's mappings and messages' alternates.
+    lids: Mutex<HashMap<String, String>>,
+    media: Mutex<MediaCache>,
+    uploads: Mutex<HashMap<String, Upload>>,
+    /// Where history-sync messages go after they are stored (the running session's feed).
+    history_feed: Mutex<Option<super::inbox::Feed>>,
+    /// The current reaction per (chat, message, sender), as last bridged by this process.
+    reactions: Mutex<HashMap<(String, String, String), String>>,
+}
+
+/// A linked WhatsApp device.
+pub struct WhatsAppSession {
+    inner: Arc<Inner>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl WhatsAppSession {
+    pub fn new(login: LoginId, store_id: String, shared: Arc<Shared>, sink: EventSink) -> Self {
+        let own = RemoteUserId::new(login.as_str());
+        Self {
+            inner: Arc::new(Inner {
+                login,
+                own,
+                store_id,
+                shared,
+                sink,
+                state: Mutex::new(ConnectionState::Connecting),
+                client: Mutex::new(None),
+                handle: tokio::sync::Mutex::new(None),
+                task: Mutex::new(None),
+                names: Mutex::new(HashMap::new()),
+                lids: Mutex::new(HashMap::new()),
+                media: Mutex::new(MediaCache::default()),
+                uploads: Mutex::new(HashMap::new()),
+                history_feed: Mutex::new(None),
+                reactions: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+}
+
+fn transient(what: &str, err: impl std::fmt::Display) -> NetworkError {
+    NetworkError::Transient(format!("WhatsApp {what} failed: {err}"))
+}
+
+impl Inner {
+    fn client(&self) -> Result<Arc<Client>, NetworkError> {
+        lock(&self.client)
+            .clone()
+            .ok_or(NetworkError::NotConnected(WHATSAPP))
+    }
+
+    async fn set_state(&self, state: ConnectionState) {
+        {
+            let mut current = lock(&self.state);
+            if *current == state {
+                return;
+            }
+            *current = state.clone();
+        }
+        self.sink.state(WHATSAPP, self.login.clone(), state).await;
+    }
+
+    /// Loads the store's LID mappings into the resolver cache.
+    async fn refresh_lids(&self) {
+        use whatsapp_rust::wacore::store::traits::ProtocolStore as _;
+        let Ok(store) = self.shared.store(&self.store_id).await else {
+            return;
+        };
+        match store.get_all_lid_mappings().await {
+            Ok(all) => {
+                let mut lids = lock(&self.lids);
+                for entry in all {
+                    lids.insert(entry.lid, entry.phone_number);
+                }
+            }
+            Err(err) => tracing::warn!(%err, "cannot read the WhatsApp LID mappings"),
+        }
+    }
+
+    /// The ferry user of a JID, phone number preferred (see `ids`).
+    fn canonical(&self, jid: &Jid, alt: Option<&Jid>) -> Option<RemoteUserId> {
+        if jid.is_lid() {
+            if let Some(alt) = alt.filter(|a| a.is_pn()) {
+                lock(&self.lids).insert(jid.user.to_string(), alt.user.to_string());
+                return ids::user_of(alt);
+            }
+            if let Some(pn) = lock(&self.lids).get(jid.user.as_str()) {
+                return ids::user_of(&Jid::pn(pn.as_str()));
+            }
+        } else if jid.is_pn()
+            && let Some(alt) = alt.filter(|a| a.is_lid())
+        {
+            lock(&self.lids).insert(alt.user.to_string(), jid.user.to_string());
+        }
+        ids::user_of(jid)
+    }
+
+    fn canonical_str(&self, jid: &str) -> Option<RemoteUserId> {
+        self.canonical(&jid.parse().ok()?, None)
+    }
+
+    fn name_of(&self, user: &RemoteUserId) -> String {
+        if let Some(name) = lock(&self.names)
+            .get(user.as_str())
+            .filter(|n| !n.is_empty())
+        {
+            return name.clone();
+        }
+        match user.as_str().strip_prefix("lid-") {
+            Some(_) => "WhatsApp user".to_owned(),
+            None => format!("+{}", user.as_str()),
+        }
+    }
+
+    fn user_info(&self, user: &RemoteUserId) -> UserInfo {
+        UserInfo {
+            id: user.clone(),
+            name: self.name_of(user),
+            avatar: None,
+        }
+    }
+
+    /// Turns one stored message into bridge events.
+    async fn deliver(&self, position: i64, stored: &Stored) -> bool {
+        let Some(message) = stored.decode() else {
+            tracing::warn!(
+                position,
+                "a stored WhatsApp message does not decode; skipped"
+            );
+            return true;
+        };
+        let parse = |s: &str| s.parse::<Jid>().ok();
+        let (Some(sender_jid), Some(chat_jid)) = (parse(&stored.sender), parse(&stored.chat))
+        else {
+            tracing::warn!(
+                position,
+                "a stored WhatsApp message has unreadable addresses"
+            );
+            return true;
+        };
+        let sender_alt = stored.sender_alt.as_deref().and_then(parse);
+        if sender_jid.is_lid()
+            && sender_alt.is_none()
+            && !lock(&self.lids).contains_key(sender_jid.user.as_str())
+        {
+            self.refresh_lids().await;
+        }
+        let sender = if stored.from_me {
+            self.own.clone()
+        } else {
+            match self.canonical(&sender_jid, sender_alt.as_ref()) {
+                Some(sender) => sender,
+                None => return true,
+            }
+        };
+        if !stored.push_name.is_empty() && !stored.from_me {
+            lock(&self.names).insert(sender.as_str().to_owned(), stored.push_name.clone());
+        }
+        let (chat, kind, peer) = if stored.is_group || ids::is_group(&chat_jid) {
+            match ids::chat_of(&chat_jid) {
+                Some(chat) => (chat, ChatKind::Group, None),
+                None => return true,
+            }
+        } else {
+            let chat_alt = stored.chat_alt.as_deref().and_then(parse);
+            let peer = if stored.from_me {
+                self.canonical(&chat_jid, chat_alt.as_ref())
+            } else {
+                Some(sender.clone())
+            };
+            let Some(peer) = peer else { return true };
+            (ChatId::new(peer.as_str()), ChatKind::Dm, Some(peer))
+        };
+        let resolve = |jid: &str| self.canonical_str(jid);
+        let ctx = convert::Context {
+            sender: &sender,
+            own: &self.own,
+            dm_peer: peer.as_ref(),
+            resolve: &resolve,
+        };
+        let (inbound, media) = convert::inbound(&message, &ctx);
+        let sender_info = self.user_info(&sender);
+        let timestamp = stored.timestamp.saturating_mul(1000);
+        let event = match inbound {
+            Inbound::Message {
+                mut content,
+                reply_to,
+            } => {
+                if let (Some(media), MessageContent::Media { media: m, .. }) = (media, &mut content)
+                {
+                    m.id = lock(&self.media).insert(media);
+                }
+                RemoteEvent::Message {
+                    chat,
+                    message: RemoteMessage {
+                        id: ids::message_id(&sender, &stored.id),
+                        sender: sender_info,
+                        content,
+                        reply_to,
+                        timestamp,
+                    },
+                }
+            }
+            Inbound::Edit { target, content } => RemoteEvent::Edit {
+                chat,
+                id: target,
+                sender: sender_info,
+                content,
+                timestamp,
+            },
+            Inbound::Revoke { target } => RemoteEvent::Delete {
+                chat,
+                id: target,
+                by: sender,
+            },
+            Inbound::Reaction {
+                target,
+                emoji,
+                removed,
+            } => {
+                // WhatsApp keeps one reaction per user: a new one replaces the old, an empty
+                // one removes it, neither names the old emoji. Remove what was bridged first.
+                let previous = self.reactions_of(kind, &chat, &target, &sender).await;
+                let key = (
+                    chat.as_str().to_owned(),
+                    target.as_str().to_owned(),
+                    sender.as_str().to_owned(),
+                );
+                for old in previous.into_iter().filter(|old| removed || *old != emoji) {
+                    let removal = RemoteEvent::Reaction {
+                        chat: chat.clone(),
+                        target: target.clone(),
+                        sender: sender_info.clone(),
+                        emoji: old,
+                        removed: true,
+                    };
+                    if !self.emit(kind, None, removal).await {
+                        return false;
+                    }
+                }
+                if removed {
+                    lock(&self.reactions).remove(&key);
+                    return true;
+                }
+                lock(&self.reactions).insert(key, emoji.clone());
+                RemoteEvent::Reaction {
+                    chat,
+                    target,
+                    sender: sender_info,
+                    emoji,
+                    removed: false,
+                }
+            }
+            Inbound::Ignore => return true,
+        };
+        self.emit(kind, Some(position), event).await
+    }
+
+    /// The emojis `sender` has on `target` as bridged (just now, or stored by the core).
+    async fn reactions_of(
+        &self,
+        kind: ChatKind,
+        chat: &ChatId,
+        target: &MessageId,
+        sender: &RemoteUserId,
+    ) -> Vec<String> {
+        let key = (
+            chat.as_str().to_owned(),
+            target.as_str().to_owned(),
+            sender.as_str().to_owned(),
+        );
+        let mut emojis: Vec<String> = lock(&self.reactions)
+            .get(&key)
+            .cloned()
+            .into_iter()
+            .collect();
+        let receiver = match kind {
+            ChatKind::Dm => self.login.as_str(),
+            ChatKind::Group => "",
+        };
+        match self
+            .shared
+            .db
+            .reaction_emojis_of_sender(
+                (WHATSAPP.as_str(), chat.as_str(), receiver),
+                target.as_str(),
+                sender.as_str(),
+            )
+            .await
+        {
+            Ok(stored) => {
+                for emoji in stored {
+                    if !emojis.contains(&emoji) {
+                        emojis.push(emoji);
+                    }
+                }
+            }
+            Err(err) => tracing::warn!(%err, "cannot read bridged WhatsApp reactions"),
+        }
+        emojis
+    }
+
+    async fn emit(&self, kind: ChatKind, checkpoint: Option<i64>, event: RemoteEvent) -> bool {
+        self.sink
+            .event(RemoteEnvelope {
+                network: WHATSAPP,
+                login: self.login.clone(),
+                chat_kind: kind,
+                checkpoint,
+                event,
+            })
+            .await
+    }
+
+    /// Everything that is not a message.
+    async fn on_event(self: &Arc<Self>, event: &Event) -> bool {
+        match event {
+            Event::Connected(_) => {
+                self.set_state(ConnectionState::Connected).await;
+                self.refresh_lids().await;
+            }
+            Event::Disconnected(d) => {
+                self.set_state(ConnectionState::TransientDisconnect(format!(
+                    "{:?}",
+                    d.reason
+                )))
+                .await;
+            }
+            Event::StreamReplaced(_) => {
+                self.set_state(ConnectionState::TransientDisconnect(
+                    "another connection of this device replaced ferry's".to_owned(),
+                ))
+                .await;
+            }
+            Event::LoggedOut(out) => {
+                self.set_state(ConnectionState::LoggedOut(format!(
+                    "WhatsApp ended this linked device ({:?}); link it again with `login whatsapp`",
+                    out.reason
+                )))
+                .await;
+                return false;
+            }
+            Event::Receipt(r) => {
+                use whatsapp_rust::wacore::types::presence::ReceiptType;
+                if !matches!(r.r#type, ReceiptType::Read | ReceiptType::ReadSelf)
+                    || r.source.is_from_me
+                {
+                    return true;
+                }
+                let Some(reader) = self.canonical(&r.source.sender, r.source.sender_alt.as_ref())
+                else {
+                    return true;
+                };
+                let (chat, kind) = if ids::is_group(&r.source.chat) {
+                    match ids::chat_of(&r.source.chat) {
+                        Some(chat) => (chat, ChatKind::Group),
+                        None => return true,
+                    }
+                } else {
+                    (ChatId::new(reader.as_str()), ChatKind::Dm)
+                };
+                if let Some(last) = r.message_ids.last() {
+                    let up_to = ids::message_id(&self.own, last.as_ref());
+                    return self
+                        .emit(
+                            kind,
+                            None,
+                            RemoteEvent::Read {
+                                chat,
+                                user: reader,
+                                up_to,
+                            },
+                        )
+                        .await;
+                }
+            }
+            Event::ChatPresence(p) => {
+                use whatsapp_rust::wacore::types::presence::ChatPresence;
+                if p.source.is_from_me {
+                    return true;
+                }
+                let Some(user) = self.canonical(&p.source.sender, p.source.sender_alt.as_ref())
+                else {
+                    return true;
+                };
+                let (chat, kind) = if ids::is_group(&p.source.chat) {
+                    match ids::chat_of(&p.source.chat) {
+                        Some(chat) => (chat, ChatKind::Group),
+                        None => return true,
+                    }
+                } else {
+                    (ChatId::new(user.as_str()), ChatKind::Dm)
+                };
+                let typing = matches!(p.state, ChatPresence::Composing);
+                return self
+                    .emit(kind, None, RemoteEvent::Typing { chat, user, typing })
+                    .await;
+            }
+            Event::Presence(p) => {
+                if let Some(user) = self.canonical(&p.from, None) {
+                    self.sink.presence(WHATSAPP, user, !p.unavailable).await;
+                }
+            }
+            Event::PushNameUpdate(u) => {
+                if let Some(user) = self.canonical(&u.jid, None) {
+                    lock(&self.names).insert(user.as_str().to_owned(), u.new_push_name.clone());
+                }
+            }
+            Event::GroupUpdate(g) => return self.group_update(g).await,
+            Event::HistorySync(history) => {
+                if self.shared.config.history_sync
+                    && let Some(sync) = history.get()
+                {
+                    self.history(sync.clone()).await;
+                }
+            }
+            _ => {}
+        }
+        true
+    }
+
+    async fn group_update(
+        self: &Arc<Self>,
+        g: &whatsapp_rust::wacore::types::events::GroupUpdate,
+    ) -> bool {
+        use whatsapp_rust::wacore::stanza::groups::GroupNotificationAction as A;
+        let Some(chat) = ids::chat_of(&g.group_jid) else {
+            return true;
+        };
+        match &g.action {
+            A::Add { participants, .. } => {
+                for p in participants {
+                    if let Some(user) = self.canonical(&p.jid, p.phone_number.as_ref()) {
+                        let info = self.user_info(&user);
+                        if !self
+                            .emit(
+                                ChatKind::Group,
+                                None,
+                                RemoteEvent::MemberJoined {
+                                    chat: chat.clone(),
+                                    user: info,
+                                },
+                            )
+                            .await
+                        {
+                            return false;
+                        }
+                    }
+                }
+            }
+            A::Remove { participants, .. } => {
+                for p in participants {
+                    let Some(user) = self.canonical(&p.jid, p.phone_number.as_ref()) else {
+                        continue;
+                    };
+                    let left = RemoteEvent::MemberLeft {
+                        chat: chat.clone(),
+                        user,
+                    };
+                    if !self.emit(ChatKind::Group, None, left).await {
+                        return false;
+                    }
+                }
+            }
+            _ => {
+                // Subject, description, admins: the chat's details again.
+                match self.group_info(&chat).await {
+                    Ok(info) => {
+                        return self
+                            .emit(ChatKind::Group, None, RemoteEvent::Chat(info))
+                            .await;
+                    }
+                    Err(err) => tracing::warn!(%err, "cannot refresh a WhatsApp group"),
+                }
+            }
+        }
+        true
+    }
+
+    /// Stores the recent messages of each conversation of a history sync in the inbox (so
+    /// they are bridged like live ones, in order, once), paced.
+    async fn history(self: &Arc<Self>, sync: wa::HistorySync) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let per_chat = this.shared.config.history_messages_per_chat;
+            let pace = Duration::from_millis(this.shared.config.history_pace_ms);
+            for name in &sync.pushnames {
+                if let (Some(id), Some(name)) = (name.id.as_deref(), name.pushname.as_deref())
+                    && let Some(user) = this.canonical_str(id)
+                {
+                    lock(&this.names).insert(user.as_str().to_owned(), name.to_owned());
+                }
+            }
+            for conversation in &sync.conversations {
+                // The most recent `per_chat` messages, bridged oldest first (the sync's own
+                // order is not guaranteed).
+                let mut messages: Vec<(u64, u64, &wa::WebMessageInfo)> = conversation
+                    .messages
+                    .iter()
+                    .filter_map(|m| {
+                        let info = m.message.as_option()?;
+                        Some((
+                            info.message_timestamp.unwrap_or(0),
+                            m.msg_order_id.unwrap_or(0),
+                            info,
+                        ))
+                    })
+                    .collect();
+                messages.sort_by_key(|(ts, order, _)| (*ts, *order));
+                let skip = messages.len().saturating_sub(per_chat);
+                let messages: Vec<&wa::WebMessageInfo> = messages
+                    .into_iter()
+                    .skip(skip)
+                    .map(|(_, _, info)| info)
+                    .collect();
+                for info in messages {
+                    let Some(stored) = history_stored(&conversation.id, info) else {
+                        continue;
+                    };
+                    let Some(feed) = lock(&this.history_feed).clone() else {
+                        return;
+                    };
+                    if let Err(err) =
+                        InboxHook::push(&this.shared.db, this.login.as_str(), &feed, stored).await
+                    {
+                        tracing::warn!(%err, "cannot store a WhatsApp history message");
+                    }
+                    tokio::time::sleep(pace).await;
+                }
+            }
+        });
+    }
+}
+
+/// A history-sync message as an inbox entry.
+fn history_stored(chat: &str, info: &wa::WebMessageInfo) -> Option<Stored> {
+    use base64::Engine as _;
+    use whatsapp_rust::waproto::buffa::Message as _;
+    let key = info.key.as_option()?;
+    let message = info.message.as_option()?;
+    let from_me = key.from_me.unwrap_or(false);
+    let chat = key.remote_jid.clone().unwrap_or_else(|| chat.to_owned());
+    let is_group = chat.ends_with("@g.us");
+    let sender = if is_group {
+        info.participant
+            .clone()
+            .or_else(|| key.participant.clone())?
+    } else {
+        chat.clone()
+    };
+    Some(Stored {
+        chat,
+        sender,
+        sender_alt: None,
+        chat_alt: None,
+        from_me,
+        is_group,
+        id: key.id.clone()?,
+        timestamp: i64::try_from(info.message_timestamp.unwrap_or(0)).unwrap_or(0),
+        push_name: info.push_name.clone().unwrap_or_default(),
+        message: base64::engine::general_purpose::STANDARD.encode(message.encode_to_vec()),
+        history: true,
+    })
+}
+
+impl Inner {
+    async fn group_info(&self, chat: &ChatId) -> Result<ChatInfo, NetworkError> {
+        let jid = ids::chat_jid(chat).map_err(|e| NetworkError::Rejected(e.to_string()))?;
+        let client = self.client()?;
+        let meta = client
+            .groups()
+            .get_metadata(&jid)
+            .await
+            .map_err(|e| transient("group lookup", e))?;
+        let mut members = Vec::new();
+        let mut admins = Vec::new();
+        for p in &meta.participants {
+            let Some(user) = self.canonical(&p.jid, p.phone_number.as_ref()) else {
+                continue;
+            };
+            if p.is_admin() {
+                admins.push(user.clone());
+            }
+            members.push(self.user_info(&user));
+        }
+        Ok(ChatInfo {
+            id: chat.clone(),
+            kind: ChatKind::Group,
+            name: Some(meta.subject.clone()).filter(|s| !s.is_empty()),
+            topic: meta.description.clone().filter(|d| !d.is_empty()),
+            avatar: None,
+            members,
+            admins,
+        })
+    }
+
+    fn dm_info(&self, peer: &RemoteUserId) -> ChatInfo {
+        ChatInfo {
+            id: ChatId::new(peer.as_str()),
+            kind: ChatKind::Dm,
+            name: Some(self.name_of(peer)),
+            topic: None,
+            avatar: None,
+            members: vec![self.user_info(peer), self.user_info(&self.own)],
+            admins: Vec::new(),
+        }
+    }
+
+    /// Replays the inbox, then runs the client until it stops for good.
+    async fn run(self: Arc<Self>, checkpoint: Option<i64>) {
+        let (feed_tx, mut feed_rx) = mpsc::unbounded_channel::<(i64, Stored)>();
+        *lock(&self.history_feed) = Some(feed_tx.clone());
+        self.refresh_lids().await;
+        // What arrived but was not bridged before the last stop.
+        let mut after = checkpoint.unwrap_or(0);
+        loop {
+            let batch = match self
+                .shared
+                .db
+                .remote_inbox_after(WHATSAPP.as_str(), self.login.as_str(), after, 500)
+                .await
+            {
+                Ok(batch) => batch,
+                Err(err) => {
+                    tracing::error!(%err, "cannot read the WhatsApp inbox; retrying");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    continue;
+                }
+            };
+            if batch.is_empty() {
+                break;
+            }
+            for (position, raw) in batch {
+                after = position;
+                match serde_json::from_str::<Stored>(&raw) {
+                    Ok(stored) => {
+                        if !self.deliver(position, &stored).await {
+                            return;
+                        }
+                    }
+                    Err(err) => {
+                        tracing::warn!(%err, position, "unreadable WhatsApp inbox entry skipped")
+                    }
+                }
+            }
+        }
+        let store = match self.shared.store(&self.store_id).await {
+            Ok(store) => store,
+            Err(err) => {
+                self.set_state(ConnectionState::TransientDisconnect(err.to_string()))
+                    .await;
+                return;
+            }
+        };
+        let hook = InboxHook::new(
+            self.shared.db.clone(),
+            self.login.as_str().to_owned(),
+            feed_tx,
+        );
+        let (bot, mut events) =
+            match client::build(&self.shared, store.clone(), None, Some(hook)).await {
+                Ok(built) => built,
+                Err(err) => {
+                    // A store error: nothing to retry against; the core reports the state.
+                    self.set_state(ConnectionState::TransientDisconnect(err.to_string()))
+                        .await;
+                    return;
+                }
+            };
+        let handle = bot.spawn();
+        *lock(&self.client) = Some(handle.client());
+        *self.handle.lock().await = Some(handle);
+        loop {
+            tokio::select! {
+                biased;
+                stored = feed_rx.recv() => match stored {
+                    Some((position, stored)) => {
+                        if !self.deliver(position, &stored).await {
+                            break;
+                        }
+                    }
+                    None => break,
+                },
+                event = events.recv() => match event {
+                    Some(event) => {
+                        if !self.on_event(&event).await {
+                            break;
+                        }
+                    }
+                    None => break,
+                },
+            }
+        }
+        lock(&self.client).take();
+        if let Some(handle) = self.handle.lock().await.take() {
+            handle.shutdown().await;
+        }
+    }
+
+    async fn stop(&self) {
+        if let Some(task) = lock(&self.task).take() {
+            task.abort();
+        }
+        lock(&self.client).take();
+        lock(&self.history_feed).take();
+        if let Some(handle) = self.handle.lock().await.take() {
+            handle.shutdown().await;
+        }
+    }
+
+    /// The WhatsApp message for ferry content.
+    fn outgoing(&self, chat: &Jid, message: &OutgoingMessage) -> Result<wa::Message, NetworkError> {
+        let reply = match &message.reply_to {
+            Some(id) => {
+                let (author, stanza) =
+                    ids::split_message_id(id).map_err(|e| NetworkError::Rejected(e.to_string()))?;
+                let author =
+                    ids::user_jid(&author).map_err(|e| NetworkError::Rejected(e.to_string()))?;
+                Some((stanza.to_owned(), author))
+            }
+            None => None,
+        };
+        let reply_ref = reply.as_ref().map(|(s, a)| (s.as_str(), a));
+        let _ = chat;
+        Ok(match &message.content {
+            MessageContent::Text(text) => convert::outbound_text(text, reply_ref),
+            MessageContent::Location {
+                latitude,
+                longitude,
+                name,
+            } => convert::outbound_location(*latitude, *longitude, name.as_deref()),
+            MessageContent::Contact { name, phone, user } => {
+                convert::outbound_contact(name, phone.as_deref(), user.as_ref())
+            }
+            MessageContent::Media { media, caption } => {
+                let upload = lock(&self.uploads).remove(&media.id).ok_or_else(|| {
+                    NetworkError::Rejected("the file was not uploaded to WhatsApp first".to_owned())
+                })?;
+                let (caption_text, mentions) = caption
+                    .as_ref()
+                    .map(super::markup::render)
+                    .map_or((None, Vec::new()), |(t, m)| {
+                        (Some(t).filter(|t| !t.is_empty()), m)
+                    });
+                let context = convert::context_info(reply_ref, &mentions)
+                    .map_or(MessageField::none(), MessageField::some);
+                media_message(media.kind, media, upload, caption_text, context)
+            }
+        })
+    }
+}
+
+fn media_type(kind: MediaKind, content_type: &str) -> MediaType {
+    match kind {
+        MediaKind::Image | MediaKind::Sticker => MediaType::Image,
+        MediaKind::Video | MediaKind::Animation => MediaType::Video,
+        MediaKind::Audio | MediaKind::Voice => MediaType::Audio,
+        MediaKind::File if content_type.starts_with("image/") => MediaType::Image,
+        MediaKind::File => MediaType::Document,
+    }
+}
+
+fn media_message(
+    kind: MediaKind,
+    media: &crate::network::Media,
+    upload: Upload,
+    caption: Option<String>,
+    context: MessageField<wa::ContextInfo>,
+) -> wa::Message {
+    let r = upload.response;
+    let mime = Some(upload.content_type.clone());
+    let common_len = Some(r.file_length);
+    match media_type(kind, &upload.content_type) {
+        MediaType::Image => wa::Message {
+            image_message: MessageField::some(wa::message::ImageMessage {
+                url: Some(r.url),
+                direct_path: Some(r.direct_path),
+                media_key: Some(r.media_key.to_vec()),
+                file_enc_sha256: Some(r.file_enc_sha256.to_vec()),
+                file_sha256: Some(r.file_sha256.to_vec()),
+                file_length: common_len,
+                media_key_timestamp: Some(r.media_key_timestamp),
+                mimetype: mime,
+                caption,
+                width: media.width,
+                height: media.height,
+                context_info: context,
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        MediaType::Video => wa::Message {
+            video_message: MessageField::some(wa::message::VideoMessage {
+                url: Some(r.url),
+                direct_path: Some(r.direct_path),
+                media_key: Some(r.media_key.to_vec()),
+                file_enc_sha256: Some(r.file_enc_sha256.to_vec()),
+                file_sha256: Some(r.file_sha256.to_vec()),
+                file_length: common_len,
+                media_key_timestamp: Some(r.media_key_timestamp),
+                mimetype: mime,
+                caption,
+                width: media.width,
+                height: media.height,
+                seconds: media
+                    .duration_ms
+                    .map(|ms| u32::try_from(ms / 1000).unwrap_or(u32::MAX)),
+                gif_playback: Some(kind == MediaKind::Animation),
+                streaming_sidecar: r.streaming_sidecar,
+                context_info: context,
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        MediaType::Audio => {
+            let voice = kind == MediaKind::Voice;
+            wa::Message {
+                audio_message: MessageField::some(wa::message::AudioMessage {
+                    url: Some(r.url),
+                    direct_path: Some(r.direct_path),
+                    media_key: Some(r.media_key.to_vec()),
+                    file_enc_sha256: Some(r.file_enc_sha256.to_vec()),
+                    file_sha256: Some(r.file_sha256.to_vec()),
+                    file_length: common_len,
+                    media_key_timestamp: Some(r.media_key_timestamp),
+                    // WhatsApp plays voice notes only as Ogg/Opus with ptt set.
+                    mimetype: if voice {
+                        Some("audio/ogg; codecs=opus".to_owned())
+                    } else {
+                        mime
+                    },
+                    ptt: Some(voice),
+                    seconds: media
+                        .duration_ms
+                        .map(|ms| u32::try_from(ms / 1000).unwrap_or(u32::MAX)),
+                    waveform: media
+                        .waveform
+                        .as_deref()
+                        .filter(|_| voice)
+                        .map(convert::waveform_to_whatsapp),
+                    streaming_sidecar: r.streaming_sidecar,
+                    context_info: context,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }
+        }
+        _ => wa::Message {
+            document_message: MessageField::some(wa::message::DocumentMessage {
+                url: Some(r.url),
+                direct_path: Some(r.direct_path),
+                media_key: Some(r.media_key.to_vec()),
+                file_enc_sha256: Some(r.file_enc_sha256.to_vec()),
+                file_sha256: Some(r.file_sha256.to_vec()),
+                file_length: common_len,
+                media_key_timestamp: Some(r.media_key_timestamp),
+                mimetype: mime,
+                file_name: Some(upload.name.clone()),
+                title: Some(upload.name),
+                caption,
+                context_info: context,
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    }
+}
+
+#[async_trait]
+impl Session for WhatsAppSession {
+    async fn connect(&self, checkpoint: Option<i64>) {
+        let task = tokio::spawn(self.inner.clone().run(checkpoint));
+        if let Some(old) = lock(&self.inner.task).replace(task.abort_handle()) {
+            old.abort();
+        }
+    }
+
+    async fn disconnect(&self) {
+        self.inner.stop().await;
+    }
+
+    fn state(&self) -> ConnectionState {
+        lock(&self.inner.state).clone()
+    }
+
+    fn own_user(&self) -> &RemoteUserId {
+        &self.inner.own
+    }
+
+    async fn list_chats(&self) -> Result<Vec<ChatInfo>, NetworkError> {
+        // Right after a login the client is still starting: give it a moment.
+        let mut waited = 0;
+        let client = loop {
+            match self.inner.client() {
+                Ok(client) if *lock(&self.inner.state) == ConnectionState::Connected => {
+                    break client;
+                }
+                _ if waited >= 300 => return Err(NetworkError::NotConnected(WHATSAPP)),
+                _ => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    waited += 1;
+                }
+            }
+        };
+        let groups = client
+            .groups()
+            .get_participating()
+            .await
+            .map_err(|e| transient("group list", e))?;
+        let mut chats = Vec::new();
+        for jid in groups.keys() {
+            if let Some(chat) = ids::chat_of(jid)
+                && let Ok(info) = self.inner.group_info(&chat).await
+            {
+                chats.push(info);
+            }
+        }
+        Ok(chats)
+    }
+
+    async fn chat_info(&self, chat: &ChatId) -> Result<ChatInfo, NetworkError> {
+        if ids::chat_is_group(chat) {
+            self.inner.group_info(chat).await
+        } else {
+            let peer = RemoteUserId::new(chat.as_str());
+            ids::user_jid(&peer).map_err(|e| NetworkError::Rejected(e.to_string()))?;
+            Ok(self.inner.dm_info(&peer))
+        }
+    }
+
+    async fn user_info(&self, user: &RemoteUserId) -> Result<UserInfo, NetworkError> {
+        ids::user_jid(user).map_err(|e| NetworkError::Rejected(e.to_string()))?;
+        Ok(self.inner.user_info(user))
+    }
+
+    async fn send_message(
+        &self,
+        chat: &ChatId,
+        txn_id: &str,
+        message: &OutgoingMessage,
+    ) -> Result<SentMessage, NetworkError> {
+        let jid = ids::chat_jid(chat).map_err(|e| NetworkError::Rejected(e.to_string()))?;
+        let client = self.inner.client()?;
+        let wa_message = self.inner.outgoing(&jid, message)?;
+        let options = SendOptions::default().with_message_id(ids::stanza_id_for_txn(txn_id));
+        let sent = client
+            .send_message_with_options(jid, wa_message, options)
+            .await
+            .map_err(|e| transient("send", e))?;
+        Ok(SentMessage {
+            id: ids::message_id(&self.inner.own, &sent.message_id),
+            timestamp: crate::db::now_ms(),
+            partly_failed: None,
+        })
+    }
+
+    async fn logout(&self) -> Result<(), NetworkError> {
+        let client = self.inner.client();
+        if let Ok(client) = &client {
+            client.logout().await;
+        }
+        self.inner.stop().await;
+        let store = self.inner.shared.store(&self.inner.store_id).await?;
+        store
+            .destroy()
+            .await
+            .map_err(|e| transient("forgetting the device keys", e))?;
+        client.map(drop)
+    }
+
+    async fn download_media(&self, id: &str) -> Result<MediaStream, NetworkError> {
+        let media = lock(&self.inner.media)
+            .by_id
+            .get(id)
+            .cloned()
+            .ok_or_else(|| {
+                NetworkError::Rejected(
+                    "this WhatsApp file is no longer known (ferry restarted)".to_owned(),
+                )
+            })?;
+        let client = self.inner.client()?;
+        let (data, content_type) = match &media {
+            MediaRef::Image(m) => (client.download(m).await, m.mimetype.clone()),
+            MediaRef::Video(m) => (client.download(m).await, m.mimetype.clone()),
+            MediaRef::Audio(m) => (client.download(m).await, m.mimetype.clone()),
+            MediaRef::Document(m) => (client.download(m).await, m.mimetype.clone()),
+            MediaRef::Sticker(m) => (client.download(m).await, m.mimetype.clone()),
+        };
+        let data = data.map_err(|e| transient("download", e))?;
+        let size = data.len() as u64;
+        let body = futures_util::stream::once(async move { Ok(bytes::Bytes::from(data)) });
+        Ok(MediaStream {
+            content_type: content_type.unwrap_or_else(|| "application/octet-stream".to_owned()),
+            size: Some(size),
+            body: Box::pin(body),
+        })
+    }
+
+    async fn upload_media(&self, media: MediaStream, name: &str) -> Result<String, NetworkError> {
+        use futures_util::StreamExt as _;
+        let client = self.inner.client()?;
+        let content_type = media.content_type.clone();
+        let mut body = media.body;
+        let mut data = Vec::new();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk?;
+            if (data.len() + chunk.len()) as u64 > MAX_UPLOAD {
+                return Err(NetworkError::Rejected(format!(
+                    "the file is larger than ferry sends to WhatsApp ({} MB)",
+                    MAX_UPLOAD / 1024 / 1024
+                )));
+            }
+            data.extend_from_slice(&chunk);
+        }
+        let kind = if content_type.starts_with("image/") {
+            MediaKind::Image
+        } else if content_type.starts_with("video/") {
+            MediaKind::Video
+        } else if content_type.starts_with("audio/") {
+            MediaKind::Audio
+        } else {
+            MediaKind::File
+        };
+        let response = client
+            .upload(
+                data,
+                media_type(kind, &content_type),
+                UploadOptions::default(),
+            )
+            .await
+            .map_err(|e| transient("upload", e))?;
+        let id = format!("waupload-{}", hex::encode(rand::random::<[u8; 12]>()));
+        lock(&self.inner.uploads).insert(
+            id.clone(),
+            Upload {
+                response,
+                content_type,
+                name: name.to_owned(),
+            },
+        );
+        Ok(id)
+    }
+
+    async fn edit_message(
+        &self,
+        chat: &ChatId,
+        id: &MessageId,
+        content: &MessageContent,
+    ) -> Result<(), NetworkError> {
+        let jid = ids::chat_jid(chat).map_err(|e| NetworkError::Rejected(e.to_string()))?;
+        let (author, stanza) =
+            ids::split_message_id(id).map_err(|e| NetworkError::Rejected(e.to_string()))?;
+        if author != self.inner.own {
+            return Err(NetworkError::Rejected(
+                "only your own WhatsApp messages can be edited".to_owned(),
+            ));
+        }
+        let MessageContent::Text(text) = content else {
+            return Err(NetworkError::Rejected(
+                "WhatsApp edits only change text".to_owned(),
+            ));
+        };
+        let new = convert::outbound_text(text, None);
+        self.inner
+            .client()?
+            .edit_message(jid, stanza.to_owned(), new)
+            .await
+            .map_err(|e| transient("edit", e))?;
+        Ok(())
+    }
+
+    async fn delete_message(&self, chat: &ChatId, id: &MessageId) -> Result<(), NetworkError> {
+        let jid = ids::chat_jid(chat).map_err(|e| NetworkError::Rejected(e.to_string()))?;
+        let (author, stanza) =
+            ids::split_message_id(id).map_err(|e| NetworkError::Rejected(e.to_string()))?;
+        let revoke = if author == self.inner.own {
+            RevokeType::Sender
+        } else if ids::chat_is_group(chat) {
+            let original_sender =
+                ids::user_jid(&author).map_err(|e| NetworkError::Rejected(e.to_string()))?;
+            RevokeType::Admin { original_sender }
+        } else {
+            return Err(NetworkError::Rejected(
+                "only your own WhatsApp messages can be deleted for everyone".to_owned(),
+            ));
+        };
+        self.inner
+            .client()?
+            .revoke_message(jid, stanza.to_owned(), revoke)
+            .await
+            .map_err(|e| transient("delete", e))
+    }
+
+    async fn react(
+        &self,
+        chat: &ChatId,
+        id: &MessageId,
+        emoji: &str,
+        remove: bool,
+    ) -> Result<(), NetworkError> {
+        let jid = ids::chat_jid(chat).map_err(|e| NetworkError::Rejected(e.to_string()))?;
+        let (author, stanza) =
+            ids::split_message_id(id).map_err(|e| NetworkError::Rejected(e.to_string()))?;
+        let from_me = author == self.inner.own;
+        let participant = if ids::chat_is_group(chat) && !from_me {
+            Some(
+                ids::user_jid(&author)
+                    .map_err(|e| NetworkError::Rejected(e.to_string()))?
+                    .to_string(),
+            )
+        } else {
+            None
+        };
+        let key = wa::MessageKey {
+            remote_jid: Some(jid.to_string()),
+            from_me: Some(from_me),
+            id: Some(stanza.to_owned()),
+            participant,
+        };
+        let emoji = if remove { "" } else { emoji };
+        self.inner
+            .client()?
+            .send_reaction(jid, key, emoji)
+            .await
+            .map_err(|e| transient("reaction", e))?;
+        Ok(())
+    }
+
+    async fn mark_read(&self, chat: &ChatId, up_to: &MessageId) -> Result<(), NetworkError> {
+        let jid = ids::chat_jid(chat).map_err(|e| NetworkError::Rejected(e.to_string()))?;
+        let (author, stanza) =
+            ids::split_message_id(up_to).map_err(|e| NetworkError::Rejected(e.to_string()))?;
+        if author == self.inner.own {
+            return Ok(());
+        }
+        let sender = if ids::chat_is_group(chat) {
+            Some(ids::user_jid(&author).map_err(|e| NetworkError::Rejected(e.to_string()))?)
+        } else {
+            None
+        };
+        self.inner
+            .client()?
+            .mark_as_read(&jid, sender.as_ref(), &[stanza])
+            .await
+            .map_err(|e| transient("read receipt", e))
+    }
+
+    async fn set_typing(&self, chat: &ChatId, typing: bool) -> Result<(), NetworkError> {
+        let jid = ids::chat_jid(chat).map_err(|e| NetworkError::Rejected(e.to_string()))?;
+        let client = self.inner.client()?;
+        let chatstate = client.chatstate();
+        let result = if typing {
+            chatstate.send_composing(&jid).await
+        } else {
+            chatstate.send_paused(&jid).await
+        };
+        result.map_err(|e| transient("typing", e))
+    }
+
+    async fn update_chat(&self, chat: &ChatId, changes: &ChatChanges) -> Result<(), NetworkError> {
+        if !ids::chat_is_group(chat) {
+            return Err(NetworkError::Unsupported(
+                "changing a direct chat's details",
+            ));
+        }
+        let jid = ids::chat_jid(chat).map_err(|e| NetworkError::Rejected(e.to_string()))?;
+        let client = self.inner.client()?;
+        if let Some(name) = &changes.name {
+            let subject =
+                whatsapp_rust::features::GroupSubject::new(name.as_str()).map_err(|e| {
+                    NetworkError::Rejected(format!("WhatsApp refuses that group name: {e}"))
+                })?;
+            client
+                .groups()
+                .set_subject(jid.clone(), subject)
+                .await
+                .map_err(|e| transient("group name change", e))?;
+        }
+        if let Some(topic) = &changes.topic {
+            let description = whatsapp_rust::features::GroupDescription::new(topic.as_str())
+                .map_err(|e| {
+                    NetworkError::Rejected(format!("WhatsApp refuses that description: {e}"))
+                })?;
+            client
+                .groups()
+                .set_description(
+                    jid.clone(),
+                    Some(description),
+                    whatsapp_rust::features::PreviousDescription::Resolve,
+                )
+                .await
+                .map_err(|e| transient("group description change", e))?;
+        }
+        Ok(())
+    }
+
+    async fn resolve_identifier(&self, identifier: &str) -> Result<UserInfo, NetworkError> {
+        let digits: String = identifier.chars().filter(char::is_ascii_digit).collect();
+        if digits.len() < 6 || digits.len() > 20 {
+            return Err(NetworkError::Rejected(format!(
+                "{identifier} is not a phone number in international format (+<country code><number>)"
+            )));
+        }
+        let client = self.inner.client()?;
+        let found = client
+            .contacts()
+            .is_on_whatsapp(&[Jid::pn(digits.as_str())])
+            .await
+            .map_err(|e| transient("number lookup", e))?;
+        match found.into_iter().find(|r| r.is_registered) {
+            Some(r) => {
+                let user = self
+                    .inner
+                    .canonical(&r.jid, r.pn_jid.as_ref().or(r.lid.as_ref()))
+                    .ok_or_else(|| {
+                        NetworkError::Rejected(format!("{identifier} is not on WhatsApp"))
+                    })?;
+                Ok(self.inner.user_info(&user))
+            }
+            None => Err(NetworkError::Rejected(format!(
+                "{identifier} is not on WhatsApp"
+            ))),
+        }
+    }
+
+    async fn start_dm(&self, user: &RemoteUserId) -> Result<ChatInfo, NetworkError> {
+        ids::user_jid(user).map_err(|e| NetworkError::Rejected(e.to_string()))?;
+        Ok(self.inner.dm_info(user))
+    }
+}

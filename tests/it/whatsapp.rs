@@ -1,0 +1,838 @@
+//! WhatsApp through ferry's whatsapp-rust client against testnet's WhatsApp simulator
+//! (testnet/WHATSAPP_PROTOCOL.md), whose contacts are real whatsapp-rust clients with their own
+//! Signal sessions: linking from the management room by QR code and by pairing code; texts both
+//! ways with formatting; replies, edits, reactions (and removal) and revokes from WhatsApp;
+//! replies, reactions, edits and redactions from Matrix; read receipts; a group with its members;
+//! the history WhatsApp sends after linking; a contact switching from phone number to LID
+//! without a second portal; media both ways; typing and read receipts both ways; a redaction
+//! from Matrix; and a restart while messages arrive (each bridged once).
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use testnet::whatsapp::WhatsAppServer;
+
+use crate::{
+    both_backends,
+    common::{Backend, Ferry, Sim, Slot, User, http, poll},
+};
+
+const USER: &str = "5511900000001";
+const ALICE: &str = "5511900000002";
+const BOB: &str = "5511900000003";
+/// The simulator serves any version; the client must not ask web.whatsapp.com offline.
+const VERSION: &str = "2.3000.1020000000";
+
+async fn control(wa: &WhatsAppServer, method: Method, path: &str, body: Option<Value>) -> Value {
+    let mut request = http().request(method, format!("{}{path}", wa.control_url()));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("whatsapp control");
+    let status = response.status();
+    let value = response.json().await.unwrap_or(Value::Null);
+    assert!(status.is_success(), "{path}: {status} {value}");
+    value
+}
+
+async fn post(wa: &WhatsAppServer, path: &str, body: Value) -> Value {
+    control(wa, Method::POST, path, Some(body)).await
+}
+
+/// Waits until contact `to` has received (decrypted) a message satisfying `pred`.
+async fn wait_received(
+    wa: &WhatsAppServer,
+    to: &str,
+    what: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    poll(
+        what,
+        async || {
+            let got = control(wa, Method::GET, &format!("/control/received?to={to}"), None).await;
+            got["messages"]
+                .as_array()
+                .and_then(|m| m.iter().find(|m| pred(m)).cloned())
+                .unwrap_or(Value::Null)
+        },
+        |v| !v.is_null(),
+    )
+    .await
+}
+
+async fn received_count(wa: &WhatsAppServer, to: &str, text: &str) -> usize {
+    let got = control(wa, Method::GET, &format!("/control/received?to={to}"), None).await;
+    got["messages"]
+        .as_array()
+        .map(|m| m.iter().filter(|m| m["text"] == text).count())
+        .unwrap_or(0)
+}
+
+/// Starts ferry with WhatsApp against `wa`.
+async fn start_ferry(slot: &Slot, backend: Backend, sim: &Sim, wa: &WhatsAppServer) -> Ferry {
+    let extra = format!(
+        "  whatsapp:\n    enabled: true\n    ghost_prefix: {}whatsapp_\n    ws_url: \"{}\"\n    version: \"{VERSION}\"\n    history_pace_ms: 10\n    media_http_host: \"{}\"\nencryption:\n  pickle_key: \"wa-test-pickle-key-0123456789\"\n",
+        slot.prefix,
+        wa.ws_url(),
+        wa.chat_addr()
+    );
+    Ferry::start_configured(slot, backend, &sim.url(), None, &extra).await
+}
+
+fn ghost(slot: &Slot, phone: &str) -> String {
+    format!("@{}whatsapp_{phone}:localhost", slot.prefix)
+}
+
+/// `login whatsapp qr` in the management room; the simulated phone scans the code the bot
+/// shows (as an image, with its text for copying). Returns when the bot confirms the login.
+async fn qr_login(user: &User, room: &str, bot: &str, wa: &WhatsAppServer) {
+    user.send_text(room, "login whatsapp qr").await;
+    let image = user
+        .wait_event(room, "the QR code image", |e| {
+            e["content"]["msgtype"] == "m.image"
+        })
+        .await;
+    assert_eq!(image["content"]["info"]["mimetype"], "image/png");
+    let png = user
+        .download(image["content"]["url"].as_str().expect("url"))
+        .await;
+    assert_eq!(&png[..4], b"\x89PNG");
+    let (_, text) = user
+        .wait_message(room, "the QR code text", |s, b| {
+            s == bot && b.contains("Linked devices")
+        })
+        .await;
+    let code = text
+        .lines()
+        .last()
+        .expect("the code line")
+        .trim()
+        .to_owned();
+    assert!(code.contains(','), "a WhatsApp QR payload: {code}");
+    post(
+        wa,
+        "/control/qr/scan",
+        json!({ "phone": USER, "code": code }),
+    )
+    .await;
+    user.wait_message(room, "the login", |s, b| {
+        s == bot && b.contains("Logged in to WhatsApp")
+    })
+    .await;
+}
+
+async fn event_id(user: &User, room: &str, what: &str, pred: impl Fn(&Value) -> bool) -> String {
+    user.wait_event(room, what, pred).await["event_id"]
+        .as_str()
+        .expect("event id")
+        .to_owned()
+}
+
+async fn qr_login_messages_and_restart(backend: Backend) {
+    let slot = Slot::claim();
+    let sim = Sim::start().await;
+    let wa = WhatsAppServer::start().await.expect("whatsapp simulator");
+    post(
+        &wa,
+        "/control/accounts",
+        json!({ "phone": USER, "name": "Bridge User" }),
+    )
+    .await;
+    post(
+        &wa,
+        "/control/contacts",
+        json!({ "phone": ALICE, "name": "Alice" }),
+    )
+    .await;
+    let mut ferry = start_ferry(&slot, backend, &sim, &wa).await;
+    let bot = slot.bot();
+    let user = User::register("wa").await;
+    let room = user.open_management_room(&bot).await;
+    qr_login(&user, &room, &bot, &wa).await;
+    let devices = control(
+        &wa,
+        Method::GET,
+        &format!("/control/devices?phone={USER}"),
+        None,
+    )
+    .await;
+    assert!(
+        devices["devices"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|d| d["device"] == 1 && d["online"] == true)),
+        "ferry is a linked device: {devices}"
+    );
+
+    // WhatsApp -> Matrix: Alice's formatted text opens a DM portal, from her ghost.
+    let first = post(
+        &wa,
+        "/control/send",
+        json!({ "from": ALICE, "to": USER, "text": "hello *from* WhatsApp" }),
+    )
+    .await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let portal = user.wait_portals(1, &room).await[0].clone();
+    let event = user
+        .wait_event(&portal, "Alice's message", |e| {
+            e["content"]["body"] == "hello from WhatsApp"
+        })
+        .await;
+    assert_eq!(event["sender"], ghost(&slot, ALICE));
+    let html = event["content"]["formatted_body"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(html.contains("<strong>from</strong>"), "{html}");
+    let alice_event = event["event_id"].as_str().expect("id").to_owned();
+
+    // Matrix -> WhatsApp: a formatted reply, decrypted by Alice's client.
+    user.send_event(
+        &portal,
+        "m.room.message",
+        json!({"msgtype": "m.text", "body": "answer", "format": "org.matrix.custom.html",
+               "formatted_body": "<em>answer</em>",
+               "m.relates_to": {"m.in_reply_to": {"event_id": alice_event}}}),
+    )
+    .await;
+    let reply = wait_received(&wa, ALICE, "the reply on WhatsApp", |m| {
+        m["text"] == "_answer_"
+    })
+    .await;
+    let context = &reply["message"]["extended_text_message"]["context_info"];
+    assert_eq!(context["stanza_id"], first.as_str(), "{reply}");
+
+    // WhatsApp -> Matrix: reply, edit, reaction and its removal, revoke.
+    post(
+        &wa,
+        "/control/send",
+        json!({ "from": ALICE, "to": USER, "kind": "reply", "text": "replying", "target": first,
+                "target_from_me": false, "target_sender": ALICE, "quoted_text": "hello" }),
+    )
+    .await;
+    let quoting = user
+        .wait_event(&portal, "Alice's reply", |e| {
+            e["content"]["body"] == "replying"
+        })
+        .await;
+    assert_eq!(
+        quoting["content"]["m.relates_to"]["m.in_reply_to"]["event_id"],
+        alice_event.as_str()
+    );
+    post(
+        &wa,
+        "/control/send",
+        json!({ "from": ALICE, "to": USER, "kind": "edit", "target": first, "text": "hello (edited)" }),
+    )
+    .await;
+    user.wait_event(&portal, "the edit", |e| {
+        e["content"]["m.relates_to"]["rel_type"] == "m.replace"
+            && e["content"]["m.relates_to"]["event_id"] == alice_event.as_str()
+            && e["content"]["m.new_content"]["body"] == "hello (edited)"
+    })
+    .await;
+    post(
+        &wa,
+        "/control/send",
+        json!({ "from": ALICE, "to": USER, "kind": "reaction", "target": first,
+                "target_from_me": false, "emoji": "🎉" }),
+    )
+    .await;
+    let reaction_id = event_id(&user, &portal, "the reaction", |e| {
+        e["type"] == "m.reaction" && e["content"]["m.relates_to"]["key"] == "🎉"
+    })
+    .await;
+    post(
+        &wa,
+        "/control/send",
+        json!({ "from": ALICE, "to": USER, "kind": "reaction", "target": first,
+                "target_from_me": false, "emoji": "" }),
+    )
+    .await;
+    user.wait_event(&portal, "the reaction's removal", |e| {
+        e["event_id"] == reaction_id.as_str() && e["unsigned"]["redacted_because"].is_object()
+    })
+    .await;
+    post(
+        &wa,
+        "/control/send",
+        json!({ "from": ALICE, "to": USER, "kind": "revoke", "target": first }),
+    )
+    .await;
+    user.wait_event(&portal, "the revoke", |e| {
+        e["event_id"] == alice_event.as_str() && e["unsigned"]["redacted_because"].is_object()
+    })
+    .await;
+
+    // Matrix -> WhatsApp: a reaction to Alice's message, an edit and a redaction of ours.
+    let second = post(
+        &wa,
+        "/control/send",
+        json!({ "from": ALICE, "to": USER, "text": "second" }),
+    )
+    .await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let second_event = event_id(&user, &portal, "the second message", |e| {
+        e["content"]["body"] == "second"
+    })
+    .await;
+    user.send_event(
+        &portal,
+        "m.reaction",
+        json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": second_event, "key": "👍"}}),
+    )
+    .await;
+    let reacted = wait_received(&wa, ALICE, "the reaction on WhatsApp", |m| {
+        m["message"]["reaction_message"]["text"] == "👍"
+    })
+    .await;
+    assert_eq!(
+        reacted["message"]["reaction_message"]["key"]["id"],
+        second.as_str()
+    );
+    let mine = user.send_text(&portal, "typo here").await;
+    wait_received(&wa, ALICE, "our message", |m| m["text"] == "typo here").await;
+    user.send_event(
+        &portal,
+        "m.room.message",
+        json!({"msgtype": "m.text", "body": "* fixed here",
+               "m.new_content": {"msgtype": "m.text", "body": "fixed here"},
+               "m.relates_to": {"rel_type": "m.replace", "event_id": mine}}),
+    )
+    .await;
+    wait_received(&wa, ALICE, "our edit", |m| m["text"] == "fixed here").await;
+
+    // Read receipt: Alice reads our message; the user's Matrix side shows her receipt.
+    post(
+        &wa,
+        "/control/receipt",
+        json!({ "from": ALICE, "chat": USER, "ids": [reply["id"]] }),
+    )
+    .await;
+
+    // A restart while Alice writes: every message arrives once.
+    ferry.kill();
+    for i in 1..=3 {
+        post(
+            &wa,
+            "/control/send",
+            json!({ "from": ALICE, "to": USER, "text": format!("while down {i}") }),
+        )
+        .await;
+    }
+    ferry.spawn().await;
+    for i in 1..=3 {
+        let body = format!("while down {i}");
+        user.wait_message(&portal, &body, |_, b| b == body).await;
+    }
+    post(
+        &wa,
+        "/control/send",
+        json!({ "from": ALICE, "to": USER, "text": "after the restart" }),
+    )
+    .await;
+    user.wait_message(&portal, "the live message", |_, b| b == "after the restart")
+        .await;
+    user.send_text(&portal, "still linked").await;
+    wait_received(&wa, ALICE, "a send after the restart", |m| {
+        m["text"] == "still linked"
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for body in [
+        "while down 1",
+        "while down 2",
+        "while down 3",
+        "after the restart",
+        "second",
+    ] {
+        let n = user
+            .messages(&portal)
+            .await
+            .iter()
+            .filter(|(_, _, b)| b == body)
+            .count();
+        assert_eq!(n, 1, "{body}");
+    }
+    assert_eq!(
+        received_count(&wa, ALICE, "_answer_").await,
+        1,
+        "the reply went once"
+    );
+    // Still one portal with Alice.
+    assert_eq!(user.wait_portals(1, &room).await.len(), 1);
+    assert!(
+        !ferry.log().contains("wa-test-pickle-key"),
+        "the pickle key reached the log"
+    );
+}
+
+both_backends!(qr_login_messages_and_restart);
+
+async fn pair_code_login(backend: Backend) {
+    let slot = Slot::claim();
+    let sim = Sim::start().await;
+    let wa = WhatsAppServer::start().await.expect("whatsapp simulator");
+    post(
+        &wa,
+        "/control/accounts",
+        json!({ "phone": USER, "name": "Bridge User" }),
+    )
+    .await;
+    post(
+        &wa,
+        "/control/contacts",
+        json!({ "phone": ALICE, "name": "Alice" }),
+    )
+    .await;
+    let _ferry = start_ferry(&slot, backend, &sim, &wa).await;
+    let bot = slot.bot();
+    let user = User::register("wapc").await;
+    let room = user.open_management_room(&bot).await;
+    user.send_text(&room, "login whatsapp phone").await;
+    user.wait_message(&room, "the phone prompt", |s, b| {
+        s == bot && b.contains("phone number in international format")
+    })
+    .await;
+    user.send_text(&room, "+55 11 90000-0001").await;
+    let (_, text) = user
+        .wait_message(&room, "the pairing code", |s, b| {
+            s == bot && b.contains("Link with phone number instead")
+        })
+        .await;
+    let code = text
+        .lines()
+        .last()
+        .expect("the code line")
+        .trim()
+        .to_owned();
+    assert_eq!(code.chars().count(), 8, "an 8-character code: {text}");
+    post(
+        &wa,
+        "/control/pair_code",
+        json!({ "phone": USER, "code": code }),
+    )
+    .await;
+    user.wait_message(&room, "the login", |s, b| {
+        s == bot && b.contains("Logged in to WhatsApp") && b.contains(USER)
+    })
+    .await;
+    post(
+        &wa,
+        "/control/send",
+        json!({ "from": ALICE, "to": USER, "text": "hello after a pairing code" }),
+    )
+    .await;
+    let portal = user.wait_portals(1, &room).await[0].clone();
+    user.wait_message(&portal, "Alice's message", |s, b| {
+        s == ghost(&slot, ALICE) && b == "hello after a pairing code"
+    })
+    .await;
+}
+
+both_backends!(pair_code_login);
+
+async fn group_history_and_lid_switch(backend: Backend) {
+    let slot = Slot::claim();
+    let sim = Sim::start().await;
+    let wa = WhatsAppServer::start().await.expect("whatsapp simulator");
+    post(
+        &wa,
+        "/control/accounts",
+        json!({ "phone": USER, "name": "Bridge User" }),
+    )
+    .await;
+    post(
+        &wa,
+        "/control/contacts",
+        json!({ "phone": ALICE, "name": "Alice", "lid": "211111111111111" }),
+    )
+    .await;
+    post(
+        &wa,
+        "/control/contacts",
+        json!({ "phone": BOB, "name": "Bob" }),
+    )
+    .await;
+    let _ferry = start_ferry(&slot, backend, &sim, &wa).await;
+    let bot = slot.bot();
+    let user = User::register("wagrp").await;
+    let room = user.open_management_room(&bot).await;
+    qr_login(&user, &room, &bot, &wa).await;
+
+    // History after linking: Alice's conversation, with what both sides wrote.
+    post(
+        &wa,
+        "/control/history_sync",
+        json!({ "phone": USER, "conversations": [{ "chat": ALICE, "name": "Alice", "messages": [
+            { "id": "HIST1", "text": "an old hello" },
+            { "id": "HIST2", "text": "an old answer", "from_me": true },
+        ]}]}),
+    )
+    .await;
+    let dm = user.wait_portals(1, &room).await[0].clone();
+    user.wait_message(&dm, "the old hello", |s, b| {
+        s == ghost(&slot, ALICE) && b == "an old hello"
+    })
+    .await;
+    user.wait_message(&dm, "the old answer", |_, b| b == "an old answer")
+        .await;
+
+    // The LID switch: Alice's next messages come from her LID; same ghost, same portal.
+    post(
+        &wa,
+        "/control/send",
+        json!({ "from": ALICE, "to": USER, "text": "by phone" }),
+    )
+    .await;
+    user.wait_message(&dm, "by phone", |s, b| {
+        s == ghost(&slot, ALICE) && b == "by phone"
+    })
+    .await;
+    post(&wa, "/control/lid_switch", json!({ "phone": ALICE })).await;
+    post(
+        &wa,
+        "/control/send",
+        json!({ "from": ALICE, "to": USER, "text": "by lid" }),
+    )
+    .await;
+    user.wait_message(&dm, "by lid", |s, b| {
+        s == ghost(&slot, ALICE) && b == "by lid"
+    })
+    .await;
+
+    // A group: name, members, messages both ways.
+    let group = post(
+        &wa,
+        "/control/groups",
+        json!({ "subject": "Test group", "creator": BOB, "members": [USER, ALICE] }),
+    )
+    .await;
+    let gjid = group["jid"].as_str().expect("group jid").to_owned();
+    post(
+        &wa,
+        "/control/send",
+        json!({ "from": BOB, "to": gjid, "text": "hello group" }),
+    )
+    .await;
+    let rooms = user.wait_portals(2, &room).await;
+    assert_eq!(
+        rooms.len(),
+        2,
+        "one DM and one group, no second DM after the LID switch"
+    );
+    let group_room = rooms
+        .into_iter()
+        .find(|r| *r != dm)
+        .expect("the group portal");
+    user.wait_message(&group_room, "Bob's group message", |s, b| {
+        s == ghost(&slot, BOB) && b == "hello group"
+    })
+    .await;
+    assert_eq!(
+        user.room_name(&group_room).await.as_deref(),
+        Some("Test group")
+    );
+    user.wait_members(&group_room, "Alice and Bob", |members| {
+        members.contains(&ghost(&slot, ALICE)) && members.contains(&ghost(&slot, BOB))
+    })
+    .await;
+    // The group's creator is its admin: power level 50.
+    let power = user
+        .call(
+            Method::GET,
+            &format!(
+                "/_matrix/client/v3/rooms/{}/state/m.room.power_levels/",
+                crate::common::enc(&group_room)
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(power["users"][ghost(&slot, BOB).as_str()], 50, "{power}");
+    user.send_text(&group_room, "hello from Matrix").await;
+    wait_received(&wa, BOB, "the group message at Bob", |m| {
+        m["text"] == "hello from Matrix" && m["is_group"] == true
+    })
+    .await;
+    wait_received(&wa, ALICE, "the group message at Alice", |m| {
+        m["text"] == "hello from Matrix"
+    })
+    .await;
+    // Bob removes Alice: her ghost leaves the room.
+    post(
+        &wa,
+        "/control/groups/members",
+        json!({ "group": gjid, "author": BOB, "remove": [ALICE] }),
+    )
+    .await;
+    user.wait_members(&group_room, "Alice gone", |members| {
+        !members.contains(&ghost(&slot, ALICE)) && members.contains(&ghost(&slot, BOB))
+    })
+    .await;
+}
+
+both_backends!(group_history_and_lid_switch);
+
+async fn media_both_ways(backend: Backend) {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let slot = Slot::claim();
+    let sim = Sim::start().await;
+    let wa = WhatsAppServer::start().await.expect("whatsapp simulator");
+    post(
+        &wa,
+        "/control/accounts",
+        json!({ "phone": USER, "name": "Bridge User" }),
+    )
+    .await;
+    post(
+        &wa,
+        "/control/contacts",
+        json!({ "phone": ALICE, "name": "Alice" }),
+    )
+    .await;
+    let _ferry = start_ferry(&slot, backend, &sim, &wa).await;
+    let bot = slot.bot();
+    let user = User::register("wamedia").await;
+    let room = user.open_management_room(&bot).await;
+    qr_login(&user, &room, &bot, &wa).await;
+
+    // WhatsApp -> Matrix: an image with a caption, its bytes through WhatsApp's encryption.
+    let picture: Vec<u8> = (0..5000u32).map(|i| (i * 7 % 251) as u8).collect();
+    post(
+        &wa,
+        "/control/send",
+        json!({ "from": ALICE, "to": USER, "kind": "image", "text": "a picture",
+                "mimetype": "image/png", "data_base64": b64.encode(&picture) }),
+    )
+    .await;
+    let portal = user.wait_portals(1, &room).await[0].clone();
+    let image = user
+        .wait_event(&portal, "the image", |e| {
+            e["content"]["msgtype"] == "m.image"
+        })
+        .await;
+    assert_eq!(image["sender"], ghost(&slot, ALICE));
+    assert_eq!(image["content"]["info"]["mimetype"], "image/png");
+    let got = user
+        .download(image["content"]["url"].as_str().expect("mxc"))
+        .await;
+    assert_eq!(got, picture, "the image's bytes");
+    user.wait_message(&portal, "the caption", |_, b| b.contains("a picture"))
+        .await;
+
+    // Matrix -> WhatsApp: a file, decrypted by Alice's client.
+    let doc = b"%PDF-1.4 not really a pdf".to_vec();
+    let mxc = user.upload("application/pdf", doc.clone()).await;
+    user.send_event(
+        &portal,
+        "m.room.message",
+        json!({"msgtype": "m.file", "body": "report.pdf", "url": mxc,
+               "info": {"mimetype": "application/pdf", "size": doc.len()}}),
+    )
+    .await;
+    let sent = wait_received(&wa, ALICE, "the document on WhatsApp", |m| {
+        m["message"]["document_message"].is_object()
+    })
+    .await;
+    assert_eq!(
+        sent["message"]["document_message"]["file_name"], "report.pdf",
+        "{sent}"
+    );
+    let id = sent["id"].as_str().expect("id");
+    let media = control(
+        &wa,
+        Method::GET,
+        &format!("/control/media?to={ALICE}&id={id}"),
+        None,
+    )
+    .await;
+    let bytes = b64
+        .decode(media["data_base64"].as_str().expect("data"))
+        .expect("base64");
+    assert_eq!(bytes, doc, "the document's bytes at Alice");
+
+    // Matrix -> WhatsApp: a voice message (MSC3245) becomes a voice note WhatsApp plays as one.
+    let ogg = b"OggS fake opus voice".to_vec();
+    let mxc = user.upload("audio/ogg", ogg.clone()).await;
+    user.send_event(
+        &portal,
+        "m.room.message",
+        json!({"msgtype": "m.audio", "body": "Voice message", "url": mxc,
+               "info": {"mimetype": "audio/ogg", "size": ogg.len(), "duration": 3000},
+               "org.matrix.msc1767.audio": {"duration": 3000, "waveform": [0, 512, 1024]},
+               "org.matrix.msc3245.voice": {}}),
+    )
+    .await;
+    let voice = wait_received(&wa, ALICE, "the voice note on WhatsApp", |m| {
+        m["message"]["audio_message"].is_object()
+    })
+    .await;
+    let audio = &voice["message"]["audio_message"];
+    assert_eq!(audio["ptt"], true, "{voice}");
+    assert_eq!(audio["seconds"], 3, "{voice}");
+    assert_eq!(audio["mimetype"], "audio/ogg; codecs=opus", "{voice}");
+    assert!(
+        audio["waveform"].is_string() || audio["waveform"].is_array(),
+        "{voice}"
+    );
+}
+
+both_backends!(media_both_ways);
+
+async fn typing_receipts_and_redactions(backend: Backend) {
+    use crate::common::enc;
+    let slot = Slot::claim();
+    let sim = Sim::start().await;
+    let wa = WhatsAppServer::start().await.expect("whatsapp simulator");
+    post(
+        &wa,
+        "/control/accounts",
+        json!({ "phone": USER, "name": "Bridge User" }),
+    )
+    .await;
+    post(
+        &wa,
+        "/control/contacts",
+        json!({ "phone": ALICE, "name": "Alice" }),
+    )
+    .await;
+    let _ferry = start_ferry(&slot, backend, &sim, &wa).await;
+    let bot = slot.bot();
+    let user = User::register("watyping").await;
+    let room = user.open_management_room(&bot).await;
+    qr_login(&user, &room, &bot, &wa).await;
+    let first = post(
+        &wa,
+        "/control/send",
+        json!({ "from": ALICE, "to": USER, "text": "hi" }),
+    )
+    .await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let portal = user.wait_portals(1, &room).await[0].clone();
+    let hi = event_id(&user, &portal, "Alice's hi", |e| {
+        e["content"]["body"] == "hi"
+    })
+    .await;
+    let alice = ghost(&slot, ALICE);
+
+    // Typing, both ways.
+    post(
+        &wa,
+        "/control/typing",
+        json!({ "from": ALICE, "to": USER, "state": "composing" }),
+    )
+    .await;
+    user.wait_ephemeral(&portal, "Alice typing", |e| {
+        e["type"] == "m.typing"
+            && e["content"]["user_ids"]
+                .as_array()
+                .is_some_and(|u| u.iter().any(|id| id == alice.as_str()))
+    })
+    .await;
+    user.put(
+        &format!(
+            "/_matrix/client/v3/rooms/{}/typing/{}",
+            enc(&portal),
+            enc(&user.user_id)
+        ),
+        json!({"typing": true, "timeout": 10000}),
+    )
+    .await;
+    poll(
+        "typing on WhatsApp",
+        async || {
+            let seen = control(
+                &wa,
+                Method::GET,
+                &format!("/control/events?to={ALICE}"),
+                None,
+            )
+            .await;
+            seen["events"]
+                .as_array()
+                .and_then(|e| e.iter().find(|e| e["kind"] == "chatstate").cloned())
+                .unwrap_or(Value::Null)
+        },
+        |v| !v.is_null(),
+    )
+    .await;
+
+    // Read receipts, both ways.
+    user.call(
+        Method::POST,
+        &format!(
+            "/_matrix/client/v3/rooms/{}/receipt/m.read/{}",
+            enc(&portal),
+            enc(&hi)
+        ),
+        Some(json!({})),
+    )
+    .await;
+    poll(
+        "the read receipt on WhatsApp",
+        async || {
+            let seen = control(
+                &wa,
+                Method::GET,
+                &format!("/control/receipts?to={ALICE}"),
+                None,
+            )
+            .await;
+            seen["receipts"]
+                .as_array()
+                .and_then(|r| {
+                    r.iter()
+                        .find(|r| {
+                            r["type"] == "read"
+                                && r["ids"]
+                                    .as_array()
+                                    .is_some_and(|i| i.iter().any(|i| i == first.as_str()))
+                        })
+                        .cloned()
+                })
+                .unwrap_or(Value::Null)
+        },
+        |v| !v.is_null(),
+    )
+    .await;
+    let ours = user.send_text(&portal, "did you read this?").await;
+    let ours_wa = wait_received(&wa, ALICE, "our text", |m| {
+        m["text"] == "did you read this?"
+    })
+    .await;
+    post(
+        &wa,
+        "/control/receipt",
+        json!({ "from": ALICE, "chat": USER, "ids": [ours_wa["id"]] }),
+    )
+    .await;
+    user.wait_ephemeral(&portal, "Alice's read receipt", |e| {
+        e["type"] == "m.receipt"
+            && e["content"][ours.as_str()]["m.read"][alice.as_str()].is_object()
+    })
+    .await;
+
+    // A redaction of our message deletes it for everyone on WhatsApp.
+    user.call(
+        Method::PUT,
+        &format!(
+            "/_matrix/client/v3/rooms/{}/redact/{}/ferry-test-redact",
+            enc(&portal),
+            enc(&ours)
+        ),
+        Some(json!({})),
+    )
+    .await;
+    wait_received(&wa, ALICE, "the revoke on WhatsApp", |m| {
+        m["message"]["protocol_message"]["key"]["id"] == ours_wa["id"]
+    })
+    .await;
+}
+
+both_backends!(typing_receipts_and_redactions);
