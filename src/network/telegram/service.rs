@@ -20,6 +20,8 @@ pub struct Service {
     pub joined: Vec<i64>,
     /// The chat's (or the forum topic's) new title.
     pub renamed: Option<String>,
+    /// The title or photo changed: the bridge reads the chat's details again.
+    pub details_changed: bool,
 }
 
 /// Builds an italic line of plain parts and user pills.
@@ -125,11 +127,14 @@ pub fn describe(action: &tl::enums::MessageAction, actor: i64) -> Service {
             Line::new().push(&format!("did something Telegram calls {name}"))
         }
     };
+    let details_changed =
+        renamed.is_some() || matches!(action, A::ChatEditPhoto(_) | A::ChatDeletePhoto);
     Service {
         text: line.done(),
         left,
         joined,
         renamed,
+        details_changed,
     }
 }
 

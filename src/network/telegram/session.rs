@@ -28,9 +28,9 @@ use super::store::DbSession;
 use super::{TELEGRAM, TelegramConfig};
 use crate::db::Db;
 use crate::network::{
-    ChatId, ChatInfo, ConnectionState, EventSink, LoginId, MediaStream, MessageContent, MessageId,
-    NetworkError, OutgoingMessage, RemoteEnvelope, RemoteEvent, RemoteMessage, RemoteUserId,
-    RoomLayout, SentMessage, Session, UserInfo,
+    ChatChanges, ChatId, ChatInfo, ChatKind, ConnectionState, EventSink, LoginId, MediaStream,
+    MessageContent, MessageId, NetworkError, OutgoingMessage, RemoteEnvelope, RemoteEvent,
+    RemoteMessage, RemoteUserId, RoomLayout, SentMessage, Session, UserInfo,
 };
 
 /// Largest upload held in memory before it is sent (see `upload_media`).
@@ -39,7 +39,7 @@ const MAX_BUFFERED_UPLOAD: usize = 256 * 1024 * 1024;
 /// How long to wait before reconnecting after the update stream failed.
 const RECONNECT_DELAY: Duration = Duration::from_secs(5);
 
-fn map_err(e: InvocationError) -> NetworkError {
+pub(super) fn map_err(e: InvocationError) -> NetworkError {
     match &e {
         InvocationError::Rpc(rpc) if rpc.code == 401 => NetworkError::LoggedOut(rpc.name.clone()),
         InvocationError::Rpc(rpc) if rpc.code == 420 => {
@@ -53,6 +53,16 @@ fn map_err(e: InvocationError) -> NetworkError {
 
 fn message_id(id: i32) -> MessageId {
     MessageId::new(id.to_string())
+}
+
+/// The private chat of a Telegram user (how the session finds the user's access hash).
+fn user_chat(user: &RemoteUserId) -> Result<ChatId, NetworkError> {
+    match user.as_str().parse::<i64>() {
+        Ok(id) if id > 0 => Ok(ChatId::new(format!("u{id}"))),
+        _ => Err(NetworkError::Rejected(format!(
+            "{user} is not a Telegram user"
+        ))),
+    }
 }
 
 fn parse_message_id(id: &MessageId) -> Result<i32, NetworkError> {
@@ -126,6 +136,25 @@ struct PollSeen {
     poll: tl::types::Poll,
 }
 
+/// A forum topic's title (the General topic has a fixed one).
+async fn topic_name(client: &Client, peer: PeerRef, topic: i32) -> Result<String, NetworkError> {
+    if topic == GENERAL_TOPIC {
+        return Ok("General".to_owned());
+    }
+    let topics = client
+        .invoke(&tl::functions::messages::GetForumTopics {
+            peer: peer.into(),
+            q: None,
+            offset_date: 0,
+            offset_id: 0,
+            offset_topic: 0,
+            limit: 100,
+        })
+        .await
+        .map_err(map_err)?;
+    Ok(topic_title(&topics, topic).unwrap_or_else(|| format!("Topic {topic}")))
+}
+
 pub struct TelegramSession {
     inner: Arc<Inner>,
     task: Mutex<Option<JoinHandle<()>>>,
@@ -165,17 +194,7 @@ impl TelegramSession {
     }
 
     async fn peer(&self, chat: &ChatId) -> Result<(Client, PeerRef), NetworkError> {
-        let (client, session) = self.client()?;
-        let id = peer_id(chat)
-            .ok_or_else(|| NetworkError::Rejected(format!("{chat} is not a Telegram chat")))?;
-        let peer = session
-            .peer_ref(id)
-            .await
-            .map_err(|e| NetworkError::Transient(e.to_string()))?
-            .ok_or_else(|| {
-                NetworkError::Rejected(format!("Telegram chat {chat} is not known yet"))
-            })?;
-        Ok((client, peer))
+        self.inner.peer(chat).await
     }
 }
 
@@ -197,30 +216,6 @@ impl TelegramSession {
             MessageContent::Media { media, .. } => Ok(decode_location(&media.id)?.0),
             _ => Err(stale()),
         }
-    }
-
-    /// A forum topic's title (the General topic has a fixed one).
-    async fn topic_name(
-        &self,
-        client: &Client,
-        peer: PeerRef,
-        topic: i32,
-    ) -> Result<String, NetworkError> {
-        if topic == GENERAL_TOPIC {
-            return Ok("General".to_owned());
-        }
-        let topics = client
-            .invoke(&tl::functions::messages::GetForumTopics {
-                peer: peer.into(),
-                q: None,
-                offset_date: 0,
-                offset_id: 0,
-                offset_topic: 0,
-                limit: 100,
-            })
-            .await
-            .map_err(map_err)?;
-        Ok(topic_title(&topics, topic).unwrap_or_else(|| format!("Topic {topic}")))
     }
 }
 
@@ -296,6 +291,97 @@ impl Inner {
             Update::Raw(raw) => self.handle_raw(raw.raw).await,
             _ => true,
         }
+    }
+
+    /// The client and the peer of `chat` (which must be known to the session).
+    async fn peer(&self, chat: &ChatId) -> Result<(Client, PeerRef), NetworkError> {
+        let (client, session) = self.connected()?;
+        let id = peer_id(chat)
+            .ok_or_else(|| NetworkError::Rejected(format!("{chat} is not a Telegram chat")))?;
+        let peer = session
+            .peer_ref(id)
+            .await
+            .map_err(|e| NetworkError::Transient(e.to_string()))?
+            .ok_or_else(|| {
+                NetworkError::Rejected(format!("Telegram chat {chat} is not known yet"))
+            })?;
+        Ok((client, peer))
+    }
+
+    /// A chat as the bridge mirrors it: name, about, photo, members (capped), admins.
+    async fn chat_info(&self, chat: &ChatId) -> Result<ChatInfo, NetworkError> {
+        use grammers_client::peer::Role;
+        use grammers_client::session::types::PeerKind;
+        let (client, peer) = self.peer(chat).await?;
+        let resolved = client.resolve_peer(peer).await.map_err(map_err)?;
+        let flags = ChannelFlags::of_peer(&resolved);
+        if let (Some(flags), Some(channel)) = (&flags, peer.id.bare_id())
+            && let Ok(mut m) = self.channels.lock()
+        {
+            m.insert(channel, flags.clone());
+        }
+        let mut members = Vec::new();
+        let mut admins = Vec::new();
+        let cap = match self.config.max_initial_members {
+            0 => usize::MAX,
+            n => n,
+        };
+        match &flags {
+            Some(flags) if flags.broadcast => {
+                // A channel's subscribers are not listed (Telegram lets only admins see them,
+                // and they never post): the channel itself posts, and the account if admin.
+                let channel =
+                    super::entities::channel_poster_id(peer.id.bare_id().unwrap_or_default());
+                members.push(UserInfo {
+                    id: channel.clone(),
+                    name: flags.title.clone(),
+                    avatar: None,
+                });
+                admins.push(channel);
+                if flags.admin {
+                    admins.push(self.own.clone());
+                }
+            }
+            _ if peer.id.kind() != PeerKind::User => {
+                // Groups: members with their names, creator and admins as admins. Large groups
+                // are synced lazily: at most `max_initial_members` now, the rest when they
+                // first write (the core adds a sender's ghost to the room then).
+                let mut participants = client.iter_participants(peer);
+                while members.len() < cap
+                    && let Some(p) = participants.next().await.map_err(map_err)?
+                {
+                    let id = user_id(p.user.id().bare_id_unchecked());
+                    if matches!(p.role, Role::Creator(_) | Role::Admin(_)) {
+                        admins.push(id.clone());
+                    }
+                    if matches!(p.role, Role::Banned(_) | Role::Left(_)) {
+                        continue;
+                    }
+                    members.push(UserInfo {
+                        id,
+                        name: p.user.full_name(),
+                        avatar: None,
+                    });
+                }
+            }
+            _ => {}
+        }
+        let mut name = resolved.name().map(str::to_owned);
+        let (mut topic, mut avatar) = (None, None);
+        if let Some(forum_topic) = topic_of(chat) {
+            name = Some(topic_name(&client, peer, forum_topic).await?);
+        } else {
+            (topic, avatar) = super::details::read(&client, peer, &resolved).await?;
+        }
+        Ok(ChatInfo {
+            id: chat.clone(),
+            kind: chat_kind(chat),
+            name,
+            topic,
+            avatar,
+            members,
+            admins,
+        })
     }
 
     fn connected(&self) -> Result<(Client, Arc<DbSession>), NetworkError> {
@@ -510,19 +596,10 @@ impl Inner {
         {
             return false;
         }
-        if let Some(title) = service.as_ref().and_then(|s| s.renamed.clone()) {
-            let info = ChatInfo {
-                id: chat.clone(),
-                kind: chat_kind(&chat),
-                name: Some(title),
-                topic: None,
-                avatar: None,
-                members: Vec::new(),
-                admins: Vec::new(),
-            };
-            if !self.deliver(chat.clone(), RemoteEvent::Chat(info)).await {
-                return false;
-            }
+        if service.as_ref().is_some_and(|s| s.details_changed)
+            && !self.details_changed(chat.clone()).await
+        {
+            return false;
         }
         for user in service
             .as_ref()
@@ -637,6 +714,16 @@ impl Inner {
                 };
                 self.deliver(chat, event).await
             }
+            // The about text (or other details) changed: read the chat again.
+            tl::enums::Update::Chat(c) => match chat_id(PeerId::chat_unchecked(c.chat_id)) {
+                Some(chat) => self.details_changed(chat).await,
+                None => true,
+            },
+            tl::enums::Update::Channel(c) => match chat_id(PeerId::channel_unchecked(c.channel_id))
+            {
+                Some(chat) => self.details_changed(chat).await,
+                None => true,
+            },
             tl::enums::Update::UserStatus(s) => {
                 let online = matches!(s.status, tl::enums::UserStatus::Online(_));
                 self.sink
@@ -645,6 +732,18 @@ impl Inner {
                 true
             }
             _ => true,
+        }
+    }
+
+    /// Tells the core a chat's details (title, about, photo, members) anew, read from Telegram.
+    /// A chat that cannot be read now (the account left it) is skipped, logged.
+    async fn details_changed(&self, chat: ChatId) -> bool {
+        match self.chat_info(&chat).await {
+            Ok(info) => self.deliver(chat, RemoteEvent::Chat(info)).await,
+            Err(err) => {
+                tracing::warn!(%err, %chat, "cannot read a changed Telegram chat; skipped");
+                true
+            }
         }
     }
 
@@ -872,12 +971,17 @@ impl Session for TelegramSession {
             let Some(id) = chat_id(d.peer_id()) else {
                 continue;
             };
+            // Groups: about and photo too, so a sync neither misses nor clears them.
+            let (topic, avatar) = match chat_kind(&id) {
+                ChatKind::Group => super::details::read(&client, d.peer_ref(), d.peer()).await?,
+                ChatKind::Dm => (None, None),
+            };
             out.push(ChatInfo {
                 kind: chat_kind(&id),
                 id,
                 name: d.peer().name().map(str::to_owned),
-                topic: None,
-                avatar: None,
+                topic,
+                avatar,
                 members: Vec::new(),
                 admins: Vec::new(),
             });
@@ -886,75 +990,7 @@ impl Session for TelegramSession {
     }
 
     async fn chat_info(&self, chat: &ChatId) -> Result<ChatInfo, NetworkError> {
-        use grammers_client::peer::Role;
-        use grammers_client::session::types::PeerKind;
-        let (client, peer) = self.peer(chat).await?;
-        let resolved = client.resolve_peer(peer).await.map_err(map_err)?;
-        let flags = ChannelFlags::of_peer(&resolved);
-        if let (Some(flags), Some(channel)) = (&flags, peer.id.bare_id())
-            && let Ok(mut m) = self.inner.channels.lock()
-        {
-            m.insert(channel, flags.clone());
-        }
-        let mut members = Vec::new();
-        let mut admins = Vec::new();
-        let cap = match self.inner.config.max_initial_members {
-            0 => usize::MAX,
-            n => n,
-        };
-        match &flags {
-            Some(flags) if flags.broadcast => {
-                // A channel's subscribers are not listed (Telegram lets only admins see them,
-                // and they never post): the channel itself posts, and the account if admin.
-                let channel =
-                    super::entities::channel_poster_id(peer.id.bare_id().unwrap_or_default());
-                members.push(UserInfo {
-                    id: channel.clone(),
-                    name: flags.title.clone(),
-                    avatar: None,
-                });
-                admins.push(channel);
-                if flags.admin {
-                    admins.push(self.inner.own.clone());
-                }
-            }
-            _ if peer.id.kind() != PeerKind::User => {
-                // Groups: members with their names, creator and admins as admins. Large groups
-                // are synced lazily: at most `max_initial_members` now, the rest when they
-                // first write (the core adds a sender's ghost to the room then).
-                let mut participants = client.iter_participants(peer);
-                while members.len() < cap
-                    && let Some(p) = participants.next().await.map_err(map_err)?
-                {
-                    let id = user_id(p.user.id().bare_id_unchecked());
-                    if matches!(p.role, Role::Creator(_) | Role::Admin(_)) {
-                        admins.push(id.clone());
-                    }
-                    if matches!(p.role, Role::Banned(_) | Role::Left(_)) {
-                        continue;
-                    }
-                    members.push(UserInfo {
-                        id,
-                        name: p.user.full_name(),
-                        avatar: None,
-                    });
-                }
-            }
-            _ => {}
-        }
-        let mut name = resolved.name().map(str::to_owned);
-        if let Some(topic) = topic_of(chat) {
-            name = Some(self.topic_name(&client, peer, topic).await?);
-        }
-        Ok(ChatInfo {
-            id: chat.clone(),
-            kind: chat_kind(chat),
-            name,
-            topic: None,
-            avatar: None,
-            members,
-            admins,
-        })
+        self.inner.chat_info(chat).await
     }
 
     async fn room_layout(&self, chat: &ChatId) -> Result<RoomLayout, NetworkError> {
@@ -1243,6 +1279,56 @@ impl Session for TelegramSession {
             sender = sender.topic_id(topic);
         }
         sender.oneshot(action).await.map_err(map_err)
+    }
+
+    async fn update_chat(&self, chat: &ChatId, changes: &ChatChanges) -> Result<(), NetworkError> {
+        if topic_of(chat).is_some() {
+            return Err(NetworkError::Unsupported(
+                "changing a forum topic's details",
+            ));
+        }
+        let (client, peer) = self.peer(chat).await?;
+        if peer.id.kind() == grammers_client::session::types::PeerKind::User {
+            return Err(NetworkError::Unsupported(
+                "changing a private chat's details",
+            ));
+        }
+        if let Some(name) = &changes.name {
+            super::details::set_title(&client, peer, name).await?;
+        }
+        if let Some(topic) = &changes.topic {
+            super::details::set_about(&client, peer, topic).await?;
+        }
+        if let Some(avatar) = &changes.avatar {
+            let file = match avatar {
+                Some(id) => Some(
+                    self.inner
+                        .uploads
+                        .lock()
+                        .ok()
+                        .and_then(|mut u| u.remove(id))
+                        .ok_or_else(|| {
+                            NetworkError::Rejected(format!("{id} is not an uploaded file"))
+                        })?
+                        .raw,
+                ),
+                None => None,
+            };
+            super::details::set_photo(&client, peer, file).await?;
+        }
+        Ok(())
+    }
+
+    async fn add_member(&self, chat: &ChatId, user: &RemoteUserId) -> Result<(), NetworkError> {
+        let (client, peer) = self.peer(chat).await?;
+        let (_, user) = self.peer(&user_chat(user)?).await?;
+        super::details::add(&client, peer, user).await
+    }
+
+    async fn remove_member(&self, chat: &ChatId, user: &RemoteUserId) -> Result<(), NetworkError> {
+        let (client, peer) = self.peer(chat).await?;
+        let (_, user) = self.peer(&user_chat(user)?).await?;
+        super::details::remove(&client, peer, user).await
     }
 
     async fn logout(&self) -> Result<(), NetworkError> {
