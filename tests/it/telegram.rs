@@ -2025,3 +2025,83 @@ async fn group_changes_from_matrix(backend: Backend) {
 }
 
 both_backends!(group_changes_from_matrix);
+
+async fn reactions_and_polls_survive_a_restart(backend: Backend) {
+    let slot = Slot::claim();
+    let sim = Sim::start().await;
+    let tg = TelegramServer::start().await.expect("telegram simulator");
+    let (ada, bob) = ada_and_bob(&tg, json!({})).await;
+    let mut ferry = start_ferry(&slot, backend, &sim, &tg).await;
+    let bot = slot.bot();
+    let user = User::register("tgrecall").await;
+    let room = login_by_phone(&user, &bot, "+447700900123").await;
+    let to_ada = json!({"type": "user", "id": ada});
+
+    // Bob writes, reacts to his message and posts a poll; all bridged.
+    let text = post(
+        &tg,
+        "/control/send",
+        json!({"from": bob, "peer": to_ada, "text": "who is coming?"}),
+    )
+    .await;
+    let portal = user.wait_portals(1, &room).await[0].clone();
+    user.wait_message(&portal, "bob's message", |_, b| b == "who is coming?")
+        .await;
+    post(
+        &tg,
+        "/control/react",
+        json!({"from": bob, "peer": to_ada, "id": text["id"], "emoji": "👍"}),
+    )
+    .await;
+    let reaction_id = user
+        .wait_event(&portal, "the reaction", |e| {
+            e["type"] == "m.reaction" && e["content"]["m.relates_to"]["key"] == "👍"
+        })
+        .await["event_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let poll = post(
+        &tg,
+        "/control/send",
+        json!({"from": bob, "peer": to_ada, "media": {"kind": "poll", "question": "When?",
+               "answers": ["Friday", "Saturday"], "votes": [1, 0]}}),
+    )
+    .await;
+    let poll_event = user
+        .wait_event(&portal, "the poll", |e| {
+            e["content"]["body"] == "📊 Poll: When?\n1. Friday — 1 vote\n2. Saturday — 0 votes"
+        })
+        .await["event_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+
+    // ferry restarts: what it knew of the reaction and the poll is still there.
+    ferry.kill();
+    ferry.spawn().await;
+    post(
+        &tg,
+        "/control/react",
+        json!({"from": bob, "peer": to_ada, "id": text["id"], "emoji": null}),
+    )
+    .await;
+    user.wait_event(&portal, "the reaction's removal after the restart", |e| {
+        e["event_id"] == reaction_id.as_str() && e["unsigned"]["redacted_because"].is_object()
+    })
+    .await;
+    post(
+        &tg,
+        "/control/vote",
+        json!({"from": bob, "peer": to_ada, "id": poll["id"], "option": 1}),
+    )
+    .await;
+    user.wait_event(&portal, "the vote after the restart", |e| {
+        e["content"]["m.relates_to"]["event_id"] == poll_event.as_str()
+            && e["content"]["m.new_content"]["body"]
+                == "📊 Poll: When?\n1. Friday — 1 vote\n2. Saturday — 1 vote"
+    })
+    .await;
+}
+
+both_backends!(reactions_and_polls_survive_a_restart);

@@ -19,6 +19,7 @@ pub mod forum;
 pub mod ids;
 pub mod login;
 pub mod media;
+pub mod recall;
 pub mod service;
 pub mod session;
 pub mod store;

@@ -24,6 +24,7 @@ use super::entities::{to_telegram, user_id};
 use super::forum::{ChannelFlags, placement, topic_title};
 use super::ids::{GENERAL_TOPIC, chat_id, chat_kind, peer_id, topic_chat, topic_of};
 use super::media::{content_of, decode_location};
+use super::recall::{PollSeen, Reactions, Recall};
 use super::store::DbSession;
 use super::{TELEGRAM, TelegramConfig};
 use crate::db::Db;
@@ -97,9 +98,6 @@ fn sender_of(m: &grammers_client::message::Message) -> UserInfo {
     }
 }
 
-/// (user id, emoji) pairs on one message.
-type Reactions = Vec<(i64, String)>;
-
 struct Inner {
     login: LoginId,
     own: RemoteUserId,
@@ -112,7 +110,7 @@ struct Inner {
     /// carry ids only. After a restart, ferry's message table answers instead.
     chat_of: Mutex<HashMap<i32, ChatId>>,
     /// Other users' reactions last seen per message: Telegram sends the whole list each time,
-    /// the bridge wants what was added and removed. [in progress: in memory only]
+    /// the bridge wants what was added and removed. Written through to [`Recall`].
     reactions: Mutex<HashMap<(ChatId, i32), Reactions>>,
     /// Files uploaded for a following send, by the id `upload_media` returned.
     uploads: Mutex<HashMap<String, grammers_client::media::Uploaded>>,
@@ -123,17 +121,11 @@ struct Inner {
     announced: Mutex<HashSet<i64>>,
     /// The topic of forum messages seen in this run: delete updates carry ids only.
     topic_of_message: Mutex<HashMap<(i64, i32), i32>>,
-    /// Polls seen in this run, by poll id: vote updates name the poll only. [In memory: votes
-    /// on polls bridged before a restart are not shown.]
+    /// Polls bridged, by poll id: vote updates name the poll only. Written through to
+    /// [`Recall`], so votes on polls bridged before a restart are counted too.
     polls: Mutex<HashMap<i64, PollSeen>>,
-}
-
-/// Where a poll was bridged, so a vote update can edit it.
-struct PollSeen {
-    chat: ChatId,
-    message: i32,
-    sender: UserInfo,
-    poll: tl::types::Poll,
+    /// The reaction lists and polls of earlier runs.
+    recall: Recall,
 }
 
 /// A forum topic's title (the General topic has a fixed one).
@@ -165,6 +157,7 @@ impl TelegramSession {
         let own = RemoteUserId::new(login.as_str());
         Self {
             inner: Arc::new(Inner {
+                recall: Recall::new(db.clone(), login.as_str()),
                 login,
                 own,
                 db,
@@ -571,10 +564,8 @@ impl Inner {
             reply_to: reply_to.map(message_id),
             timestamp: m.date().as_millisecond(),
         };
-        if let Some(grammers_client::media::Media::Poll(poll)) = m.media()
-            && let Ok(mut polls) = self.polls.lock()
-        {
-            polls.insert(
+        let poll = match m.media() {
+            Some(grammers_client::media::Media::Poll(poll)) => Some((
                 poll.raw.id,
                 PollSeen {
                     chat: chat.clone(),
@@ -582,8 +573,9 @@ impl Inner {
                     sender: message.sender.clone(),
                     poll: poll.raw.clone(),
                 },
-            );
-        }
+            )),
+            _ => None,
+        };
         if !self
             .deliver(
                 chat.clone(),
@@ -595,6 +587,12 @@ impl Inner {
             .await
         {
             return false;
+        }
+        if let Some((id, seen)) = poll {
+            self.recall.set_poll(id, &seen).await;
+            if let Ok(mut polls) = self.polls.lock() {
+                polls.insert(id, seen);
+            }
         }
         if service.as_ref().is_some_and(|s| s.details_changed)
             && !self.details_changed(chat.clone()).await
@@ -689,21 +687,35 @@ impl Inner {
             tl::enums::Update::MessageReactions(r) => self.reactions_changed(r).await,
             tl::enums::Update::MessagePoll(u) => {
                 // New votes: the poll's text is edited to the new counts.
-                let seen = self.polls.lock().ok().and_then(|mut polls| {
-                    let seen = polls.get_mut(&u.poll_id)?;
-                    if let Some(tl::enums::Poll::Poll(poll)) = u.poll {
-                        seen.poll = poll;
-                    }
-                    Some((
-                        seen.chat.clone(),
-                        seen.message,
-                        seen.sender.clone(),
-                        seen.poll.clone(),
-                    ))
-                });
-                let Some((chat, id, sender, poll)) = seen else {
+                let known = self
+                    .polls
+                    .lock()
+                    .ok()
+                    .and_then(|polls| polls.get(&u.poll_id).cloned());
+                let Some(mut seen) = (match known {
+                    Some(seen) => Some(seen),
+                    None => self.recall.poll(u.poll_id).await,
+                }) else {
                     return true;
                 };
+                let changed = if let Some(tl::enums::Poll::Poll(poll)) = u.poll {
+                    seen.poll = poll;
+                    true
+                } else {
+                    false
+                };
+                if changed {
+                    self.recall.set_poll(u.poll_id, &seen).await;
+                }
+                if let Ok(mut polls) = self.polls.lock() {
+                    polls.insert(u.poll_id, seen.clone());
+                }
+                let PollSeen {
+                    chat,
+                    message: id,
+                    sender,
+                    poll,
+                } = seen;
                 let tl::enums::PollResults::Results(results) = u.results;
                 let event = RemoteEvent::Edit {
                     chat: chat.clone(),
@@ -819,11 +831,14 @@ impl Inner {
                 (u.user_id != own).then_some((u.user_id, e.emoticon))
             })
             .collect();
-        let before = match self.reactions.lock() {
-            Ok(mut m) => m
-                .insert((chat.clone(), r.msg_id), now.clone())
-                .unwrap_or_default(),
-            Err(_) => Vec::new(),
+        let seen = self
+            .reactions
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&(chat.clone(), r.msg_id)).cloned());
+        let before = match seen {
+            Some(before) => before,
+            None => self.recall.reactions(&chat, r.msg_id).await,
         };
         let removed = before
             .iter()
@@ -844,6 +859,12 @@ impl Inner {
             if !self.deliver(chat.clone(), event).await {
                 return false;
             }
+        }
+        if before != now {
+            self.recall.set_reactions(&chat, r.msg_id, &now).await;
+        }
+        if let Ok(mut m) = self.reactions.lock() {
+            m.insert((chat, r.msg_id), now);
         }
         true
     }
