@@ -154,6 +154,11 @@ mod tests {
         assert_eq!(s.text.text, "changed the group name to “New name”");
         assert!(s.left.is_empty());
         assert_eq!(s.renamed.as_deref(), Some("New name"));
+        assert!(s.details_changed);
+        let s = describe(&A::ChatDeletePhoto, 1);
+        assert_eq!(s.text.text, "removed the group photo");
+        assert!(s.details_changed, "a photo change re-reads the chat");
+        assert!(!describe(&A::PinMessage, 1).details_changed);
         let s = describe(
             &A::ChatAddUser(tl::types::MessageActionChatAddUser { users: vec![7, 8] }),
             1,
