@@ -1269,3 +1269,164 @@ async fn bot_qts_updates_are_recovered_after_reconnect() {
     assert_eq!(state.qts, 2);
     acc.stop().await;
 }
+
+/// The name of the RPC error `result` failed with.
+fn rpc_error<T: std::fmt::Debug>(result: Result<T, InvocationError>) -> String {
+    match result {
+        Err(InvocationError::Rpc(e)) => e.name,
+        other => panic!("expected an RPC error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn group_details_photos_and_admin_methods() {
+    let sim = Sim::start().await;
+    let alice = sim
+        .user(json!({"first_name": "Alice", "phone": "+15550700"}))
+        .await;
+    let bob = sim.user(json!({"first_name": "Bob"})).await;
+    let carol = sim.user(json!({"first_name": "Carol"})).await;
+    let (acc, _session, _) = login(&sim, "+15550700").await;
+    let photo = vec![9u8; 3000];
+
+    // Bob's supergroup with a description and a photo; Alice is a plain member.
+    let made = sim
+        .post(
+            "/control/channels",
+            json!({"creator": bob, "title": "Bobs", "members": [alice, carol],
+                   "about": "Bob's people",
+                   "photo": base64::engine::general_purpose::STANDARD.encode(&photo)}),
+        )
+        .await;
+    let (cid, chash) = (
+        made["id"].as_i64().expect("id"),
+        made["access_hash"].as_i64().expect("hash"),
+    );
+    let channel = peer_channel(cid, chash);
+    let tl::enums::messages::ChatFull::Full(full) = acc
+        .client
+        .invoke(&tl::functions::channels::GetFullChannel {
+            channel: channel.into(),
+        })
+        .await
+        .expect("full channel");
+    let tl::enums::ChatFull::ChannelFull(full_channel) = full.full_chat else {
+        panic!("a channel's full chat");
+    };
+    assert_eq!(full_channel.about, "Bob's people");
+    let photo_id = full
+        .chats
+        .iter()
+        .find_map(|c| match c {
+            tl::enums::Chat::Channel(c) if c.id == cid => match &c.photo {
+                tl::enums::ChatPhoto::Photo(p) => Some(p.photo_id),
+                tl::enums::ChatPhoto::Empty => None,
+            },
+            _ => None,
+        })
+        .expect("the channel object carries its photo");
+    let tl::enums::upload::File::File(file) = acc
+        .client
+        .invoke(&tl::functions::upload::GetFile {
+            precise: false,
+            cdn_supported: false,
+            location: tl::enums::InputFileLocation::InputPeerPhotoFileLocation(
+                tl::types::InputPeerPhotoFileLocation {
+                    big: true,
+                    peer: channel.into(),
+                    photo_id,
+                },
+            ),
+            offset: 0,
+            limit: 1024 * 1024,
+        })
+        .await
+        .expect("the photo downloads by peer")
+    else {
+        panic!("upload.file");
+    };
+    assert_eq!(file.bytes, photo);
+
+    // Not an admin: Telegram refuses the rename and the removal, and nothing changes.
+    let refused = acc
+        .client
+        .invoke(&tl::functions::channels::EditTitle {
+            channel: channel.into(),
+            title: "Alice's".into(),
+        })
+        .await;
+    assert_eq!(rpc_error(refused), "CHAT_ADMIN_REQUIRED");
+    let refused = acc
+        .client
+        .invoke(&tl::functions::messages::EditChatAbout {
+            peer: channel.into(),
+            about: "mine".into(),
+        })
+        .await;
+    assert_eq!(rpc_error(refused), "CHAT_ADMIN_REQUIRED");
+    let chat = sim
+        .get(&format!("/control/chat?type=channel&id={cid}"))
+        .await;
+    assert_eq!(
+        (chat["title"].as_str(), chat["about"].as_str()),
+        (Some("Bobs"), Some("Bob's people"))
+    );
+
+    // A basic group: members may rename, describe and add; only admins remove.
+    let group = sim
+        .post(
+            "/control/chats",
+            json!({"creator": bob, "title": "Basic", "members": [alice]}),
+        )
+        .await["id"]
+        .as_i64()
+        .expect("chat");
+    acc.client
+        .invoke(&tl::functions::messages::EditChatTitle {
+            chat_id: group,
+            title: "Renamed by Alice".into(),
+        })
+        .await
+        .expect("a member may rename a basic group");
+    assert!(matches!(
+        acc.client
+            .invoke(&tl::functions::messages::EditChatAbout {
+                peer: tl::enums::InputPeer::Chat(tl::types::InputPeerChat { chat_id: group }),
+                about: "Described".into(),
+            })
+            .await,
+        Ok(true)
+    ));
+    acc.client
+        .invoke(&tl::functions::messages::AddChatUser {
+            chat_id: group,
+            user_id: peer_user(carol).into(),
+            fwd_limit: 0,
+        })
+        .await
+        .expect("a member may add");
+    let refused = acc
+        .client
+        .invoke(&tl::functions::messages::DeleteChatUser {
+            revoke_history: false,
+            chat_id: group,
+            user_id: peer_user(carol).into(),
+        })
+        .await;
+    assert_eq!(rpc_error(refused), "CHAT_ADMIN_REQUIRED");
+    let chat = sim
+        .get(&format!("/control/chat?type=chat&id={group}"))
+        .await;
+    assert_eq!(chat["title"], "Renamed by Alice");
+    assert_eq!(chat["about"], "Described");
+    assert_eq!(chat["members"], json!([bob, alice, carol]));
+    let sent = sim.get(&format!("/control/sent?from={alice}")).await;
+    let kinds: Vec<&str> = sent
+        .as_array()
+        .expect("records")
+        .iter()
+        .filter_map(|r| r["kind"].as_str())
+        .collect();
+    assert_eq!(kinds, ["edit_title", "edit_about", "add_user"]);
+    acc.stop().await;
+}

@@ -1657,3 +1657,451 @@ async fn channel_news_while_ferry_was_down(backend: Backend) {
 }
 
 both_backends!(channel_news_while_ferry_was_down);
+
+/// A group's details as Bob sees them on Telegram (`GET /control/chat`).
+async fn chat_on_telegram(tg: &TelegramServer, kind: &str, id: i64) -> Value {
+    control(
+        tg,
+        Method::GET,
+        &format!("/control/chat?type={kind}&id={id}"),
+        None,
+    )
+    .await
+}
+
+/// Distinct stand-in image bytes (Synapse stores media as given).
+fn picture(tag: u8) -> Vec<u8> {
+    let mut bytes = b"\x89PNG\r\n\x1a\n".to_vec();
+    bytes.extend(std::iter::repeat_n(tag, 300));
+    bytes
+}
+
+/// Waits until `room`'s avatar is an image with exactly `bytes`.
+async fn wait_avatar(user: &User, room: &str, what: &str, bytes: &[u8]) {
+    crate::common::poll(
+        what,
+        async || {
+            let avatar = state_of(user, room, "m.room.avatar", "").await;
+            match avatar["url"].as_str() {
+                Some(url) => json!(user.download(url).await == bytes),
+                None => json!(false),
+            }
+        },
+        |same| same == true,
+    )
+    .await;
+}
+
+async fn group_about_and_photo(backend: Backend) {
+    use base64::Engine as _;
+    let b64 = |data: &[u8]| base64::engine::general_purpose::STANDARD.encode(data);
+    let slot = Slot::claim();
+    let sim = Sim::start().await;
+    let tg = TelegramServer::start().await.expect("telegram simulator");
+    let (ada, bob) = ada_and_bob(&tg, json!({})).await;
+    let _ferry = start_ferry(&slot, backend, &sim, &tg).await;
+    let bot = slot.bot();
+    let user = User::register("tgabout").await;
+    let room = login_by_phone(&user, &bot, "+447700900123").await;
+
+    // A supergroup with a description and a photo: the portal has them as topic and avatar.
+    let team = post(
+        &tg,
+        "/control/channels",
+        json!({"creator": bob, "title": "Climbers", "members": [ada], "about": "Weekend plans",
+               "photo": b64(&picture(1))}),
+    )
+    .await["id"]
+        .as_i64()
+        .expect("channel");
+    let team_peer = json!({"type": "channel", "id": team});
+    post(
+        &tg,
+        "/control/send",
+        json!({"from": bob, "peer": team_peer, "text": "hello climbers"}),
+    )
+    .await;
+    let team_room = user.wait_portals(1, &room).await[0].clone();
+    crate::common::poll(
+        "the supergroup's about as the topic",
+        async || state_of(&user, &team_room, "m.room.topic", "").await,
+        |t| t["topic"] == "Weekend plans",
+    )
+    .await;
+    wait_avatar(&user, &team_room, "the supergroup's photo", &picture(1)).await;
+
+    // Bob changes the photo (a service message) and the about text (updateChannel).
+    post(
+        &tg,
+        "/control/service",
+        json!({"from": bob, "peer": team_peer, "action": "edit_photo", "photo": b64(&picture(2))}),
+    )
+    .await;
+    user.wait_event(&team_room, "the photo change line", |e| {
+        e["content"]["body"] == "changed the group photo"
+    })
+    .await;
+    wait_avatar(&user, &team_room, "the new photo", &picture(2)).await;
+    post(
+        &tg,
+        "/control/about",
+        json!({"peer": team_peer, "about": "Sunday at the crag"}),
+    )
+    .await;
+    crate::common::poll(
+        "the new about",
+        async || state_of(&user, &team_room, "m.room.topic", "").await,
+        |t| t["topic"] == "Sunday at the crag",
+    )
+    .await;
+    // The rename keeps topic and avatar (the chat is read again, not half-known).
+    post(
+        &tg,
+        "/control/service",
+        json!({"from": bob, "peer": team_peer, "action": "edit_title", "title": "Crag crew"}),
+    )
+    .await;
+    crate::common::poll(
+        "the renamed room",
+        async || json!(user.room_name(&team_room).await),
+        |n| n == "Crag crew",
+    )
+    .await;
+    assert_eq!(
+        state_of(&user, &team_room, "m.room.topic", "").await["topic"],
+        "Sunday at the crag"
+    );
+    wait_avatar(&user, &team_room, "the photo kept", &picture(2)).await;
+
+    // A basic group the same way; removing its photo removes the room's avatar.
+    let basic = post(
+        &tg,
+        "/control/chats",
+        json!({"creator": bob, "title": "Flatmates", "members": [ada], "about": "Bills and chores",
+               "photo": b64(&picture(3))}),
+    )
+    .await["id"]
+        .as_i64()
+        .expect("chat");
+    let basic_peer = json!({"type": "chat", "id": basic});
+    post(
+        &tg,
+        "/control/send",
+        json!({"from": bob, "peer": basic_peer, "text": "rent is due"}),
+    )
+    .await;
+    let basic_room = user
+        .wait_portals(2, &room)
+        .await
+        .into_iter()
+        .find(|r| *r != team_room)
+        .expect("the basic group's portal");
+    crate::common::poll(
+        "the basic group's about",
+        async || state_of(&user, &basic_room, "m.room.topic", "").await,
+        |t| t["topic"] == "Bills and chores",
+    )
+    .await;
+    wait_avatar(&user, &basic_room, "the basic group's photo", &picture(3)).await;
+    post(
+        &tg,
+        "/control/service",
+        json!({"from": bob, "peer": basic_peer, "action": "delete_photo"}),
+    )
+    .await;
+    crate::common::poll(
+        "the avatar removed",
+        async || state_of(&user, &basic_room, "m.room.avatar", "").await,
+        |a| !a.is_null() && a["url"].is_null(),
+    )
+    .await;
+    post(
+        &tg,
+        "/control/about",
+        json!({"peer": basic_peer, "about": "Chores only"}),
+    )
+    .await;
+    crate::common::poll(
+        "the basic group's new about",
+        async || state_of(&user, &basic_room, "m.room.topic", "").await,
+        |t| t["topic"] == "Chores only",
+    )
+    .await;
+}
+
+both_backends!(group_about_and_photo);
+
+async fn group_changes_from_matrix(backend: Backend) {
+    let slot = Slot::claim();
+    let sim = Sim::start().await;
+    let tg = TelegramServer::start().await.expect("telegram simulator");
+    let (ada, bob) = ada_and_bob(&tg, json!({})).await;
+    let carol = post(&tg, "/control/users", json!({"first_name": "Carol"})).await["id"]
+        .as_i64()
+        .expect("carol");
+    let _ferry = start_ferry(&slot, backend, &sim, &tg).await;
+    let bot = slot.bot();
+    let user = User::register("tgadmin").await;
+    let room = login_by_phone(&user, &bot, "+447700900123").await;
+    let ghost = |id: i64| format!("@{}telegram_{id}:localhost", slot.prefix);
+
+    // Ada administers this supergroup: what the room changes, Telegram changes.
+    let crew = post(
+        &tg,
+        "/control/channels",
+        json!({"creator": bob, "title": "Crew", "members": [ada, carol], "admins": [ada]}),
+    )
+    .await["id"]
+        .as_i64()
+        .expect("channel");
+    post(
+        &tg,
+        "/control/send",
+        json!({"from": carol, "peer": {"type": "channel", "id": crew}, "text": "crew here"}),
+    )
+    .await;
+    let crew_room = user.wait_portals(1, &room).await[0].clone();
+    user.wait_members(&crew_room, "carol's ghost", |m| m.contains(&ghost(carol)))
+        .await;
+    let state_path = |kind: &str| {
+        format!(
+            "/_matrix/client/v3/rooms/{}/state/{kind}/",
+            crate::common::enc(&crew_room)
+        )
+    };
+    user.put(
+        &state_path("m.room.name"),
+        json!({"name": "Crew of the Matrix"}),
+    )
+    .await;
+    user.put(
+        &state_path("m.room.topic"),
+        json!({"topic": "Set from Matrix"}),
+    )
+    .await;
+    let mxc = user.upload("image/png", picture(7)).await;
+    user.put(&state_path("m.room.avatar"), json!({"url": mxc}))
+        .await;
+    crate::common::poll(
+        "the supergroup's details changed on Telegram",
+        async || chat_on_telegram(&tg, "channel", crew).await,
+        |c| {
+            c["title"] == "Crew of the Matrix"
+                && c["about"] == "Set from Matrix"
+                && c["photo"].is_string()
+        },
+    )
+    .await;
+    use base64::Engine as _;
+    let photo = chat_on_telegram(&tg, "channel", crew).await["photo"]
+        .as_str()
+        .map(|p| {
+            base64::engine::general_purpose::STANDARD
+                .decode(p)
+                .expect("base64")
+        })
+        .expect("photo");
+    assert_eq!(photo, picture(7));
+    // Bob sees the rename as Telegram shows it: a service message from Ada.
+    let on_telegram = control(
+        &tg,
+        Method::GET,
+        &format!("/control/messages?owner={bob}&peer_type=channel&peer_id={crew}"),
+        None,
+    )
+    .await;
+    assert!(
+        on_telegram
+            .as_array()
+            .is_some_and(|ms| ms.iter().any(|m| m["service"] == true && m["from"] == ada)),
+        "{on_telegram}"
+    );
+
+    // Kicking Carol's ghost removes Carol; inviting it back adds her.
+    user.call(
+        Method::POST,
+        &format!(
+            "/_matrix/client/v3/rooms/{}/kick",
+            crate::common::enc(&crew_room)
+        ),
+        Some(json!({"user_id": ghost(carol), "reason": "bye"})),
+    )
+    .await;
+    crate::common::poll(
+        "carol removed on Telegram",
+        async || chat_on_telegram(&tg, "channel", crew).await,
+        |c| {
+            c["members"]
+                .as_array()
+                .is_some_and(|m| !m.contains(&json!(carol)))
+        },
+    )
+    .await;
+    user.call(
+        Method::POST,
+        &format!(
+            "/_matrix/client/v3/rooms/{}/invite",
+            crate::common::enc(&crew_room)
+        ),
+        Some(json!({"user_id": ghost(carol)})),
+    )
+    .await;
+    crate::common::poll(
+        "carol added back on Telegram",
+        async || chat_on_telegram(&tg, "channel", crew).await,
+        |c| {
+            c["members"]
+                .as_array()
+                .is_some_and(|m| m.contains(&json!(carol)))
+        },
+    )
+    .await;
+    user.wait_members(&crew_room, "carol's ghost back", |m| {
+        m.contains(&ghost(carol))
+    })
+    .await;
+
+    // Here Ada is no admin: Telegram refuses, and the room says so.
+    let others = post(
+        &tg,
+        "/control/channels",
+        json!({"creator": bob, "title": "Others", "members": [ada, carol]}),
+    )
+    .await["id"]
+        .as_i64()
+        .expect("channel");
+    post(
+        &tg,
+        "/control/send",
+        json!({"from": carol, "peer": {"type": "channel", "id": others}, "text": "not yours"}),
+    )
+    .await;
+    let others_room = user
+        .wait_portals(2, &room)
+        .await
+        .into_iter()
+        .find(|r| *r != crew_room)
+        .expect("the second portal");
+    user.wait_members(&others_room, "carol's ghost", |m| m.contains(&ghost(carol)))
+        .await;
+    user.put(
+        &format!(
+            "/_matrix/client/v3/rooms/{}/state/m.room.name/",
+            crate::common::enc(&others_room)
+        ),
+        json!({"name": "Mine now"}),
+    )
+    .await;
+    user.wait_event(&others_room, "the refused rename", |e| {
+        e["content"]["body"]
+            .as_str()
+            .is_some_and(|b| b.contains("not bridged") && b.contains("only the group's admins"))
+    })
+    .await;
+    user.call(
+        Method::POST,
+        &format!(
+            "/_matrix/client/v3/rooms/{}/kick",
+            crate::common::enc(&others_room)
+        ),
+        Some(json!({"user_id": ghost(carol)})),
+    )
+    .await;
+    user.wait_event(&others_room, "the refused removal", |e| {
+        e["content"]["body"].as_str().is_some_and(|b| {
+            b.contains(&format!("The removal of {}", ghost(carol)))
+                && b.contains("only the group's admins")
+        })
+    })
+    .await;
+    let still = chat_on_telegram(&tg, "channel", others).await;
+    assert_eq!(still["title"], "Others");
+    assert!(
+        still["members"]
+            .as_array()
+            .is_some_and(|m| m.contains(&json!(carol))),
+        "{still}"
+    );
+}
+
+both_backends!(group_changes_from_matrix);
+
+async fn reactions_and_polls_survive_a_restart(backend: Backend) {
+    let slot = Slot::claim();
+    let sim = Sim::start().await;
+    let tg = TelegramServer::start().await.expect("telegram simulator");
+    let (ada, bob) = ada_and_bob(&tg, json!({})).await;
+    let mut ferry = start_ferry(&slot, backend, &sim, &tg).await;
+    let bot = slot.bot();
+    let user = User::register("tgrecall").await;
+    let room = login_by_phone(&user, &bot, "+447700900123").await;
+    let to_ada = json!({"type": "user", "id": ada});
+
+    // Bob writes, reacts to his message and posts a poll; all bridged.
+    let text = post(
+        &tg,
+        "/control/send",
+        json!({"from": bob, "peer": to_ada, "text": "who is coming?"}),
+    )
+    .await;
+    let portal = user.wait_portals(1, &room).await[0].clone();
+    user.wait_message(&portal, "bob's message", |_, b| b == "who is coming?")
+        .await;
+    post(
+        &tg,
+        "/control/react",
+        json!({"from": bob, "peer": to_ada, "id": text["id"], "emoji": "👍"}),
+    )
+    .await;
+    let reaction_id = user
+        .wait_event(&portal, "the reaction", |e| {
+            e["type"] == "m.reaction" && e["content"]["m.relates_to"]["key"] == "👍"
+        })
+        .await["event_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let poll = post(
+        &tg,
+        "/control/send",
+        json!({"from": bob, "peer": to_ada, "media": {"kind": "poll", "question": "When?",
+               "answers": ["Friday", "Saturday"], "votes": [1, 0]}}),
+    )
+    .await;
+    let poll_event = user
+        .wait_event(&portal, "the poll", |e| {
+            e["content"]["body"] == "📊 Poll: When?\n1. Friday — 1 vote\n2. Saturday — 0 votes"
+        })
+        .await["event_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+
+    // ferry restarts: what it knew of the reaction and the poll is still there.
+    ferry.kill();
+    ferry.spawn().await;
+    post(
+        &tg,
+        "/control/react",
+        json!({"from": bob, "peer": to_ada, "id": text["id"], "emoji": null}),
+    )
+    .await;
+    user.wait_event(&portal, "the reaction's removal after the restart", |e| {
+        e["event_id"] == reaction_id.as_str() && e["unsigned"]["redacted_because"].is_object()
+    })
+    .await;
+    post(
+        &tg,
+        "/control/vote",
+        json!({"from": bob, "peer": to_ada, "id": poll["id"], "option": 1}),
+    )
+    .await;
+    user.wait_event(&portal, "the vote after the restart", |e| {
+        e["content"]["m.relates_to"]["event_id"] == poll_event.as_str()
+            && e["content"]["m.new_content"]["body"]
+                == "📊 Poll: When?\n1. Friday — 1 vote\n2. Saturday — 1 vote"
+    })
+    .await;
+}
+
+both_backends!(reactions_and_polls_survive_a_restart);

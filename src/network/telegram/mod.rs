@@ -8,15 +8,18 @@
 //! stickers, GIFs, voice notes, locations, contacts and polls (and refreshes expired file
 //! references), and [`forum`] decides where channel messages go: broadcast channels are
 //! read-only rooms, forums a space with one room per topic ([`ids`] names topic chats).
-//! Settings come from `networks.telegram` ([`TelegramConfig`]). Not yet: poll vote updates,
-//! room updates on title/photo changes, contact cards from Matrix. Unit tests run against
+//! [`details`] reads a group's about text and photo and makes the room's name, topic, avatar
+//! and member changes on Telegram. Settings come from `networks.telegram`
+//! ([`TelegramConfig`]). Not yet: contact cards from Matrix. Unit tests run against
 //! `testnet telegram`.
 
+pub mod details;
 pub mod entities;
 pub mod forum;
 pub mod ids;
 pub mod login;
 pub mod media;
+pub mod recall;
 pub mod service;
 pub mod session;
 pub mod store;

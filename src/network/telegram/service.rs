@@ -20,6 +20,8 @@ pub struct Service {
     pub joined: Vec<i64>,
     /// The chat's (or the forum topic's) new title.
     pub renamed: Option<String>,
+    /// The title or photo changed: the bridge reads the chat's details again.
+    pub details_changed: bool,
 }
 
 /// Builds an italic line of plain parts and user pills.
@@ -125,11 +127,14 @@ pub fn describe(action: &tl::enums::MessageAction, actor: i64) -> Service {
             Line::new().push(&format!("did something Telegram calls {name}"))
         }
     };
+    let details_changed =
+        renamed.is_some() || matches!(action, A::ChatEditPhoto(_) | A::ChatDeletePhoto);
     Service {
         text: line.done(),
         left,
         joined,
         renamed,
+        details_changed,
     }
 }
 
@@ -149,6 +154,11 @@ mod tests {
         assert_eq!(s.text.text, "changed the group name to “New name”");
         assert!(s.left.is_empty());
         assert_eq!(s.renamed.as_deref(), Some("New name"));
+        assert!(s.details_changed);
+        let s = describe(&A::ChatDeletePhoto, 1);
+        assert_eq!(s.text.text, "removed the group photo");
+        assert!(s.details_changed, "a photo change re-reads the chat");
+        assert!(!describe(&A::PinMessage, 1).details_changed);
         let s = describe(
             &A::ChatAddUser(tl::types::MessageActionChatAddUser { users: vec![7, 8] }),
             1,

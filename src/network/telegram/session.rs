@@ -24,13 +24,14 @@ use super::entities::{to_telegram, user_id};
 use super::forum::{ChannelFlags, placement, topic_title};
 use super::ids::{GENERAL_TOPIC, chat_id, chat_kind, peer_id, topic_chat, topic_of};
 use super::media::{content_of, decode_location};
+use super::recall::{PollSeen, Reactions, Recall};
 use super::store::DbSession;
 use super::{TELEGRAM, TelegramConfig};
 use crate::db::Db;
 use crate::network::{
-    ChatId, ChatInfo, ConnectionState, EventSink, LoginId, MediaStream, MessageContent, MessageId,
-    NetworkError, OutgoingMessage, RemoteEnvelope, RemoteEvent, RemoteMessage, RemoteUserId,
-    RoomLayout, SentMessage, Session, UserInfo,
+    ChatChanges, ChatId, ChatInfo, ChatKind, ConnectionState, EventSink, LoginId, MediaStream,
+    MessageContent, MessageId, NetworkError, OutgoingMessage, RemoteEnvelope, RemoteEvent,
+    RemoteMessage, RemoteUserId, RoomLayout, SentMessage, Session, UserInfo,
 };
 
 /// Largest upload held in memory before it is sent (see `upload_media`).
@@ -39,7 +40,7 @@ const MAX_BUFFERED_UPLOAD: usize = 256 * 1024 * 1024;
 /// How long to wait before reconnecting after the update stream failed.
 const RECONNECT_DELAY: Duration = Duration::from_secs(5);
 
-fn map_err(e: InvocationError) -> NetworkError {
+pub(super) fn map_err(e: InvocationError) -> NetworkError {
     match &e {
         InvocationError::Rpc(rpc) if rpc.code == 401 => NetworkError::LoggedOut(rpc.name.clone()),
         InvocationError::Rpc(rpc) if rpc.code == 420 => {
@@ -53,6 +54,16 @@ fn map_err(e: InvocationError) -> NetworkError {
 
 fn message_id(id: i32) -> MessageId {
     MessageId::new(id.to_string())
+}
+
+/// The private chat of a Telegram user (how the session finds the user's access hash).
+fn user_chat(user: &RemoteUserId) -> Result<ChatId, NetworkError> {
+    match user.as_str().parse::<i64>() {
+        Ok(id) if id > 0 => Ok(ChatId::new(format!("u{id}"))),
+        _ => Err(NetworkError::Rejected(format!(
+            "{user} is not a Telegram user"
+        ))),
+    }
 }
 
 fn parse_message_id(id: &MessageId) -> Result<i32, NetworkError> {
@@ -87,9 +98,6 @@ fn sender_of(m: &grammers_client::message::Message) -> UserInfo {
     }
 }
 
-/// (user id, emoji) pairs on one message.
-type Reactions = Vec<(i64, String)>;
-
 struct Inner {
     login: LoginId,
     own: RemoteUserId,
@@ -102,7 +110,7 @@ struct Inner {
     /// carry ids only. After a restart, ferry's message table answers instead.
     chat_of: Mutex<HashMap<i32, ChatId>>,
     /// Other users' reactions last seen per message: Telegram sends the whole list each time,
-    /// the bridge wants what was added and removed. [in progress: in memory only]
+    /// the bridge wants what was added and removed. Written through to [`Recall`].
     reactions: Mutex<HashMap<(ChatId, i32), Reactions>>,
     /// Files uploaded for a following send, by the id `upload_media` returned.
     uploads: Mutex<HashMap<String, grammers_client::media::Uploaded>>,
@@ -113,17 +121,30 @@ struct Inner {
     announced: Mutex<HashSet<i64>>,
     /// The topic of forum messages seen in this run: delete updates carry ids only.
     topic_of_message: Mutex<HashMap<(i64, i32), i32>>,
-    /// Polls seen in this run, by poll id: vote updates name the poll only. [In memory: votes
-    /// on polls bridged before a restart are not shown.]
+    /// Polls bridged, by poll id: vote updates name the poll only. Written through to
+    /// [`Recall`], so votes on polls bridged before a restart are counted too.
     polls: Mutex<HashMap<i64, PollSeen>>,
+    /// The reaction lists and polls of earlier runs.
+    recall: Recall,
 }
 
-/// Where a poll was bridged, so a vote update can edit it.
-struct PollSeen {
-    chat: ChatId,
-    message: i32,
-    sender: UserInfo,
-    poll: tl::types::Poll,
+/// A forum topic's title (the General topic has a fixed one).
+async fn topic_name(client: &Client, peer: PeerRef, topic: i32) -> Result<String, NetworkError> {
+    if topic == GENERAL_TOPIC {
+        return Ok("General".to_owned());
+    }
+    let topics = client
+        .invoke(&tl::functions::messages::GetForumTopics {
+            peer: peer.into(),
+            q: None,
+            offset_date: 0,
+            offset_id: 0,
+            offset_topic: 0,
+            limit: 100,
+        })
+        .await
+        .map_err(map_err)?;
+    Ok(topic_title(&topics, topic).unwrap_or_else(|| format!("Topic {topic}")))
 }
 
 pub struct TelegramSession {
@@ -136,6 +157,7 @@ impl TelegramSession {
         let own = RemoteUserId::new(login.as_str());
         Self {
             inner: Arc::new(Inner {
+                recall: Recall::new(db.clone(), login.as_str()),
                 login,
                 own,
                 db,
@@ -165,17 +187,7 @@ impl TelegramSession {
     }
 
     async fn peer(&self, chat: &ChatId) -> Result<(Client, PeerRef), NetworkError> {
-        let (client, session) = self.client()?;
-        let id = peer_id(chat)
-            .ok_or_else(|| NetworkError::Rejected(format!("{chat} is not a Telegram chat")))?;
-        let peer = session
-            .peer_ref(id)
-            .await
-            .map_err(|e| NetworkError::Transient(e.to_string()))?
-            .ok_or_else(|| {
-                NetworkError::Rejected(format!("Telegram chat {chat} is not known yet"))
-            })?;
-        Ok((client, peer))
+        self.inner.peer(chat).await
     }
 }
 
@@ -197,30 +209,6 @@ impl TelegramSession {
             MessageContent::Media { media, .. } => Ok(decode_location(&media.id)?.0),
             _ => Err(stale()),
         }
-    }
-
-    /// A forum topic's title (the General topic has a fixed one).
-    async fn topic_name(
-        &self,
-        client: &Client,
-        peer: PeerRef,
-        topic: i32,
-    ) -> Result<String, NetworkError> {
-        if topic == GENERAL_TOPIC {
-            return Ok("General".to_owned());
-        }
-        let topics = client
-            .invoke(&tl::functions::messages::GetForumTopics {
-                peer: peer.into(),
-                q: None,
-                offset_date: 0,
-                offset_id: 0,
-                offset_topic: 0,
-                limit: 100,
-            })
-            .await
-            .map_err(map_err)?;
-        Ok(topic_title(&topics, topic).unwrap_or_else(|| format!("Topic {topic}")))
     }
 }
 
@@ -296,6 +284,97 @@ impl Inner {
             Update::Raw(raw) => self.handle_raw(raw.raw).await,
             _ => true,
         }
+    }
+
+    /// The client and the peer of `chat` (which must be known to the session).
+    async fn peer(&self, chat: &ChatId) -> Result<(Client, PeerRef), NetworkError> {
+        let (client, session) = self.connected()?;
+        let id = peer_id(chat)
+            .ok_or_else(|| NetworkError::Rejected(format!("{chat} is not a Telegram chat")))?;
+        let peer = session
+            .peer_ref(id)
+            .await
+            .map_err(|e| NetworkError::Transient(e.to_string()))?
+            .ok_or_else(|| {
+                NetworkError::Rejected(format!("Telegram chat {chat} is not known yet"))
+            })?;
+        Ok((client, peer))
+    }
+
+    /// A chat as the bridge mirrors it: name, about, photo, members (capped), admins.
+    async fn chat_info(&self, chat: &ChatId) -> Result<ChatInfo, NetworkError> {
+        use grammers_client::peer::Role;
+        use grammers_client::session::types::PeerKind;
+        let (client, peer) = self.peer(chat).await?;
+        let resolved = client.resolve_peer(peer).await.map_err(map_err)?;
+        let flags = ChannelFlags::of_peer(&resolved);
+        if let (Some(flags), Some(channel)) = (&flags, peer.id.bare_id())
+            && let Ok(mut m) = self.channels.lock()
+        {
+            m.insert(channel, flags.clone());
+        }
+        let mut members = Vec::new();
+        let mut admins = Vec::new();
+        let cap = match self.config.max_initial_members {
+            0 => usize::MAX,
+            n => n,
+        };
+        match &flags {
+            Some(flags) if flags.broadcast => {
+                // A channel's subscribers are not listed (Telegram lets only admins see them,
+                // and they never post): the channel itself posts, and the account if admin.
+                let channel =
+                    super::entities::channel_poster_id(peer.id.bare_id().unwrap_or_default());
+                members.push(UserInfo {
+                    id: channel.clone(),
+                    name: flags.title.clone(),
+                    avatar: None,
+                });
+                admins.push(channel);
+                if flags.admin {
+                    admins.push(self.own.clone());
+                }
+            }
+            _ if peer.id.kind() != PeerKind::User => {
+                // Groups: members with their names, creator and admins as admins. Large groups
+                // are synced lazily: at most `max_initial_members` now, the rest when they
+                // first write (the core adds a sender's ghost to the room then).
+                let mut participants = client.iter_participants(peer);
+                while members.len() < cap
+                    && let Some(p) = participants.next().await.map_err(map_err)?
+                {
+                    let id = user_id(p.user.id().bare_id_unchecked());
+                    if matches!(p.role, Role::Creator(_) | Role::Admin(_)) {
+                        admins.push(id.clone());
+                    }
+                    if matches!(p.role, Role::Banned(_) | Role::Left(_)) {
+                        continue;
+                    }
+                    members.push(UserInfo {
+                        id,
+                        name: p.user.full_name(),
+                        avatar: None,
+                    });
+                }
+            }
+            _ => {}
+        }
+        let mut name = resolved.name().map(str::to_owned);
+        let (mut topic, mut avatar) = (None, None);
+        if let Some(forum_topic) = topic_of(chat) {
+            name = Some(topic_name(&client, peer, forum_topic).await?);
+        } else {
+            (topic, avatar) = super::details::read(&client, peer, &resolved).await?;
+        }
+        Ok(ChatInfo {
+            id: chat.clone(),
+            kind: chat_kind(chat),
+            name,
+            topic,
+            avatar,
+            members,
+            admins,
+        })
     }
 
     fn connected(&self) -> Result<(Client, Arc<DbSession>), NetworkError> {
@@ -485,10 +564,8 @@ impl Inner {
             reply_to: reply_to.map(message_id),
             timestamp: m.date().as_millisecond(),
         };
-        if let Some(grammers_client::media::Media::Poll(poll)) = m.media()
-            && let Ok(mut polls) = self.polls.lock()
-        {
-            polls.insert(
+        let poll = match m.media() {
+            Some(grammers_client::media::Media::Poll(poll)) => Some((
                 poll.raw.id,
                 PollSeen {
                     chat: chat.clone(),
@@ -496,8 +573,9 @@ impl Inner {
                     sender: message.sender.clone(),
                     poll: poll.raw.clone(),
                 },
-            );
-        }
+            )),
+            _ => None,
+        };
         if !self
             .deliver(
                 chat.clone(),
@@ -510,19 +588,16 @@ impl Inner {
         {
             return false;
         }
-        if let Some(title) = service.as_ref().and_then(|s| s.renamed.clone()) {
-            let info = ChatInfo {
-                id: chat.clone(),
-                kind: chat_kind(&chat),
-                name: Some(title),
-                topic: None,
-                avatar: None,
-                members: Vec::new(),
-                admins: Vec::new(),
-            };
-            if !self.deliver(chat.clone(), RemoteEvent::Chat(info)).await {
-                return false;
+        if let Some((id, seen)) = poll {
+            self.recall.set_poll(id, &seen).await;
+            if let Ok(mut polls) = self.polls.lock() {
+                polls.insert(id, seen);
             }
+        }
+        if service.as_ref().is_some_and(|s| s.details_changed)
+            && !self.details_changed(chat.clone()).await
+        {
+            return false;
         }
         for user in service
             .as_ref()
@@ -612,21 +687,35 @@ impl Inner {
             tl::enums::Update::MessageReactions(r) => self.reactions_changed(r).await,
             tl::enums::Update::MessagePoll(u) => {
                 // New votes: the poll's text is edited to the new counts.
-                let seen = self.polls.lock().ok().and_then(|mut polls| {
-                    let seen = polls.get_mut(&u.poll_id)?;
-                    if let Some(tl::enums::Poll::Poll(poll)) = u.poll {
-                        seen.poll = poll;
-                    }
-                    Some((
-                        seen.chat.clone(),
-                        seen.message,
-                        seen.sender.clone(),
-                        seen.poll.clone(),
-                    ))
-                });
-                let Some((chat, id, sender, poll)) = seen else {
+                let known = self
+                    .polls
+                    .lock()
+                    .ok()
+                    .and_then(|polls| polls.get(&u.poll_id).cloned());
+                let Some(mut seen) = (match known {
+                    Some(seen) => Some(seen),
+                    None => self.recall.poll(u.poll_id).await,
+                }) else {
                     return true;
                 };
+                let changed = if let Some(tl::enums::Poll::Poll(poll)) = u.poll {
+                    seen.poll = poll;
+                    true
+                } else {
+                    false
+                };
+                if changed {
+                    self.recall.set_poll(u.poll_id, &seen).await;
+                }
+                if let Ok(mut polls) = self.polls.lock() {
+                    polls.insert(u.poll_id, seen.clone());
+                }
+                let PollSeen {
+                    chat,
+                    message: id,
+                    sender,
+                    poll,
+                } = seen;
                 let tl::enums::PollResults::Results(results) = u.results;
                 let event = RemoteEvent::Edit {
                     chat: chat.clone(),
@@ -637,6 +726,16 @@ impl Inner {
                 };
                 self.deliver(chat, event).await
             }
+            // The about text (or other details) changed: read the chat again.
+            tl::enums::Update::Chat(c) => match chat_id(PeerId::chat_unchecked(c.chat_id)) {
+                Some(chat) => self.details_changed(chat).await,
+                None => true,
+            },
+            tl::enums::Update::Channel(c) => match chat_id(PeerId::channel_unchecked(c.channel_id))
+            {
+                Some(chat) => self.details_changed(chat).await,
+                None => true,
+            },
             tl::enums::Update::UserStatus(s) => {
                 let online = matches!(s.status, tl::enums::UserStatus::Online(_));
                 self.sink
@@ -645,6 +744,18 @@ impl Inner {
                 true
             }
             _ => true,
+        }
+    }
+
+    /// Tells the core a chat's details (title, about, photo, members) anew, read from Telegram.
+    /// A chat that cannot be read now (the account left it) is skipped, logged.
+    async fn details_changed(&self, chat: ChatId) -> bool {
+        match self.chat_info(&chat).await {
+            Ok(info) => self.deliver(chat, RemoteEvent::Chat(info)).await,
+            Err(err) => {
+                tracing::warn!(%err, %chat, "cannot read a changed Telegram chat; skipped");
+                true
+            }
         }
     }
 
@@ -720,11 +831,14 @@ impl Inner {
                 (u.user_id != own).then_some((u.user_id, e.emoticon))
             })
             .collect();
-        let before = match self.reactions.lock() {
-            Ok(mut m) => m
-                .insert((chat.clone(), r.msg_id), now.clone())
-                .unwrap_or_default(),
-            Err(_) => Vec::new(),
+        let seen = self
+            .reactions
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&(chat.clone(), r.msg_id)).cloned());
+        let before = match seen {
+            Some(before) => before,
+            None => self.recall.reactions(&chat, r.msg_id).await,
         };
         let removed = before
             .iter()
@@ -745,6 +859,12 @@ impl Inner {
             if !self.deliver(chat.clone(), event).await {
                 return false;
             }
+        }
+        if before != now {
+            self.recall.set_reactions(&chat, r.msg_id, &now).await;
+        }
+        if let Ok(mut m) = self.reactions.lock() {
+            m.insert((chat, r.msg_id), now);
         }
         true
     }
@@ -872,12 +992,17 @@ impl Session for TelegramSession {
             let Some(id) = chat_id(d.peer_id()) else {
                 continue;
             };
+            // Groups: about and photo too, so a sync neither misses nor clears them.
+            let (topic, avatar) = match chat_kind(&id) {
+                ChatKind::Group => super::details::read(&client, d.peer_ref(), d.peer()).await?,
+                ChatKind::Dm => (None, None),
+            };
             out.push(ChatInfo {
                 kind: chat_kind(&id),
                 id,
                 name: d.peer().name().map(str::to_owned),
-                topic: None,
-                avatar: None,
+                topic,
+                avatar,
                 members: Vec::new(),
                 admins: Vec::new(),
             });
@@ -886,75 +1011,7 @@ impl Session for TelegramSession {
     }
 
     async fn chat_info(&self, chat: &ChatId) -> Result<ChatInfo, NetworkError> {
-        use grammers_client::peer::Role;
-        use grammers_client::session::types::PeerKind;
-        let (client, peer) = self.peer(chat).await?;
-        let resolved = client.resolve_peer(peer).await.map_err(map_err)?;
-        let flags = ChannelFlags::of_peer(&resolved);
-        if let (Some(flags), Some(channel)) = (&flags, peer.id.bare_id())
-            && let Ok(mut m) = self.inner.channels.lock()
-        {
-            m.insert(channel, flags.clone());
-        }
-        let mut members = Vec::new();
-        let mut admins = Vec::new();
-        let cap = match self.inner.config.max_initial_members {
-            0 => usize::MAX,
-            n => n,
-        };
-        match &flags {
-            Some(flags) if flags.broadcast => {
-                // A channel's subscribers are not listed (Telegram lets only admins see them,
-                // and they never post): the channel itself posts, and the account if admin.
-                let channel =
-                    super::entities::channel_poster_id(peer.id.bare_id().unwrap_or_default());
-                members.push(UserInfo {
-                    id: channel.clone(),
-                    name: flags.title.clone(),
-                    avatar: None,
-                });
-                admins.push(channel);
-                if flags.admin {
-                    admins.push(self.inner.own.clone());
-                }
-            }
-            _ if peer.id.kind() != PeerKind::User => {
-                // Groups: members with their names, creator and admins as admins. Large groups
-                // are synced lazily: at most `max_initial_members` now, the rest when they
-                // first write (the core adds a sender's ghost to the room then).
-                let mut participants = client.iter_participants(peer);
-                while members.len() < cap
-                    && let Some(p) = participants.next().await.map_err(map_err)?
-                {
-                    let id = user_id(p.user.id().bare_id_unchecked());
-                    if matches!(p.role, Role::Creator(_) | Role::Admin(_)) {
-                        admins.push(id.clone());
-                    }
-                    if matches!(p.role, Role::Banned(_) | Role::Left(_)) {
-                        continue;
-                    }
-                    members.push(UserInfo {
-                        id,
-                        name: p.user.full_name(),
-                        avatar: None,
-                    });
-                }
-            }
-            _ => {}
-        }
-        let mut name = resolved.name().map(str::to_owned);
-        if let Some(topic) = topic_of(chat) {
-            name = Some(self.topic_name(&client, peer, topic).await?);
-        }
-        Ok(ChatInfo {
-            id: chat.clone(),
-            kind: chat_kind(chat),
-            name,
-            topic: None,
-            avatar: None,
-            members,
-            admins,
-        })
+        self.inner.chat_info(chat).await
     }
 
     async fn room_layout(&self, chat: &ChatId) -> Result<RoomLayout, NetworkError> {
@@ -1243,6 +1300,56 @@ impl Session for TelegramSession {
             sender = sender.topic_id(topic);
         }
         sender.oneshot(action).await.map_err(map_err)
+    }
+
+    async fn update_chat(&self, chat: &ChatId, changes: &ChatChanges) -> Result<(), NetworkError> {
+        if topic_of(chat).is_some() {
+            return Err(NetworkError::Unsupported(
+                "changing a forum topic's details",
+            ));
+        }
+        let (client, peer) = self.peer(chat).await?;
+        if peer.id.kind() == grammers_client::session::types::PeerKind::User {
+            return Err(NetworkError::Unsupported(
+                "changing a private chat's details",
+            ));
+        }
+        if let Some(name) = &changes.name {
+            super::details::set_title(&client, peer, name).await?;
+        }
+        if let Some(topic) = &changes.topic {
+            super::details::set_about(&client, peer, topic).await?;
+        }
+        if let Some(avatar) = &changes.avatar {
+            let file = match avatar {
+                Some(id) => Some(
+                    self.inner
+                        .uploads
+                        .lock()
+                        .ok()
+                        .and_then(|mut u| u.remove(id))
+                        .ok_or_else(|| {
+                            NetworkError::Rejected(format!("{id} is not an uploaded file"))
+                        })?
+                        .raw,
+                ),
+                None => None,
+            };
+            super::details::set_photo(&client, peer, file).await?;
+        }
+        Ok(())
+    }
+
+    async fn add_member(&self, chat: &ChatId, user: &RemoteUserId) -> Result<(), NetworkError> {
+        let (client, peer) = self.peer(chat).await?;
+        let (_, user) = self.peer(&user_chat(user)?).await?;
+        super::details::add(&client, peer, user).await
+    }
+
+    async fn remove_member(&self, chat: &ChatId, user: &RemoteUserId) -> Result<(), NetworkError> {
+        let (client, peer) = self.peer(chat).await?;
+        let (_, user) = self.peer(&user_chat(user)?).await?;
+        super::details::remove(&client, peer, user).await
     }
 
     async fn logout(&self) -> Result<(), NetworkError> {

@@ -50,6 +50,8 @@ pub fn routes(world: Shared) -> Router {
         .route("/control/bot_stopped", post(bot_stopped))
         .route("/control/vote", post(vote))
         .route("/control/service", post(service))
+        .route("/control/about", post(about))
+        .route("/control/chat", get(chat_details))
         .route("/control/flood", post(flood))
         .route("/control/login_tokens/scan", post(scan))
         .route("/control/sent", get(sent))
@@ -141,13 +143,32 @@ struct ChatReq {
     members: Vec<i64>,
     #[serde(default)]
     admins: Vec<i64>,
+    /// The group's description.
+    #[serde(default)]
+    about: String,
+    /// The group's photo: base64 image bytes.
+    photo: Option<String>,
 }
 
 async fn create_chat(State(s): State<Shared>, Json(req): Json<ChatReq>) -> Reply {
-    let id = world(&s)?
+    let photo = req.photo.as_deref().map(|p| b64(p, "photo")).transpose()?;
+    let mut w = world(&s)?;
+    let id = w
         .create_chat(req.creator, &req.title, &req.members, &req.admins)
         .map_err(rpc)?;
+    let photo = photo.map(|bytes| photo_id(w.add_chat_photo(bytes)));
+    if let Some(chat) = w.chats.get_mut(&id) {
+        chat.about = req.about;
+        chat.photo = photo;
+    }
     Ok(Json(json!({ "id": id })))
+}
+
+fn photo_id(photo: enums::Photo) -> i64 {
+    match photo {
+        enums::Photo::Photo(p) => p.id,
+        enums::Photo::Empty(p) => p.id,
+    }
 }
 
 #[derive(Deserialize)]
@@ -164,10 +185,17 @@ struct ChannelReq {
     members: Vec<i64>,
     #[serde(default)]
     admins: Vec<i64>,
+    /// The channel's description.
+    #[serde(default)]
+    about: String,
+    /// The channel's photo: base64 image bytes.
+    photo: Option<String>,
 }
 
 async fn create_channel(State(s): State<Shared>, Json(req): Json<ChannelReq>) -> Reply {
-    let id = world(&s)?
+    let photo = req.photo.as_deref().map(|p| b64(p, "photo")).transpose()?;
+    let mut w = world(&s)?;
+    let id = w
         .create_channel(
             req.creator,
             &req.title,
@@ -178,6 +206,11 @@ async fn create_channel(State(s): State<Shared>, Json(req): Json<ChannelReq>) ->
             &req.admins,
         )
         .map_err(rpc)?;
+    let photo = photo.map(|bytes| photo_id(w.add_chat_photo(bytes)));
+    if let Some(channel) = w.channels.get_mut(&id) {
+        channel.about = req.about;
+        channel.photo = photo;
+    }
     Ok(Json(json!({ "id": id, "access_hash": access_hash(id) })))
 }
 
@@ -697,20 +730,33 @@ async fn bot_stopped(State(s): State<Shared>, Json(req): Json<BotStoppedReq>) ->
 struct ServiceReq {
     from: i64,
     peer: PeerSpec,
-    /// `edit_title` (title), `add_user` / `delete_user` (users), `pin` (reply_to = pinned id).
+    /// `edit_title` (title), `edit_photo` (photo) / `delete_photo`, `add_user` /
+    /// `delete_user` (users), `pin` (reply_to = pinned id).
     action: String,
     title: Option<String>,
+    /// base64 image bytes for `edit_photo`.
+    photo: Option<String>,
     #[serde(default)]
     users: Vec<i64>,
     reply_to: Option<i32>,
 }
 
 async fn service(State(s): State<Shared>, Json(req): Json<ServiceReq>) -> Reply {
+    let photo = req.photo.as_deref().map(|p| b64(p, "photo")).transpose()?;
+    let mut w = world(&s)?;
     let action = match req.action.as_str() {
         "edit_title" => {
             let title = req.title.clone().unwrap_or_default();
             enums::MessageAction::ChatEditTitle(types::MessageActionChatEditTitle { title })
         }
+        "edit_photo" => {
+            let Some(bytes) = photo else {
+                return Err(fail(StatusCode::BAD_REQUEST, "edit_photo needs a photo"));
+            };
+            let photo = w.add_chat_photo(bytes);
+            enums::MessageAction::ChatEditPhoto(types::MessageActionChatEditPhoto { photo })
+        }
+        "delete_photo" => enums::MessageAction::ChatDeletePhoto,
         "add_user" => enums::MessageAction::ChatAddUser(types::MessageActionChatAddUser {
             users: req.users.clone(),
         }),
@@ -726,54 +772,72 @@ async fn service(State(s): State<Shared>, Json(req): Json<ServiceReq>) -> Reply 
             ));
         }
     };
-    let mut w = world(&s)?;
-    match (req.action.as_str(), req.peer) {
-        ("edit_title", PeerKey::Chat(c)) => {
-            if let Some(ch) = w.chats.get_mut(&c) {
-                ch.title = req.title.clone().unwrap_or_default();
-            }
-        }
-        ("edit_title", PeerKey::Channel(c)) => {
-            if let Some(ch) = w.channels.get_mut(&c) {
-                ch.title = req.title.clone().unwrap_or_default();
-            }
-        }
-        ("add_user", PeerKey::Chat(c)) => {
-            if let Some(ch) = w.chats.get_mut(&c) {
-                for u in &req.users {
-                    if !ch.members.contains(u) {
-                        ch.members.push(*u);
-                    }
-                }
-            }
-        }
-        ("add_user", PeerKey::Channel(c)) => {
-            if let Some(ch) = w.channels.get_mut(&c) {
-                ch.members.extend(req.users.iter().copied());
-            }
-        }
-        _ => {}
-    }
     let sent = w
-        .send(
-            req.from,
-            req.peer,
-            Content {
-                action: Some(action),
-                reply_to: req.reply_to,
-                ..Content::default()
-            },
-            None,
-        )
+        .chat_action(req.from, req.peer, action, req.reply_to, None)
         .map_err(rpc)?;
-    if req.action == "delete_user"
-        && let PeerKey::Chat(c) = req.peer
-        && let Some(ch) = w.chats.get_mut(&c)
-    {
-        let gone = req.users.first().copied().unwrap_or(req.from);
-        ch.members.retain(|m| *m != gone);
-    }
     Ok(Json(json!({ "id": sent.sender_id })))
+}
+
+#[derive(Deserialize)]
+struct AboutReq {
+    peer: PeerSpec,
+    about: String,
+}
+
+/// A new description: members' clients get `updateChat` / `updateChannel`.
+async fn about(State(s): State<Shared>, Json(req): Json<AboutReq>) -> Reply {
+    world(&s)?
+        .set_about(req.peer, &req.about, None)
+        .map_err(rpc)?;
+    Ok(Json(json!({})))
+}
+
+#[derive(Deserialize)]
+struct ChatQuery {
+    /// `chat` or `channel`.
+    r#type: String,
+    id: i64,
+}
+
+/// A group's details as its members see them: title, about, photo (base64), members, admins.
+async fn chat_details(State(s): State<Shared>, Query(q): Query<ChatQuery>) -> Reply {
+    let w = world(&s)?;
+    let (title, about, photo, members, admins): (_, _, _, Vec<i64>, Vec<i64>) =
+        match q.r#type.as_str() {
+            "chat" => {
+                let c = w
+                    .chats
+                    .get(&q.id)
+                    .ok_or_else(|| rpc(RpcErr::bad("CHAT_ID_INVALID")))?;
+                let mut admins: Vec<i64> = c.admins.iter().copied().collect();
+                admins.push(c.creator);
+                (
+                    c.title.clone(),
+                    c.about.clone(),
+                    c.photo,
+                    c.members.clone(),
+                    admins,
+                )
+            }
+            "channel" => {
+                let c = w.channel(q.id).map_err(rpc)?;
+                let members = c.members.iter().copied().collect();
+                let admins = c.admins.iter().copied().collect();
+                (c.title.clone(), c.about.clone(), c.photo, members, admins)
+            }
+            other => {
+                return Err(fail(
+                    StatusCode::BAD_REQUEST,
+                    format!("unknown type {other}"),
+                ));
+            }
+        };
+    let photo = photo
+        .and_then(|id| w.files.get(&id))
+        .map(|f| base64::engine::general_purpose::STANDARD.encode(&f.bytes));
+    Ok(Json(json!({
+        "title": title, "about": about, "photo": photo, "members": members, "admins": admins,
+    })))
 }
 
 #[derive(Deserialize)]

@@ -10,6 +10,7 @@
 mod conn;
 mod control;
 pub mod crypto;
+mod details;
 mod methods;
 mod server;
 mod state;

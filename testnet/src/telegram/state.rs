@@ -127,6 +127,8 @@ pub struct ChatRec {
     pub id: i64,
     pub title: String,
     pub about: String,
+    /// The chat photo: a file in [`World::files`] (its id is the photo id).
+    pub photo: Option<i64>,
     pub creator: i64,
     pub members: Vec<i64>,
     pub admins: BTreeSet<i64>,
@@ -146,6 +148,8 @@ pub struct ChannelRec {
     pub id: i64,
     pub title: String,
     pub about: String,
+    /// The channel photo: a file in [`World::files`] (its id is the photo id).
+    pub photo: Option<i64>,
     pub username: Option<String>,
     pub broadcast: bool,
     pub forum: bool,
@@ -469,6 +473,7 @@ impl World {
                 id,
                 title: title.to_owned(),
                 about: String::new(),
+                photo: None,
                 creator,
                 members: all.clone(),
                 admins: admins.iter().copied().collect(),
@@ -518,6 +523,7 @@ impl World {
             id,
             title: title.to_owned(),
             about: String::new(),
+            photo: None,
             username: username.map(str::to_owned),
             broadcast,
             forum,

@@ -80,6 +80,7 @@ pub fn chat_tl(w: &World, viewer: i64, peer: PeerKey) -> Option<enums::Chat> {
                 version: 1,
                 admin_rights: (c.admins.contains(&viewer) || c.creator == viewer)
                     .then(|| enums::ChatAdminRights::Rights(full_rights())),
+                photo: chat_photo(c.photo),
                 ..d::chat()
             }))
         }
@@ -101,9 +102,24 @@ pub fn chat_tl(w: &World, viewer: i64, peer: PeerKey) -> Option<enums::Chat> {
                     .contains(&viewer)
                     .then(|| enums::ChatAdminRights::Rights(full_rights())),
                 participants_count: Some(c.members.len() as i32),
+                photo: chat_photo(c.photo),
                 ..d::channel()
             }))
         }
+    }
+}
+
+/// A chat's photo as chat objects carry it (the id names the picture; clients download it with
+/// `inputPeerPhotoFileLocation`).
+fn chat_photo(photo: Option<i64>) -> enums::ChatPhoto {
+    match photo {
+        Some(photo_id) => enums::ChatPhoto::Photo(types::ChatPhoto {
+            has_video: false,
+            photo_id,
+            stripped_thumb: None,
+            dc_id: 2,
+        }),
+        None => enums::ChatPhoto::Empty,
     }
 }
 

@@ -101,6 +101,12 @@ pub fn get_dialogs(w: &World, me: i64) -> Result<Vec<u8>, RpcErr> {
     .to_bytes())
 }
 
+/// A chat's photo as the full chat carries it.
+fn full_photo(w: &World, photo: Option<i64>) -> Option<enums::Photo> {
+    let id = photo?;
+    Some(super::messages::photo_tl(id, w.files.get(&id)?))
+}
+
 pub fn get_full_chat(w: &World, me: i64, req: f::messages::GetFullChat) -> Result<Vec<u8>, RpcErr> {
     let c = w
         .chats
@@ -137,6 +143,7 @@ pub fn get_full_chat(w: &World, me: i64, req: f::messages::GetFullChat) -> Resul
         full_chat: enums::ChatFull::Full(types::ChatFull {
             id: c.id,
             about: c.about.clone(),
+            chat_photo: full_photo(w, c.photo),
             participants: enums::ChatParticipants::Participants(types::ChatParticipants {
                 chat_id: c.id,
                 participants,
@@ -163,6 +170,8 @@ pub fn get_full_channel(
             can_view_participants: true,
             id,
             about: c.about.clone(),
+            chat_photo: full_photo(w, c.photo)
+                .unwrap_or(enums::Photo::Empty(types::PhotoEmpty { id: 0 })),
             participants_count: Some(c.members.len() as i32),
             admins_count: Some(c.admins.len() as i32),
             read_inbox_max_id: *c.read_inbox.get(&me).unwrap_or(&0),

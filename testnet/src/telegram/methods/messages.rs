@@ -343,7 +343,7 @@ pub fn send_message(
     Ok(send_result(w, me, peer, &sent, req.random_id, false))
 }
 
-fn assemble(
+pub(super) fn assemble(
     w: &mut World,
     ctx: &Ctx,
     file: &enums::InputFile,
@@ -722,7 +722,7 @@ pub fn save_part(
     Ok(true.to_bytes())
 }
 
-pub fn get_file(w: &mut World, req: f::upload::GetFile) -> Result<Vec<u8>, RpcErr> {
+pub fn get_file(w: &mut World, me: i64, req: f::upload::GetFile) -> Result<Vec<u8>, RpcErr> {
     let (id, hash, reference, thumb) = match &req.location {
         enums::InputFileLocation::InputDocumentFileLocation(x) => (
             x.id,
@@ -732,6 +732,18 @@ pub fn get_file(w: &mut World, req: f::upload::GetFile) -> Result<Vec<u8>, RpcEr
         ),
         enums::InputFileLocation::InputPhotoFileLocation(x) => {
             (x.id, x.access_hash, &x.file_reference, false)
+        }
+        enums::InputFileLocation::InputPeerPhotoFileLocation(x) => {
+            // A chat's (current) photo, by the peer: no file reference involved.
+            let peer = super::input_peer(w, me, &x.peer)?;
+            if w.photo_of(peer) != Some(x.photo_id) {
+                return Err(RpcErr::bad("LOCATION_INVALID"));
+            }
+            let file = w
+                .files
+                .get(&x.photo_id)
+                .ok_or_else(|| RpcErr::bad("LOCATION_INVALID"))?;
+            return chunk(&file.bytes, req.offset, req.limit);
         }
         _ => return Err(RpcErr::bad("LOCATION_INVALID")),
     };
@@ -757,14 +769,19 @@ pub fn get_file(w: &mut World, req: f::upload::GetFile) -> Result<Vec<u8>, RpcEr
     } else {
         &file.bytes
     };
-    if req.limit <= 0 || req.limit > MAX_CHUNK || req.offset < 0 {
+    chunk(bytes, req.offset, req.limit)
+}
+
+/// `upload.file` with `limit` bytes of `bytes` from `offset`.
+fn chunk(bytes: &[u8], offset: i64, limit: i32) -> Result<Vec<u8>, RpcErr> {
+    if limit <= 0 || limit > MAX_CHUNK || offset < 0 {
         return Err(RpcErr::bad("LIMIT_INVALID"));
     }
-    let start = usize::try_from(req.offset)
+    let start = usize::try_from(offset)
         .unwrap_or(usize::MAX)
         .min(bytes.len());
     let end = start
-        .saturating_add(usize::try_from(req.limit).unwrap_or(0))
+        .saturating_add(usize::try_from(limit).unwrap_or(0))
         .min(bytes.len());
     Ok(enums::upload::File::File(types::upload::File {
         r#type: enums::storage::FileType::FileUnknown,

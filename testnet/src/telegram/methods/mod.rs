@@ -4,6 +4,7 @@
 //! `initConnection`, ...), applies injected FLOOD_WAITs, checks the key is logged in where Telegram
 //! would, and dispatches. Unknown methods get a 400 error naming them, never a crash.
 
+mod admin;
 mod auth;
 mod chats;
 pub(super) mod messages;
@@ -259,7 +260,18 @@ fn dispatch_authorized(
             let req: upload::SaveBigFilePart = de(body)?;
             self::messages::save_part(w, ctx, req.file_id, req.file_part, req.bytes)?
         }
-        upload::GetFile::CONSTRUCTOR_ID => self::messages::get_file(w, de(body)?)?,
+        messages::EditChatTitle::CONSTRUCTOR_ID => admin::edit_chat_title(w, ctx, me, de(body)?)?,
+        channels::EditTitle::CONSTRUCTOR_ID => admin::edit_channel_title(w, ctx, me, de(body)?)?,
+        messages::EditChatAbout::CONSTRUCTOR_ID => admin::edit_about(w, ctx, me, de(body)?)?,
+        messages::EditChatPhoto::CONSTRUCTOR_ID => admin::edit_chat_photo(w, ctx, me, de(body)?)?,
+        channels::EditPhoto::CONSTRUCTOR_ID => admin::edit_channel_photo(w, ctx, me, de(body)?)?,
+        messages::AddChatUser::CONSTRUCTOR_ID => admin::add_chat_user(w, ctx, me, de(body)?)?,
+        channels::InviteToChannel::CONSTRUCTOR_ID => {
+            admin::invite_to_channel(w, ctx, me, de(body)?)?
+        }
+        messages::DeleteChatUser::CONSTRUCTOR_ID => admin::delete_chat_user(w, ctx, me, de(body)?)?,
+        channels::EditBanned::CONSTRUCTOR_ID => admin::edit_banned(w, ctx, me, de(body)?)?,
+        upload::GetFile::CONSTRUCTOR_ID => self::messages::get_file(w, me, de(body)?)?,
         other => {
             tracing::info!(method = tl::name_for_id(other), "method not simulated");
             return Err(RpcErr::bad("INPUT_METHOD_INVALID"));
