@@ -836,3 +836,466 @@ async fn typing_receipts_and_redactions(backend: Backend) {
 }
 
 both_backends!(typing_receipts_and_redactions);
+
+/// Downloads what contact `to` received in message `id`, decrypted by its client.
+async fn received_media(wa: &WhatsAppServer, to: &str, id: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    let media = control(
+        wa,
+        Method::GET,
+        &format!("/control/media?to={to}&id={id}"),
+        None,
+    )
+    .await;
+    base64::engine::general_purpose::STANDARD
+        .decode(media["data_base64"].as_str().expect("data"))
+        .expect("base64")
+}
+
+/// Waits for the ghost's presence (`online` / `offline`) as Matrix shows it.
+async fn wait_presence(user: &User, ghost: &str, expected: &str) {
+    poll(
+        &format!("{ghost} {expected}"),
+        async || {
+            user.call(
+                Method::GET,
+                &format!(
+                    "/_matrix/client/v3/presence/{}/status",
+                    crate::common::enc(ghost)
+                ),
+                None,
+            )
+            .await
+        },
+        |p| p["presence"] == expected,
+    )
+    .await;
+}
+
+/// Every media kind, locations and contact cards both ways where Matrix has a form for them,
+/// and a contact's presence: what a WhatsApp contact sends is checked in Matrix (kind, bytes,
+/// duration, waveform), what Matrix sends is decrypted by the contact's own client.
+async fn kinds_both_ways_and_presence(backend: Backend) {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let slot = Slot::claim();
+    let sim = Sim::start().await;
+    let wa = WhatsAppServer::start().await.expect("whatsapp simulator");
+    post(
+        &wa,
+        "/control/accounts",
+        json!({ "phone": USER, "name": "Bridge User" }),
+    )
+    .await;
+    post(
+        &wa,
+        "/control/contacts",
+        json!({ "phone": ALICE, "name": "Alice" }),
+    )
+    .await;
+    let _ferry = start_ferry(&slot, backend, &sim, &wa).await;
+    let bot = slot.bot();
+    let user = User::register("wakinds").await;
+    let room = user.open_management_room(&bot).await;
+    qr_login(&user, &room, &bot, &wa).await;
+    let alice = ghost(&slot, ALICE);
+
+    // WhatsApp -> Matrix: a voice note (ptt) with its duration and waveform.
+    let voice: Vec<u8> = b"OggS voice note from alice"
+        .iter()
+        .copied()
+        .chain((0..3000u32).map(|i| (i % 253) as u8))
+        .collect();
+    post(
+        &wa,
+        "/control/send",
+        json!({ "from": ALICE, "to": USER, "kind": "audio", "ptt": true, "seconds": 4,
+                "waveform": [0, 50, 100], "data_base64": b64.encode(&voice) }),
+    )
+    .await;
+    let portal = user.wait_portals(1, &room).await[0].clone();
+    let note = user
+        .wait_event(&portal, "the voice note", |e| {
+            e["content"]["msgtype"] == "m.audio"
+        })
+        .await;
+    assert_eq!(note["sender"], alice, "{note}");
+    let c = &note["content"];
+    assert!(c["org.matrix.msc3245.voice"].is_object(), "{note}");
+    assert_eq!(c["info"]["duration"], 4000, "{note}");
+    assert_eq!(c["info"]["mimetype"], "audio/ogg; codecs=opus", "{note}");
+    assert_eq!(
+        c["org.matrix.msc1767.audio"]["waveform"],
+        json!([0, 512, 1024]),
+        "{note}"
+    );
+    assert_eq!(user.download(c["url"].as_str().expect("mxc")).await, voice);
+
+    // Audio that is not a voice note.
+    let song: Vec<u8> = (0..4000u32).map(|i| (i * 3 % 251) as u8).collect();
+    post(
+        &wa,
+        "/control/send",
+        json!({ "from": ALICE, "to": USER, "kind": "audio", "seconds": 7,
+                "mimetype": "audio/mpeg", "data_base64": b64.encode(&song) }),
+    )
+    .await;
+    let audio = user
+        .wait_event(&portal, "the audio", |e| {
+            e["content"]["msgtype"] == "m.audio" && e["content"]["info"]["duration"] == 7000
+        })
+        .await;
+    assert!(
+        audio["content"].get("org.matrix.msc3245.voice").is_none(),
+        "{audio}"
+    );
+    assert_eq!(audio["content"]["info"]["mimetype"], "audio/mpeg");
+    let url = audio["content"]["url"].as_str().expect("mxc");
+    assert_eq!(user.download(url).await, song);
+
+    // A document with its file name.
+    let notes = b"meeting notes\nline two\n".to_vec();
+    post(
+        &wa,
+        "/control/send",
+        json!({ "from": ALICE, "to": USER, "kind": "document", "file_name": "notes.txt",
+                "mimetype": "text/plain", "data_base64": b64.encode(&notes) }),
+    )
+    .await;
+    let file = user
+        .wait_event(&portal, "the file", |e| e["content"]["msgtype"] == "m.file")
+        .await;
+    assert_eq!(file["content"]["body"], "notes.txt", "{file}");
+    assert_eq!(file["content"]["info"]["mimetype"], "text/plain");
+    let url = file["content"]["url"].as_str().expect("mxc");
+    assert_eq!(user.download(url).await, notes);
+
+    // A video with a caption and its duration.
+    let clip: Vec<u8> = (0..6000u32).map(|i| (i * 11 % 241) as u8).collect();
+    post(
+        &wa,
+        "/control/send",
+        json!({ "from": ALICE, "to": USER, "kind": "video", "seconds": 2, "text": "a clip",
+                "mimetype": "video/mp4", "data_base64": b64.encode(&clip) }),
+    )
+    .await;
+    let video = user
+        .wait_event(&portal, "the video", |e| {
+            e["content"]["msgtype"] == "m.video"
+        })
+        .await;
+    assert_eq!(video["content"]["info"]["duration"], 2000, "{video}");
+    assert_eq!(video["content"]["info"]["mimetype"], "video/mp4");
+    assert!(
+        video["content"]["body"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("a clip"),
+        "{video}"
+    );
+    let url = video["content"]["url"].as_str().expect("mxc");
+    assert_eq!(user.download(url).await, clip);
+
+    // A sticker (WebP) becomes an m.sticker event.
+    let webp: Vec<u8> = b"RIFF\x10\x00\x00\x00WEBPVP8 fake sticker".to_vec();
+    post(
+        &wa,
+        "/control/send",
+        json!({ "from": ALICE, "to": USER, "kind": "sticker",
+                "mimetype": "image/webp", "data_base64": b64.encode(&webp) }),
+    )
+    .await;
+    let sticker = user
+        .wait_event(&portal, "the sticker", |e| e["type"] == "m.sticker")
+        .await;
+    assert_eq!(sticker["sender"], alice);
+    assert_eq!(sticker["content"]["info"]["mimetype"], "image/webp");
+    let url = sticker["content"]["url"].as_str().expect("mxc");
+    assert_eq!(user.download(url).await, webp);
+
+    // A location and a contact card.
+    post(
+        &wa,
+        "/control/send",
+        json!({ "from": ALICE, "to": USER, "kind": "location",
+                "latitude": -23.5, "longitude": -46.625, "name": "Sao Paulo" }),
+    )
+    .await;
+    let place = user
+        .wait_event(&portal, "the location", |e| {
+            e["content"]["msgtype"] == "m.location"
+        })
+        .await;
+    assert_eq!(place["content"]["geo_uri"], "geo:-23.5,-46.625", "{place}");
+    assert!(
+        place["content"]["body"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Sao Paulo"),
+        "{place}"
+    );
+    post(
+        &wa,
+        "/control/send",
+        json!({ "from": ALICE, "to": USER, "kind": "contact",
+                "name": "Carol Card", "phone": "5511900000009" }),
+    )
+    .await;
+    user.wait_message(&portal, "the contact card", |s, b| {
+        s == alice && b.contains("Carol Card") && b.contains("5511900000009")
+    })
+    .await;
+
+    // Matrix -> WhatsApp: an image, a video, audio, a sticker and a location, each decrypted
+    // by Alice's client.
+    let png: Vec<u8> = b"\x89PNG\r\n\x1a\n"
+        .iter()
+        .copied()
+        .chain((0..2000u32).map(|i| (i % 199) as u8))
+        .collect();
+    let mxc = user.upload("image/png", png.clone()).await;
+    user.send_event(
+        &portal,
+        "m.room.message",
+        json!({"msgtype": "m.image", "body": "photo.png", "url": mxc,
+               "info": {"mimetype": "image/png", "size": png.len(), "w": 10, "h": 20}}),
+    )
+    .await;
+    let got = wait_received(&wa, ALICE, "the image on WhatsApp", |m| {
+        m["message"]["image_message"].is_object()
+    })
+    .await;
+    assert_eq!(got["message"]["image_message"]["mimetype"], "image/png");
+    let id = got["id"].as_str().expect("id");
+    assert_eq!(received_media(&wa, ALICE, id).await, png, "image bytes");
+
+    let mp4: Vec<u8> = (0..3000u32).map(|i| (i * 5 % 233) as u8).collect();
+    let mxc = user.upload("video/mp4", mp4.clone()).await;
+    user.send_event(
+        &portal,
+        "m.room.message",
+        json!({"msgtype": "m.video", "body": "clip.mp4", "url": mxc,
+               "info": {"mimetype": "video/mp4", "size": mp4.len(), "duration": 3000}}),
+    )
+    .await;
+    let got = wait_received(&wa, ALICE, "the video on WhatsApp", |m| {
+        m["message"]["video_message"].is_object()
+    })
+    .await;
+    let v = &got["message"]["video_message"];
+    assert_eq!(v["mimetype"], "video/mp4", "{got}");
+    assert_eq!(v["seconds"], 3, "{got}");
+    let id = got["id"].as_str().expect("id");
+    assert_eq!(received_media(&wa, ALICE, id).await, mp4, "video bytes");
+
+    let mp3: Vec<u8> = (0..2500u32).map(|i| (i * 13 % 229) as u8).collect();
+    let mxc = user.upload("audio/mpeg", mp3.clone()).await;
+    user.send_event(
+        &portal,
+        "m.room.message",
+        json!({"msgtype": "m.audio", "body": "song.mp3", "url": mxc,
+               "info": {"mimetype": "audio/mpeg", "size": mp3.len(), "duration": 5000}}),
+    )
+    .await;
+    let got = wait_received(&wa, ALICE, "the audio on WhatsApp", |m| {
+        m["message"]["audio_message"]["mimetype"] == "audio/mpeg"
+    })
+    .await;
+    let a = &got["message"]["audio_message"];
+    assert_ne!(a["ptt"], true, "plain audio is no voice note: {got}");
+    assert_eq!(a["seconds"], 5, "{got}");
+    let id = got["id"].as_str().expect("id");
+    assert_eq!(received_media(&wa, ALICE, id).await, mp3, "audio bytes");
+
+    let sticker_bytes = b"RIFF\x10\x00\x00\x00WEBPVP8 matrix sticker".to_vec();
+    let mxc = user.upload("image/webp", sticker_bytes.clone()).await;
+    user.send_event(
+        &portal,
+        "m.sticker",
+        json!({"body": "a sticker", "url": mxc,
+               "info": {"mimetype": "image/webp", "size": sticker_bytes.len()}}),
+    )
+    .await;
+    let got = wait_received(&wa, ALICE, "the sticker on WhatsApp (as an image)", |m| {
+        m["message"]["image_message"]["mimetype"] == "image/webp"
+    })
+    .await;
+    let id = got["id"].as_str().expect("id");
+    assert_eq!(
+        received_media(&wa, ALICE, id).await,
+        sticker_bytes,
+        "sticker bytes"
+    );
+
+    user.send_event(
+        &portal,
+        "m.room.message",
+        json!({"msgtype": "m.location", "body": "Paris", "geo_uri": "geo:48.85,2.35"}),
+    )
+    .await;
+    let got = wait_received(&wa, ALICE, "the location on WhatsApp", |m| {
+        m["message"]["location_message"].is_object()
+    })
+    .await;
+    let l = &got["message"]["location_message"];
+    assert_eq!(l["degrees_latitude"], 48.85, "{got}");
+    assert_eq!(l["degrees_longitude"], 2.35, "{got}");
+    assert_eq!(l["name"], "Paris", "{got}");
+
+    // Presence: ferry subscribed to Alice when her first message arrived.
+    post(
+        &wa,
+        "/control/presence",
+        json!({ "from": ALICE, "available": true }),
+    )
+    .await;
+    wait_presence(&user, &alice, "online").await;
+    post(
+        &wa,
+        "/control/presence",
+        json!({ "from": ALICE, "available": false }),
+    )
+    .await;
+    wait_presence(&user, &alice, "offline").await;
+}
+
+both_backends!(kinds_both_ways_and_presence);
+
+/// A group renamed and joined after its portal exists, and mentions both ways.
+async fn group_changes_and_mentions(backend: Backend) {
+    const CAROL: &str = "5511900000004";
+    let slot = Slot::claim();
+    let sim = Sim::start().await;
+    let wa = WhatsAppServer::start().await.expect("whatsapp simulator");
+    post(
+        &wa,
+        "/control/accounts",
+        json!({ "phone": USER, "name": "Bridge User" }),
+    )
+    .await;
+    for (phone, name) in [(ALICE, "Alice"), (BOB, "Bob"), (CAROL, "Carol")] {
+        post(
+            &wa,
+            "/control/contacts",
+            json!({ "phone": phone, "name": name }),
+        )
+        .await;
+    }
+    let _ferry = start_ferry(&slot, backend, &sim, &wa).await;
+    let bot = slot.bot();
+    let user = User::register("wagroup2").await;
+    let room = user.open_management_room(&bot).await;
+    qr_login(&user, &room, &bot, &wa).await;
+
+    let group = post(
+        &wa,
+        "/control/groups",
+        json!({ "subject": "First name", "creator": BOB, "members": [USER, ALICE] }),
+    )
+    .await;
+    let gjid = group["jid"].as_str().expect("group jid").to_owned();
+    post(
+        &wa,
+        "/control/send",
+        json!({ "from": BOB, "to": gjid, "text": "welcome" }),
+    )
+    .await;
+    let portal = user.wait_portals(1, &room).await[0].clone();
+    user.wait_message(&portal, "Bob's welcome", |s, b| {
+        s == ghost(&slot, BOB) && b == "welcome"
+    })
+    .await;
+    assert_eq!(user.room_name(&portal).await.as_deref(), Some("First name"));
+
+    // Bob renames the group: the room's name follows.
+    post(
+        &wa,
+        "/control/groups/subject",
+        json!({ "group": gjid, "author": BOB, "subject": "Second name" }),
+    )
+    .await;
+    poll(
+        "the room renamed",
+        async || json!(user.room_name(&portal).await),
+        |n| n == "Second name",
+    )
+    .await;
+
+    // Bob adds Carol: her ghost joins, and what she writes arrives.
+    post(
+        &wa,
+        "/control/groups/members",
+        json!({ "group": gjid, "author": BOB, "add": [CAROL] }),
+    )
+    .await;
+    user.wait_members(&portal, "Carol joined", |members| {
+        members.contains(&ghost(&slot, CAROL))
+    })
+    .await;
+    post(
+        &wa,
+        "/control/send",
+        json!({ "from": CAROL, "to": gjid, "text": "hi, I'm new" }),
+    )
+    .await;
+    user.wait_message(&portal, "Carol's first message", |s, b| {
+        s == ghost(&slot, CAROL) && b == "hi, I'm new"
+    })
+    .await;
+
+    // WhatsApp -> Matrix: Alice mentions the bridged user and Bob; both become pills.
+    post(
+        &wa,
+        "/control/send",
+        json!({ "from": ALICE, "to": gjid,
+                "text": format!("@{USER} and @{BOB} look"), "mentions": [USER, BOB] }),
+    )
+    .await;
+    let mention = user
+        .wait_event(&portal, "Alice's mentions", |e| {
+            e["sender"] == ghost(&slot, ALICE)
+                && e["content"]["body"]
+                    .as_str()
+                    .is_some_and(|b| b.ends_with("look"))
+        })
+        .await;
+    let ids = &mention["content"]["m.mentions"]["user_ids"];
+    assert!(
+        ids.as_array().is_some_and(
+            |ids| ids.contains(&json!(user.user_id)) && ids.contains(&json!(ghost(&slot, BOB)))
+        ),
+        "{mention}"
+    );
+    let html = mention["content"]["formatted_body"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        html.contains(&format!("https://matrix.to/#/{}", ghost(&slot, BOB))),
+        "{mention}"
+    );
+
+    // Matrix -> WhatsApp: a pill to Alice's ghost is an @mention of her number.
+    let alice = ghost(&slot, ALICE);
+    user.send_event(
+        &portal,
+        "m.room.message",
+        json!({"msgtype": "m.text", "body": "Alice: see this",
+               "format": "org.matrix.custom.html",
+               "formatted_body": format!("<a href=\"https://matrix.to/#/{alice}\">Alice</a>: see this"),
+               "m.mentions": {"user_ids": [alice]}}),
+    )
+    .await;
+    let got = wait_received(&wa, ALICE, "the mention at Alice", |m| {
+        m["text"].as_str().is_some_and(|t| t.ends_with("see this"))
+    })
+    .await;
+    assert_eq!(got["text"], format!("@{ALICE}: see this"), "{got}");
+    let mentioned = &got["message"]["extended_text_message"]["context_info"]["mentioned_jid"];
+    assert_eq!(
+        mentioned,
+        &json!([format!("{ALICE}@s.whatsapp.net")]),
+        "{got}"
+    );
+}
+
+both_backends!(group_changes_and_mentions);

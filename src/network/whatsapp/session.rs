@@ -7,7 +7,7 @@
 //! session and is reported so; the user links again with `login whatsapp`.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -89,6 +89,9 @@ struct Inner {
     history_feed: Mutex<Option<super::inbox::Feed>>,
     /// The current reaction per (chat, message, sender), as last bridged by this process.
     reactions: Mutex<HashMap<(String, String, String), String>>,
+    /// Contacts whose presence this process subscribed to. WhatsApp pushes a contact's online
+    /// state only after a subscription; the client renews them itself after a reconnect.
+    presence_subs: Mutex<HashSet<String>>,
 }
 
 /// A linked WhatsApp device.
@@ -120,6 +123,7 @@ impl WhatsAppSession {
                 uploads: Mutex::new(HashMap::new()),
                 history_feed: Mutex::new(None),
                 reactions: Mutex::new(HashMap::new()),
+                presence_subs: Mutex::new(HashSet::new()),
             }),
         }
     }
@@ -256,6 +260,9 @@ impl Inner {
                 Some(sender.clone())
             };
             let Some(peer) = peer else { return true };
+            if !stored.from_me {
+                self.subscribe_presence(&peer, &sender_jid).await;
+            }
             (ChatId::new(peer.as_str()), ChatKind::Dm, Some(peer))
         };
         let resolve = |jid: &str| self.canonical_str(jid);
@@ -397,6 +404,20 @@ impl Inner {
                 event,
             })
             .await
+    }
+
+    /// Asks WhatsApp for a DM contact's online state, once per contact and process (WhatsApp
+    /// sends presence only for subscribed contacts). A failure is logged: presence is best
+    /// effort and must not hold up the message.
+    async fn subscribe_presence(&self, peer: &RemoteUserId, jid: &Jid) {
+        if !lock(&self.presence_subs).insert(peer.as_str().to_owned()) {
+            return;
+        }
+        let Ok(client) = self.client() else { return };
+        if let Err(err) = client.presence().subscribe(jid.to_non_ad()).await {
+            tracing::debug!(%err, "cannot subscribe to a WhatsApp contact's presence");
+            lock(&self.presence_subs).remove(peer.as_str());
+        }
     }
 
     /// Everything that is not a message.

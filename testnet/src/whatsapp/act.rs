@@ -32,7 +32,8 @@ pub(super) struct SendReq {
     from: String,
     /// Chat: phone, user JID (PN or LID) or group JID.
     to: String,
-    /// text (default), extended_text, reply, edit, revoke, reaction, image, document.
+    /// text (default), extended_text, reply, edit, revoke, reaction, image, document, video,
+    /// audio, sticker, location, contact.
     #[serde(default)]
     kind: Option<String>,
     #[serde(default)]
@@ -62,6 +63,31 @@ pub(super) struct SendReq {
     mimetype: Option<String>,
     #[serde(default)]
     file_name: Option<String>,
+    /// video/audio: duration in seconds.
+    #[serde(default)]
+    seconds: Option<u32>,
+    /// audio: a voice note.
+    #[serde(default)]
+    ptt: bool,
+    /// audio: waveform samples (0-100).
+    #[serde(default)]
+    waveform: Option<Vec<u8>>,
+    /// video: a GIF.
+    #[serde(default)]
+    gif: bool,
+    /// location: coordinates and a place name.
+    #[serde(default)]
+    latitude: Option<f64>,
+    #[serde(default)]
+    longitude: Option<f64>,
+    #[serde(default)]
+    name: Option<String>,
+    /// contact: the card's phone number (with `name`).
+    #[serde(default)]
+    phone: Option<String>,
+    /// text: people mentioned (phones or JIDs); the text names them as `@number`.
+    #[serde(default)]
+    mentions: Vec<String>,
 }
 
 pub async fn peer_client(
@@ -104,6 +130,77 @@ pub(super) async fn send(State(app): State<App>, Json(req): Json<SendReq>) -> Re
     };
     let map_err = |e: &dyn std::fmt::Display| fail(StatusCode::BAD_GATEWAY, e.to_string());
     let id = match kind.as_str() {
+        "text" if !req.mentions.is_empty() => {
+            let mentioned_jid = req
+                .mentions
+                .iter()
+                .map(|m| chat_jid(m).map(|j| j.to_string()))
+                .collect::<Result<Vec<_>, _>>()?;
+            let msg = wa::Message {
+                extended_text_message: buffa::MessageField::some(
+                    wa::message::ExtendedTextMessage {
+                        text: Some(text),
+                        context_info: buffa::MessageField::some(wa::ContextInfo {
+                            mentioned_jid,
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
+                ),
+                ..Default::default()
+            };
+            client
+                .send_message(to.clone(), msg)
+                .await
+                .map_err(|e| map_err(&e))?
+                .message_id
+                .to_string()
+        }
+        "location" => {
+            let msg = wa::Message {
+                location_message: buffa::MessageField::some(wa::message::LocationMessage {
+                    degrees_latitude: Some(req.latitude.ok_or_else(|| bad("needs latitude"))?),
+                    degrees_longitude: Some(req.longitude.ok_or_else(|| bad("needs longitude"))?),
+                    name: req.name.clone(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            client
+                .send_message(to.clone(), msg)
+                .await
+                .map_err(|e| map_err(&e))?
+                .message_id
+                .to_string()
+        }
+        "contact" => {
+            let name = req
+                .name
+                .clone()
+                .ok_or_else(|| bad("a contact needs `name`"))?;
+            let phone = req
+                .phone
+                .as_deref()
+                .and_then(normalize_phone)
+                .ok_or_else(|| bad("a contact needs `phone`"))?;
+            let vcard = format!(
+                "BEGIN:VCARD\nVERSION:3.0\nFN:{name}\nTEL;type=CELL;waid={phone}:+{phone}\nEND:VCARD"
+            );
+            let msg = wa::Message {
+                contact_message: buffa::MessageField::some(wa::message::ContactMessage {
+                    display_name: Some(name),
+                    vcard: Some(vcard),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            client
+                .send_message(to.clone(), msg)
+                .await
+                .map_err(|e| map_err(&e))?
+                .message_id
+                .to_string()
+        }
         "text" => client
             .send_message(
                 to.clone(),
@@ -206,17 +303,19 @@ pub(super) async fn send(State(app): State<App>, Json(req): Json<SendReq>) -> Re
                 .message_id
                 .to_string()
         }
-        "image" | "document" => {
-            super::media::send_media(
-                &client,
-                &to,
-                &kind,
-                req.data_base64.as_deref(),
-                req.mimetype.as_deref(),
-                req.file_name.as_deref(),
-                &text,
-            )
-            .await?
+        "image" | "document" | "video" | "audio" | "sticker" => {
+            let spec = super::media::MediaSpec {
+                kind: &kind,
+                data: req.data_base64.as_deref(),
+                mimetype: req.mimetype.as_deref(),
+                file_name: req.file_name.as_deref(),
+                caption: &text,
+                seconds: req.seconds,
+                ptt: req.ptt,
+                waveform: req.waveform.clone(),
+                gif: req.gif,
+            };
+            super::media::send_media(&client, &to, spec).await?
         }
         other => return Err(bad(format!("unknown message kind {other}"))),
     };

@@ -53,6 +53,7 @@ pub fn routes(app: App) -> Router {
         .route("/control/contacts", post(create_contact))
         .route("/control/groups", post(create_group))
         .route("/control/groups/members", post(group_members))
+        .route("/control/groups/subject", post(group_subject))
         .route("/control/qr/scan", post(scan))
         .route("/control/pair_code", post(enter_pair_code))
         .route("/control/devices", get(devices))
@@ -199,6 +200,22 @@ async fn group_members(State(app): State<App>, Json(req): Json<MembersReq>) -> R
     Ok(Json(json!({
         "members": g.map(|g| g.participants.into_iter().map(|(p, _)| p).collect::<Vec<_>>()),
     })))
+}
+
+#[derive(Deserialize)]
+struct SubjectReq {
+    group: String,
+    author: String,
+    subject: String,
+}
+
+/// A member renames the group (the `w:gp2` subject notification reaches every member).
+async fn group_subject(State(app): State<App>, Json(req): Json<SubjectReq>) -> Reply {
+    let mut w = world(&app)?;
+    let group = req.group.trim_end_matches("@g.us").to_owned();
+    let author = normalize_phone(&req.author).ok_or_else(|| bad("bad author phone"))?;
+    super::groups::set_subject(&mut w, &group, &author, &req.subject).map_err(bad)?;
+    Ok(Json(json!({ "subject": req.subject })))
 }
 
 #[derive(Deserialize)]

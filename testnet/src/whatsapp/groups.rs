@@ -82,6 +82,30 @@ fn notification(w: &mut World, g: &Group, author: &str, body: Node) -> Node {
         .build()
 }
 
+/// Renames a group as `author`; every member's devices get the `w:gp2` `<subject>`
+/// notification, as from WhatsApp.
+pub fn set_subject(w: &mut World, group: &str, author: &str, subject: &str) -> Result<(), String> {
+    let g = w
+        .groups
+        .get_mut(group)
+        .ok_or_else(|| format!("no group {group}"))?;
+    if !g.participants.iter().any(|(p, _)| p == author) {
+        return Err(format!("{author} is not a member of {group}"));
+    }
+    g.subject = subject.to_owned();
+    let g = g.clone();
+    let body = NodeBuilder::new("subject")
+        .attr("subject", subject)
+        .attr("s_o", format!("{author}@s.whatsapp.net"))
+        .attr("s_t", now().to_string())
+        .build();
+    let note = notification(w, &g, author, body);
+    for (p, _) in &g.participants {
+        w.deliver_all(p, None, &note);
+    }
+    Ok(())
+}
+
 /// Adds (`add = true`) or removes members; every device of every member (old and new) is told.
 pub fn change_members(
     w: &mut World,

@@ -109,24 +109,40 @@ fn bad(msg: impl Into<String>) -> Failure {
     )
 }
 
-/// Uploads a file as a contact and sends it as an image or document message.
-#[allow(clippy::too_many_arguments)]
+/// What `POST /control/send` asks for when it sends media.
+pub struct MediaSpec<'a> {
+    /// image, document, video, audio, sticker.
+    pub kind: &'a str,
+    pub data: Option<&'a str>,
+    pub mimetype: Option<&'a str>,
+    pub file_name: Option<&'a str>,
+    pub caption: &'a str,
+    /// video/audio: the duration in seconds.
+    pub seconds: Option<u32>,
+    /// audio: a voice note (`ptt`).
+    pub ptt: bool,
+    /// audio: the voice note's waveform (WhatsApp's 64 samples of 0-100).
+    pub waveform: Option<Vec<u8>>,
+    /// video: a GIF (`gif_playback`).
+    pub gif: bool,
+}
+
+/// Uploads a file as a contact and sends it as an image, document, video, audio or sticker
+/// message.
 pub async fn send_media(
     client: &Arc<whatsapp_rust::Client>,
     to: &Jid,
-    kind: &str,
-    data: Option<&str>,
-    mimetype: Option<&str>,
-    file_name: Option<&str>,
-    caption: &str,
+    spec: MediaSpec<'_>,
 ) -> Result<String, Failure> {
     let data = base64::engine::general_purpose::STANDARD
-        .decode(data.ok_or_else(|| bad("media needs data_base64"))?)
+        .decode(spec.data.ok_or_else(|| bad("media needs data_base64"))?)
         .map_err(|_| bad("data_base64 is not base64"))?;
-    let media_type = if kind == "image" {
-        MediaType::Image
-    } else {
-        MediaType::Document
+    let media_type = match spec.kind {
+        "image" => MediaType::Image,
+        "video" => MediaType::Video,
+        "audio" => MediaType::Audio,
+        "sticker" => MediaType::Sticker,
+        _ => MediaType::Document,
     };
     let up = client
         .upload(data, media_type, Default::default())
@@ -137,9 +153,10 @@ pub async fn send_media(
                 Json(json!({ "error": e.to_string() })),
             )
         })?;
-    let caption = (!caption.is_empty()).then(|| caption.to_owned());
-    let msg = if kind == "image" {
-        wa::Message {
+    let caption = (!spec.caption.is_empty()).then(|| spec.caption.to_owned());
+    let mime = |default: &str| Some(spec.mimetype.unwrap_or(default).to_owned());
+    let msg = match spec.kind {
+        "image" => wa::Message {
             image_message: buffa::MessageField::some(wa::message::ImageMessage {
                 url: Some(up.url),
                 direct_path: Some(up.direct_path),
@@ -148,14 +165,65 @@ pub async fn send_media(
                 file_sha256: Some(up.file_sha256.to_vec()),
                 file_length: Some(up.file_length),
                 media_key_timestamp: Some(up.media_key_timestamp),
-                mimetype: Some(mimetype.unwrap_or("image/png").to_owned()),
+                mimetype: mime("image/png"),
                 caption,
                 ..Default::default()
             }),
             ..Default::default()
-        }
-    } else {
-        wa::Message {
+        },
+        "video" => wa::Message {
+            video_message: buffa::MessageField::some(wa::message::VideoMessage {
+                url: Some(up.url),
+                direct_path: Some(up.direct_path),
+                media_key: Some(up.media_key.to_vec()),
+                file_enc_sha256: Some(up.file_enc_sha256.to_vec()),
+                file_sha256: Some(up.file_sha256.to_vec()),
+                file_length: Some(up.file_length),
+                media_key_timestamp: Some(up.media_key_timestamp),
+                mimetype: mime("video/mp4"),
+                seconds: spec.seconds,
+                gif_playback: spec.gif.then_some(true),
+                caption,
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        "audio" => wa::Message {
+            audio_message: buffa::MessageField::some(wa::message::AudioMessage {
+                url: Some(up.url),
+                direct_path: Some(up.direct_path),
+                media_key: Some(up.media_key.to_vec()),
+                file_enc_sha256: Some(up.file_enc_sha256.to_vec()),
+                file_sha256: Some(up.file_sha256.to_vec()),
+                file_length: Some(up.file_length),
+                media_key_timestamp: Some(up.media_key_timestamp),
+                mimetype: mime(if spec.ptt {
+                    "audio/ogg; codecs=opus"
+                } else {
+                    "audio/mpeg"
+                }),
+                seconds: spec.seconds,
+                ptt: Some(spec.ptt),
+                waveform: spec.waveform,
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        "sticker" => wa::Message {
+            sticker_message: buffa::MessageField::some(wa::message::StickerMessage {
+                url: Some(up.url),
+                direct_path: Some(up.direct_path),
+                media_key: Some(up.media_key.to_vec()),
+                file_enc_sha256: Some(up.file_enc_sha256.to_vec()),
+                file_sha256: Some(up.file_sha256.to_vec()),
+                file_length: Some(up.file_length),
+                media_key_timestamp: Some(up.media_key_timestamp),
+                mimetype: mime("image/webp"),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        _ => wa::Message {
             document_message: buffa::MessageField::some(wa::message::DocumentMessage {
                 url: Some(up.url),
                 direct_path: Some(up.direct_path),
@@ -164,13 +232,13 @@ pub async fn send_media(
                 file_sha256: Some(up.file_sha256.to_vec()),
                 file_length: Some(up.file_length),
                 media_key_timestamp: Some(up.media_key_timestamp),
-                mimetype: Some(mimetype.unwrap_or("application/octet-stream").to_owned()),
-                file_name: file_name.map(str::to_owned),
+                mimetype: mime("application/octet-stream"),
+                file_name: spec.file_name.map(str::to_owned),
                 caption,
                 ..Default::default()
             }),
             ..Default::default()
-        }
+        },
     };
     let sent = client.send_message(to.clone(), msg).await.map_err(|e| {
         (
