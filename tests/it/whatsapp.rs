@@ -5,7 +5,10 @@
 //! replies, reactions, edits and redactions from Matrix; read receipts; a group with its members;
 //! the history WhatsApp sends after linking; a contact switching from phone number to LID
 //! without a second portal; media both ways; typing and read receipts both ways; a redaction
-//! from Matrix; and a restart while messages arrive (each bridged once).
+//! from Matrix; a restart while messages arrive (each bridged once); every media kind
+//! (voice notes, audio, documents, video, stickers) with locations and contact cards both ways
+//! where Matrix has a form for them; a contact's presence; a group renamed and joined after its
+//! portal exists; and mentions both ways.
 
 use std::time::Duration;
 
