@@ -999,6 +999,24 @@ async fn kinds_both_ways_and_presence(backend: Backend) {
     let url = video["content"]["url"].as_str().expect("mxc");
     assert_eq!(user.download(url).await, clip);
 
+    // A GIF (a silent looping MP4 on WhatsApp) becomes a video with the GIF hints.
+    let gif: Vec<u8> = (0..1500u32).map(|i| (i * 17 % 239) as u8).collect();
+    post(
+        &wa,
+        "/control/send",
+        json!({ "from": ALICE, "to": USER, "kind": "video", "gif": true, "seconds": 1,
+                "mimetype": "video/mp4", "data_base64": b64.encode(&gif) }),
+    )
+    .await;
+    let anim = user
+        .wait_event(&portal, "the GIF", |e| {
+            e["content"]["msgtype"] == "m.video" && e["content"]["info"]["fi.mau.gif"] == true
+        })
+        .await;
+    assert_eq!(anim["content"]["info"]["fi.mau.loop"], true, "{anim}");
+    let url = anim["content"]["url"].as_str().expect("mxc");
+    assert_eq!(user.download(url).await, gif);
+
     // A sticker (WebP) becomes an m.sticker event.
     let webp: Vec<u8> = b"RIFF\x10\x00\x00\x00WEBPVP8 fake sticker".to_vec();
     post(
