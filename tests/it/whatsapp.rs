@@ -1242,6 +1242,23 @@ async fn group_changes_and_mentions(backend: Backend) {
     )
     .await;
 
+    // The room renamed in Matrix renames the WhatsApp group.
+    user.call(
+        Method::PUT,
+        &format!(
+            "/_matrix/client/v3/rooms/{}/state/m.room.name/",
+            crate::common::enc(&portal)
+        ),
+        Some(json!({"name": "Named in Matrix"})),
+    )
+    .await;
+    poll(
+        "the WhatsApp group renamed",
+        async || control(&wa, Method::GET, &format!("/control/group?id={gjid}"), None).await,
+        |g| g["subject"] == "Named in Matrix",
+    )
+    .await;
+
     // Bob adds Carol: her ghost joins, and what she writes arrives.
     post(
         &wa,

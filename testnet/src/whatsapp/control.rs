@@ -54,6 +54,7 @@ pub fn routes(app: App) -> Router {
         .route("/control/groups", post(create_group))
         .route("/control/groups/members", post(group_members))
         .route("/control/groups/subject", post(group_subject))
+        .route("/control/group", get(group_info))
         .route("/control/qr/scan", post(scan))
         .route("/control/pair_code", post(enter_pair_code))
         .route("/control/devices", get(devices))
@@ -199,6 +200,26 @@ async fn group_members(State(app): State<App>, Json(req): Json<MembersReq>) -> R
     let g = w.groups.get(&group).cloned();
     Ok(Json(json!({
         "members": g.map(|g| g.participants.into_iter().map(|(p, _)| p).collect::<Vec<_>>()),
+    })))
+}
+
+#[derive(Deserialize)]
+struct GroupQuery {
+    /// `ID` or `ID@g.us`.
+    id: String,
+}
+
+/// A group as the server holds it (what members changed through the `w:g2` IQs shows here).
+async fn group_info(State(app): State<App>, Query(q): Query<GroupQuery>) -> Reply {
+    let w = world(&app)?;
+    let g = w
+        .groups
+        .get(q.id.trim_end_matches("@g.us"))
+        .ok_or_else(|| bad(format!("no group {}", q.id)))?;
+    Ok(Json(json!({
+        "id": g.id,
+        "subject": g.subject,
+        "members": g.participants.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>(),
     })))
 }
 
