@@ -62,13 +62,20 @@ impl Slot {
                 let info: Value =
                     serde_json::from_str(&std::fs::read_to_string(&json_path).expect("slot json"))
                         .expect("slot json parses");
+                let port = u16::try_from(info["port"].as_u64().expect("port")).expect("port fits");
+                // A port still held (e.g. a ferry left behind by an interrupted earlier run, with
+                // that run's tokens) would answer Synapse in this slot's place: skip the slot.
+                if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+                    eprintln!("note: slot {index}'s port {port} is in use; skipping that slot");
+                    continue;
+                }
                 let s = |k: &str| info[k].as_str().expect("slot field").to_owned();
                 return Slot {
                     index,
                     id: s("id"),
                     as_token: s("as_token"),
                     hs_token: s("hs_token"),
-                    port: u16::try_from(info["port"].as_u64().expect("port")).expect("port fits"),
+                    port,
                     bot_localpart: s("bot_localpart"),
                     prefix: s("namespace_prefix"),
                     registration_path: s("registration_path"),
