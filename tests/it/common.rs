@@ -284,6 +284,22 @@ logging:
         ferry
     }
 
+    /// Moves a stopped ferry to listen on `port` (and its metrics on `port + 1000`) instead of
+    /// its slot's port, e.g. to put a proxy on the slot's port. Takes effect at the next spawn.
+    pub fn listen_on(&mut self, slot: &Slot, port: u16) {
+        let config = std::fs::read_to_string(&self.config_path).expect("config");
+        let from = format!("\n  port: {}\n", slot.port);
+        assert!(config.contains(&from), "the config names the slot's port");
+        let config = config
+            .replace(&from, &format!("\n  port: {port}\n"))
+            .replace(
+                &format!("127.0.0.1:{}\n", u32::from(slot.port) + 1000),
+                &format!("127.0.0.1:{}\n", u32::from(port) + 1000),
+            );
+        std::fs::write(&self.config_path, config).expect("rewrite config");
+        self.slot_url = format!("http://127.0.0.1:{port}");
+    }
+
     pub fn metrics_url(&self) -> String {
         let port: u16 = self
             .slot_url
