@@ -459,13 +459,8 @@ impl Inner {
                 else {
                     return true;
                 };
-                let (chat, kind) = if ids::is_group(&r.source.chat) {
-                    match ids::chat_of(&r.source.chat) {
-                        Some(chat) => (chat, ChatKind::Group),
-                        None => return true,
-                    }
-                } else {
-                    (ChatId::new(reader.as_str()), ChatKind::Dm)
+                let Some((chat, kind)) = chat_of_event(&r.source.chat, &reader) else {
+                    return true;
                 };
                 if let Some(last) = r.message_ids.last() {
                     let up_to = ids::message_id(&self.own, last.as_ref());
@@ -491,13 +486,8 @@ impl Inner {
                 else {
                     return true;
                 };
-                let (chat, kind) = if ids::is_group(&p.source.chat) {
-                    match ids::chat_of(&p.source.chat) {
-                        Some(chat) => (chat, ChatKind::Group),
-                        None => return true,
-                    }
-                } else {
-                    (ChatId::new(user.as_str()), ChatKind::Dm)
+                let Some((chat, kind)) = chat_of_event(&p.source.chat, &user) else {
+                    return true;
                 };
                 let typing = matches!(p.state, ChatPresence::Composing);
                 return self
@@ -1334,5 +1324,15 @@ impl Session for WhatsAppSession {
     async fn start_dm(&self, user: &RemoteUserId) -> Result<ChatInfo, NetworkError> {
         ids::user_jid(user).map_err(|e| NetworkError::Rejected(e.to_string()))?;
         Ok(self.inner.dm_info(user))
+    }
+}
+
+/// The portal chat of a receipt or chat state: the group, or the DM with `user` (whose
+/// canonical id names DM chats). `None` for a group JID that does not parse.
+fn chat_of_event(chat: &Jid, user: &RemoteUserId) -> Option<(ChatId, ChatKind)> {
+    if ids::is_group(chat) {
+        ids::chat_of(chat).map(|chat| (chat, ChatKind::Group))
+    } else {
+        Some((ChatId::new(user.as_str()), ChatKind::Dm))
     }
 }
