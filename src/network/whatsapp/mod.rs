@@ -18,10 +18,12 @@
 
 pub mod client;
 pub mod convert;
+pub mod disappearing;
 pub mod ids;
 pub mod inbox;
 pub mod login;
 pub mod markup;
+pub mod polls;
 pub mod session;
 pub mod store;
 

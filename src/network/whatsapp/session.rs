@@ -27,8 +27,9 @@ use super::{
     WHATSAPP,
     client::{self, Shared},
     convert::{self, Inbound, MediaRef},
-    ids,
+    disappearing, ids,
     inbox::{InboxHook, Stored},
+    polls,
 };
 use crate::network::{
     ChatChanges, ChatId, ChatInfo, ChatKind, ConnectionState, EventSink, LoginId, MediaKind,
@@ -92,6 +93,8 @@ struct Inner {
     /// Contacts whose presence this process subscribed to. WhatsApp pushes a contact's online
     /// state only after a subscription; the client renews them itself after a reconnect.
     presence_subs: Mutex<HashSet<String>>,
+    /// The task that redacts disappearing messages when they expire.
+    expiry: Mutex<Option<tokio::task::AbortHandle>>,
 }
 
 /// A linked WhatsApp device.
@@ -124,6 +127,7 @@ impl WhatsAppSession {
                 history_feed: Mutex::new(None),
                 reactions: Mutex::new(HashMap::new()),
                 presence_subs: Mutex::new(HashSet::new()),
+                expiry: Mutex::new(None),
             }),
         }
     }
@@ -265,6 +269,17 @@ impl Inner {
             }
             (ChatId::new(peer.as_str()), ChatKind::Dm, Some(peer))
         };
+        if let Some(vote) = polls::vote_of(&message) {
+            return self
+                .poll_vote(position, &sender, &sender_jid, sender_alt.as_ref(), vote)
+                .await;
+        }
+        let timers = self.timers();
+        let expiration = disappearing::expiration_of(&message);
+        if let Some(seconds) = disappearing::setting_of(&message).or(expiration) {
+            timers.set_timer(&chat, seconds).await;
+        }
+        let portal_chat = chat.clone();
         let resolve = |jid: &str| self.canonical_str(jid);
         let ctx = convert::Context {
             sender: &sender,
@@ -305,7 +320,7 @@ impl Inner {
             Inbound::Revoke { target } => RemoteEvent::Delete {
                 chat,
                 id: target,
-                by: sender,
+                by: sender.clone(),
             },
             Inbound::Reaction {
                 target,
@@ -346,6 +361,87 @@ impl Inner {
                 }
             }
             Inbound::Ignore => return true,
+        };
+        let bridged = match &event {
+            RemoteEvent::Message { message: m, .. } => Some(m.id.clone()),
+            _ => None,
+        };
+        if let (Some(id), Some((question, options, secret))) = (&bridged, polls::created(&message))
+        {
+            let mut creator_jids = vec![sender_jid.to_non_ad().to_string()];
+            creator_jids.extend(sender_alt.as_ref().map(|j| j.to_non_ad().to_string()));
+            creator_jids.extend(ids::user_jid(&sender).ok().map(|j| j.to_string()));
+            let poll = polls::Poll {
+                chat: portal_chat.as_str().to_owned(),
+                message: id.as_str().to_owned(),
+                creator: sender.as_str().to_owned(),
+                creator_jids,
+                secret: hex::encode(secret),
+                question,
+                options,
+                votes: Default::default(),
+            };
+            self.polls().put(&stored.id, &poll).await;
+        }
+        if !self.emit(kind, Some(position), event).await {
+            return false;
+        }
+        // Scheduled once the message is queued, so its redaction cannot overtake it.
+        if let (Some(id), Some(seconds)) = (bridged, expiration) {
+            let deadline = disappearing::deadline(timestamp, seconds);
+            timers.schedule(&portal_chat, &id, deadline).await;
+        }
+        true
+    }
+
+    fn timers(&self) -> disappearing::Timers {
+        disappearing::Timers::new(self.shared.db.clone(), self.login.as_str())
+    }
+
+    fn polls(&self) -> polls::Polls {
+        polls::Polls::new(self.shared.db.clone(), self.login.as_str())
+    }
+
+    /// A vote on a poll bridged before: counted, and the bridged poll edited to the new tally.
+    /// A vote for a poll ferry never saw, or one that does not open, is logged and dropped.
+    async fn poll_vote(
+        &self,
+        position: i64,
+        voter: &RemoteUserId,
+        jid: &Jid,
+        alt: Option<&Jid>,
+        vote: polls::Vote,
+    ) -> bool {
+        let store = self.polls();
+        let Some(mut poll) = store.get(&vote.poll).await else {
+            tracing::debug!("a WhatsApp vote for a poll ferry did not bridge");
+            return true;
+        };
+        let mut voters = vec![jid.to_non_ad().to_string()];
+        voters.extend(alt.map(|j| j.to_non_ad().to_string()));
+        voters.extend(ids::user_jid(voter).ok().map(|j| j.to_string()));
+        let Some(choice) = polls::decrypt(&poll, &vote, &voters) else {
+            tracing::warn!("a WhatsApp poll vote does not open with the poll's secret");
+            return true;
+        };
+        if choice.is_empty() {
+            poll.votes.remove(voter.as_str());
+        } else {
+            poll.votes.insert(voter.as_str().to_owned(), choice);
+        }
+        store.put(&vote.poll, &poll).await;
+        let chat = poll.chat();
+        let kind = if ids::chat_is_group(&chat) {
+            ChatKind::Group
+        } else {
+            ChatKind::Dm
+        };
+        let event = RemoteEvent::Edit {
+            chat,
+            id: poll.message(),
+            sender: self.user_info(&poll.creator()),
+            content: MessageContent::Text(poll.text()),
+            timestamp: crate::db::now_ms(),
         };
         self.emit(kind, Some(position), event).await
     }
@@ -708,6 +804,14 @@ impl Inner {
     async fn run(self: Arc<Self>, checkpoint: Option<i64>) {
         let (feed_tx, mut feed_rx) = mpsc::unbounded_channel::<(i64, Stored)>();
         *lock(&self.history_feed) = Some(feed_tx.clone());
+        let this = self.clone();
+        let expiry = tokio::spawn(self.timers().run(move |kind, event| {
+            let this = this.clone();
+            async move { this.emit(kind, None, event).await }
+        }));
+        if let Some(old) = lock(&self.expiry).replace(expiry.abort_handle()) {
+            old.abort();
+        }
         self.refresh_lids().await;
         // What arrived but was not bridged before the last stop.
         let mut after = checkpoint.unwrap_or(0);
@@ -790,6 +894,9 @@ impl Inner {
             }
         }
         lock(&self.client).take();
+        if let Some(task) = lock(&self.expiry).take() {
+            task.abort();
+        }
         if let Some(handle) = self.handle.lock().await.take() {
             handle.shutdown().await;
         }
@@ -797,6 +904,9 @@ impl Inner {
 
     async fn stop(&self) {
         if let Some(task) = lock(&self.task).take() {
+            task.abort();
+        }
+        if let Some(task) = lock(&self.expiry).take() {
             task.abort();
         }
         lock(&self.client).take();
@@ -1039,15 +1149,26 @@ impl Session for WhatsAppSession {
     ) -> Result<SentMessage, NetworkError> {
         let jid = ids::chat_jid(chat).map_err(|e| NetworkError::Rejected(e.to_string()))?;
         let client = self.inner.client()?;
-        let wa_message = self.inner.outgoing(&jid, message)?;
+        let mut wa_message = self.inner.outgoing(&jid, message)?;
+        // In a chat with disappearing messages on, WhatsApp's apps delete ours too.
+        let timers = self.inner.timers();
+        let timer = timers.timer(chat).await;
+        disappearing::stamp(&mut wa_message, timer);
         let options = SendOptions::default().with_message_id(ids::stanza_id_for_txn(txn_id));
         let sent = client
             .send_message_with_options(jid, wa_message, options)
             .await
             .map_err(|e| transient("send", e))?;
+        let id = ids::message_id(&self.inner.own, &sent.message_id);
+        let now = crate::db::now_ms();
+        if timer > 0 {
+            timers
+                .schedule(chat, &id, disappearing::deadline(now, timer))
+                .await;
+        }
         Ok(SentMessage {
-            id: ids::message_id(&self.inner.own, &sent.message_id),
-            timestamp: crate::db::now_ms(),
+            id,
+            timestamp: now,
             partly_failed: None,
         })
     }

@@ -17,6 +17,7 @@ mod groups;
 mod history;
 mod inbox;
 mod iq;
+mod kinds;
 mod media;
 pub mod noise;
 mod paircode;

@@ -1,0 +1,245 @@
+//! Disappearing messages. A WhatsApp chat can carry a timer (24 hours, 7 days, 90 days in the
+//! apps); every message sent while it is on carries `contextInfo.expiration`, and WhatsApp's apps
+//! delete the message that long after it was sent. ferry does the same in Matrix, as
+//! mautrix-whatsapp does: a received message with an expiration gets a deadline in
+//! `whatsapp_expiry` (so it survives a restart of ferry), and a task per running session turns
+//! due deadlines into deletes, which the bridge shows as redactions.
+//!
+//! The chat's timer is kept per chat in the key-value table (`whatsapp/<login>/timer/<chat>`),
+//! learned from the timer changes WhatsApp sends (a protocol message, shown as a notice) and
+//! from the expiration received messages carry. Messages ferry sends into such a chat carry the
+//! same expiration, so the other side's apps delete them too, and get a deadline of their own.
+//!
+//! WhatsApp counts from the moment a message was sent, so the deadline is the message's time
+//! plus its expiration; a message bridged after its deadline (ferry was down) is redacted at
+//! once.
+
+use std::{future::Future, time::Duration};
+
+use whatsapp_rust::{wacore::proto_helpers::MessageExt as _, waproto::whatsapp as wa};
+
+use super::ids;
+use crate::{
+    db::{Db, Result},
+    network::{ChatId, ChatKind, MessageId, RemoteEvent, RemoteUserId},
+};
+
+/// How often due deadlines are looked for.
+const TICK: Duration = Duration::from_secs(1);
+/// Deadlines handled per look.
+const BATCH: i64 = 100;
+
+/// The timers and deadlines of one login.
+#[derive(Clone)]
+pub struct Timers {
+    db: Db,
+    login: String,
+}
+
+impl Timers {
+    pub fn new(db: Db, login: &str) -> Self {
+        Self {
+            db,
+            login: login.to_owned(),
+        }
+    }
+
+    fn timer_key(&self, chat: &ChatId) -> String {
+        format!("whatsapp/{}/timer/{}", self.login, chat.as_str())
+    }
+
+    /// The chat's timer in seconds (0: off), as last seen.
+    pub async fn timer(&self, chat: &ChatId) -> u32 {
+        match self.db.kv_get(&self.timer_key(chat)).await {
+            Ok(Some(value)) => value.parse().unwrap_or(0),
+            Ok(None) => 0,
+            Err(err) => {
+                tracing::warn!(%err, "cannot read a WhatsApp chat's disappearing timer");
+                0
+            }
+        }
+    }
+
+    /// Keeps the chat's timer; a failure is logged (the next message tells it again).
+    pub async fn set_timer(&self, chat: &ChatId, seconds: u32) {
+        if self.timer(chat).await == seconds {
+            return;
+        }
+        if let Err(err) = self
+            .db
+            .kv_set(&self.timer_key(chat), &seconds.to_string())
+            .await
+        {
+            tracing::warn!(%err, "cannot store a WhatsApp chat's disappearing timer");
+        }
+    }
+
+    /// Records that `message` must be redacted at `deadline_ms`.
+    pub async fn schedule(&self, chat: &ChatId, message: &MessageId, deadline_ms: i64) {
+        let result = sqlx::query(
+            "INSERT INTO whatsapp_expiry (login_id, chat_id, message_id, deadline_ms) \
+             VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (login_id, message_id) DO UPDATE SET deadline_ms = excluded.deadline_ms",
+        )
+        .bind(&self.login)
+        .bind(chat.as_str())
+        .bind(message.as_str())
+        .bind(deadline_ms)
+        .execute(self.db.pool())
+        .await;
+        if let Err(err) = result {
+            tracing::warn!(%err, "cannot store a disappearing WhatsApp message's deadline");
+        }
+    }
+
+    /// Messages whose deadline has passed, oldest first.
+    pub async fn due(&self, now_ms: i64) -> Result<Vec<(ChatId, MessageId)>> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT chat_id, message_id FROM whatsapp_expiry \
+             WHERE login_id = $1 AND deadline_ms <= $2 ORDER BY deadline_ms LIMIT $3",
+        )
+        .bind(&self.login)
+        .bind(now_ms)
+        .bind(BATCH)
+        .fetch_all(self.db.pool())
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(chat, id)| (ChatId::new(chat), MessageId::new(id)))
+            .collect())
+    }
+
+    /// Forgets a deadline once its delete was handed to the bridge.
+    pub async fn done(&self, message: &MessageId) -> Result<()> {
+        sqlx::query("DELETE FROM whatsapp_expiry WHERE login_id = $1 AND message_id = $2")
+            .bind(&self.login)
+            .bind(message.as_str())
+            .execute(self.db.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Turns due deadlines into deletes until `emit` reports the bridge gone. A delete the
+    /// bridge did not take stays due and is tried again.
+    pub async fn run<F, Fut>(self, emit: F)
+    where
+        F: Fn(ChatKind, RemoteEvent) -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        loop {
+            match self.due(crate::db::now_ms()).await {
+                Ok(due) => {
+                    for (chat, id) in due {
+                        let kind = if ids::chat_is_group(&chat) {
+                            ChatKind::Group
+                        } else {
+                            ChatKind::Dm
+                        };
+                        let by = ids::split_message_id(&id).map_or_else(
+                            |_| RemoteUserId::new(self.login.as_str()),
+                            |(author, _)| author,
+                        );
+                        let event = RemoteEvent::Delete {
+                            chat,
+                            id: id.clone(),
+                            by,
+                        };
+                        if !emit(kind, event).await {
+                            return;
+                        }
+                        if let Err(err) = self.done(&id).await {
+                            tracing::warn!(%err, "cannot forget a handled WhatsApp deadline");
+                        }
+                    }
+                }
+                Err(err) => tracing::warn!(%err, "cannot read WhatsApp disappearing deadlines"),
+            }
+            tokio::time::sleep(TICK).await;
+        }
+    }
+}
+
+/// The deadline of a message sent at `sent_ms` that disappears after `seconds`.
+pub fn deadline(sent_ms: i64, seconds: u32) -> i64 {
+    sent_ms.saturating_add(i64::from(seconds).saturating_mul(1000))
+}
+
+/// A timer change the message announces (the protocol message WhatsApp sends when someone
+/// turns disappearing messages on, off or to another duration).
+pub fn setting_of(message: &wa::Message) -> Option<u32> {
+    use wa::message::protocol_message::Type;
+    let p = message.get_base_message().protocol_message.as_option()?;
+    (p.r#type == Some(Type::EPHEMERAL_SETTING)).then(|| p.ephemeral_expiration.unwrap_or(0))
+}
+
+/// The expiration a received message carries (seconds; `None` when it does not disappear).
+pub fn expiration_of(message: &wa::Message) -> Option<u32> {
+    message
+        .get_base_message()
+        .get_ephemeral_expiration()
+        .filter(|s| *s > 0)
+}
+
+/// Makes an outgoing message disappear after `seconds` on WhatsApp (`contextInfo.expiration`;
+/// a bare text becomes an extended text to carry it). Protocol messages (edits, revokes,
+/// reactions) carry none.
+pub fn stamp(message: &mut wa::Message, seconds: u32) {
+    if seconds == 0 || message.protocol_message.is_set() || message.reaction_message.is_set() {
+        return;
+    }
+    if !message.set_ephemeral_expiration(seconds) {
+        tracing::debug!("this WhatsApp message kind cannot carry a disappearing timer");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use whatsapp_rust::waproto::buffa::MessageField;
+
+    use super::*;
+
+    #[test]
+    fn outgoing_text_carries_the_timer_and_reads_back() {
+        let mut m = wa::Message {
+            conversation: Some("bye soon".to_owned()),
+            ..Default::default()
+        };
+        stamp(&mut m, 86_400);
+        assert_eq!(expiration_of(&m), Some(86_400));
+        let text = m.extended_text_message.as_option().expect("promoted");
+        assert_eq!(text.text.as_deref(), Some("bye soon"));
+        assert!(m.conversation.is_none());
+    }
+
+    #[test]
+    fn no_timer_leaves_the_message_alone() {
+        let mut m = wa::Message {
+            conversation: Some("stays".to_owned()),
+            ..Default::default()
+        };
+        stamp(&mut m, 0);
+        assert_eq!(m.conversation.as_deref(), Some("stays"));
+        assert_eq!(expiration_of(&m), None);
+    }
+
+    #[test]
+    fn a_timer_change_is_recognised_and_deadlines_count_from_sending() {
+        let m = wa::Message {
+            protocol_message: MessageField::some(wa::message::ProtocolMessage {
+                r#type: Some(wa::message::protocol_message::Type::EPHEMERAL_SETTING),
+                ephemeral_expiration: Some(604_800),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(setting_of(&m), Some(604_800));
+        assert_eq!(
+            setting_of(&wa::Message {
+                conversation: Some("x".into()),
+                ..Default::default()
+            }),
+            None
+        );
+        assert_eq!(deadline(1_000, 5), 6_000);
+    }
+}
