@@ -21,7 +21,10 @@ use whatsapp_rust::{wacore::proto_helpers::MessageExt as _, waproto::whatsapp as
 use super::ids;
 use crate::{
     db::{Db, Result},
-    network::{ChatId, ChatKind, MessageId, RemoteEvent, RemoteUserId},
+    network::{
+        ChatId, ChatKind, MessageContent, MessageId, RemoteEvent, RemoteUserId,
+        richtext::{Entity, EntityKind, FormattedText},
+    },
 };
 
 /// How often due deadlines are looked for.
@@ -159,6 +162,23 @@ impl Timers {
     }
 }
 
+/// The line a timer change shows in the room (as `convert` shows the protocol message).
+pub fn notice(seconds: u32) -> MessageContent {
+    let text = if seconds == 0 {
+        "turned off disappearing messages".to_owned()
+    } else {
+        format!(
+            "set disappearing messages to {}",
+            super::convert::timer_text(seconds)
+        )
+    };
+    let len = text.chars().count();
+    MessageContent::Text(FormattedText::new(
+        text,
+        vec![Entity::new(0, len, EntityKind::Italic)],
+    ))
+}
+
 /// The deadline of a message sent at `sent_ms` that disappears after `seconds`.
 pub fn deadline(sent_ms: i64, seconds: u32) -> i64 {
     sent_ms.saturating_add(i64::from(seconds).saturating_mul(1000))
@@ -241,5 +261,33 @@ mod tests {
             None
         );
         assert_eq!(deadline(1_000, 5), 6_000);
+    }
+
+    #[test]
+    fn a_group_timer_notice_reads_like_the_protocol_message_one() {
+        let own = RemoteUserId::new("1");
+        let resolve = |_: &str| None;
+        let ctx = super::super::convert::Context {
+            sender: &own,
+            own: &own,
+            dm_peer: None,
+            resolve: &resolve,
+        };
+        for seconds in [0, 86_400] {
+            let m = wa::Message {
+                protocol_message: MessageField::some(wa::message::ProtocolMessage {
+                    r#type: Some(wa::message::protocol_message::Type::EPHEMERAL_SETTING),
+                    ephemeral_expiration: Some(seconds),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            let (super::super::convert::Inbound::Message { content, .. }, _) =
+                super::super::convert::inbound(&m, &ctx)
+            else {
+                panic!("a notice");
+            };
+            assert_eq!(content, notice(seconds));
+        }
     }
 }

@@ -656,6 +656,27 @@ impl Inner {
                     }
                 }
             }
+            A::Ephemeral { expiration, .. } => {
+                // The group's timer changed (an admin's setting): kept, and told in the room.
+                self.timers().set_timer(&chat, *expiration).await;
+                let who = g
+                    .participant
+                    .as_ref()
+                    .and_then(|p| self.canonical(p, g.participant_pn.as_ref()));
+                if let (Some(who), Some(id)) = (who, g.notification_id.as_deref()) {
+                    let notice = RemoteEvent::Message {
+                        chat: chat.clone(),
+                        message: RemoteMessage {
+                            id: ids::message_id(&who, &format!("{id}-timer")),
+                            sender: self.user_info(&who),
+                            content: disappearing::notice(*expiration),
+                            reply_to: None,
+                            timestamp: g.timestamp.timestamp_millis(),
+                        },
+                    };
+                    return self.emit(ChatKind::Group, None, notice).await;
+                }
+            }
             _ => {
                 // Subject, description, admins: the chat's details again.
                 match self.group_info(&chat).await {
