@@ -1,6 +1,6 @@
 //! WhatsApp's remaining message kinds end to end (real Synapse, testnet's WhatsApp simulator,
-//! whatsapp-rust as in production on both ends): poll votes counted and shown as edits of the
-//! bridged poll, across a restart of ferry; disappearing messages (the timer shown, messages
+//! whatsapp-rust as in production on both ends): poll votes (two contacts' and the user's own
+//! from their phone) counted and shown as edits of the bridged poll, across a restart of ferry; disappearing messages (the timer shown, messages
 //! redacted when they expire, also when the deadline passes while ferry is down, and messages
 //! sent from Matrix carrying the chat's timer); a GIF from Matrix arriving as a gifPlayback
 //! video; a view-once photo arriving as the safe placeholder only.
@@ -131,12 +131,22 @@ async fn poll_votes_counted_across_a_restart(backend: Backend) {
         ghost(&slot, ALICE),
         "the poll's author edits it"
     );
+    // The user votes on their phone: ferry's device gets the vote as its own, and counts it.
+    vote(&wa, USER, &gjid, &poll, &["Sushi"]).await;
+    wait_edit(
+        &user,
+        &portal,
+        "the user's own vote counted",
+        &poll_id,
+        "Poll: Lunch?\n1. Pizza — 2 votes\n2. Sushi — 1 vote\n(vote on your phone)",
+    )
+    .await;
 
     // ferry restarts while Alice changes her vote: Bob's vote from before still counts.
     ferry.kill();
     vote(&wa, ALICE, &gjid, &poll, &["Sushi"]).await;
     ferry.spawn().await;
-    let after = "Poll: Lunch?\n1. Pizza — 1 vote\n2. Sushi — 1 vote\n(vote on your phone)";
+    let after = "Poll: Lunch?\n1. Pizza — 1 vote\n2. Sushi — 2 votes\n(vote on your phone)";
     let changed = event_id(&user, &portal, "the vote made while ferry was down", |e| {
         e["content"]["m.relates_to"]["event_id"] == poll_id.as_str()
             && e["content"]["m.new_content"]["body"] == after
@@ -149,7 +159,7 @@ async fn poll_votes_counted_across_a_restart(backend: Backend) {
         &portal,
         "Bob's vote withdrawn",
         &poll_id,
-        "Poll: Lunch?\n1. Pizza\n2. Sushi — 1 vote\n(vote on your phone)",
+        "Poll: Lunch?\n1. Pizza\n2. Sushi — 2 votes\n(vote on your phone)",
     )
     .await;
     // Each vote was bridged once: one edit per tally change.
@@ -159,7 +169,7 @@ async fn poll_votes_counted_across_a_restart(backend: Backend) {
         .iter()
         .filter(|(_, _, body)| body.starts_with("* Poll: Lunch?"))
         .count();
-    assert_eq!(edits, 5, "five tallies, each shown once (e.g. {changed})");
+    assert_eq!(edits, 6, "six tallies, each shown once (e.g. {changed})");
 }
 
 both_backends!(poll_votes_counted_across_a_restart);

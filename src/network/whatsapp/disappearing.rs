@@ -263,6 +263,40 @@ mod tests {
         assert_eq!(deadline(1_000, 5), 6_000);
     }
 
+    #[tokio::test]
+    async fn deadlines_and_timers_are_kept_per_login() {
+        use crate::config::{DatabaseConfig, DatabaseType};
+        let db = Db::connect(&DatabaseConfig {
+            kind: DatabaseType::Sqlite,
+            uri: "sqlite::memory:".to_owned(),
+            max_connections: 1,
+        })
+        .await
+        .expect("database");
+        let mine = Timers::new(db.clone(), "111");
+        let other = Timers::new(db.clone(), "222");
+        let chat = ChatId::new("5511900000002");
+        mine.set_timer(&chat, 86_400).await;
+        assert_eq!(mine.timer(&chat).await, 86_400);
+        assert_eq!(other.timer(&chat).await, 0);
+        let early = MessageId::new("5511900000002:A");
+        let late = MessageId::new("5511900000002:B");
+        mine.schedule(&chat, &late, 5_000).await;
+        mine.schedule(&chat, &early, 1_000).await;
+        other.schedule(&chat, &early, 1_000).await;
+        assert_eq!(mine.due(999).await.expect("due"), vec![]);
+        assert_eq!(
+            mine.due(5_000).await.expect("due"),
+            vec![(chat.clone(), early.clone()), (chat.clone(), late.clone())]
+        );
+        mine.done(&early).await.expect("done");
+        assert_eq!(
+            mine.due(5_000).await.expect("due"),
+            vec![(chat.clone(), late)]
+        );
+        assert_eq!(other.due(5_000).await.expect("due"), vec![(chat, early)]);
+    }
+
     #[test]
     fn a_group_timer_notice_reads_like_the_protocol_message_one() {
         let own = RemoteUserId::new("1");

@@ -2,7 +2,8 @@
 //! each encrypted with the poll's 32-byte message secret (AES-GCM under a key derived from the
 //! secret, the poll's id, its creator and the voter; `wacore::poll`). ferry keeps what it needs
 //! to open and count them in the key-value table (`whatsapp/<login>/poll/<poll stanza id>`):
-//! the secret, the options, where the poll was bridged, and each voter's current choice. A vote
+//! the secret (encrypted with the store key, like the message secrets whatsapp-rust keeps), the
+//! options, where the poll was bridged, and each voter's current choice. A vote
 //! replaces that voter's earlier one (an empty vote withdraws it), and the bridged poll is
 //! edited to show the new counts, as the Telegram connector does. Because the record is in the
 //! database, votes on a poll bridged before a restart are counted on top of the earlier ones.
@@ -22,6 +23,7 @@ use whatsapp_rust::{
 };
 
 use crate::{
+    crypto::store::StoreKey,
     db::Db,
     network::{
         ChatId, MessageId, RemoteUserId,
@@ -40,7 +42,7 @@ pub struct Poll {
     pub creator: String,
     /// The creator's JIDs without device (as sent, and its phone-number/LID twin).
     pub creator_jids: Vec<String>,
-    /// The message secret, hex.
+    /// The message secret, hex (in the database: sealed with the store key, base64).
     pub secret: String,
     pub question: String,
     pub options: Vec<String>,
@@ -171,18 +173,55 @@ pub fn decrypt(poll: &Poll, vote: &Vote, voter_jids: &[String]) -> Option<Vec<us
     Some(chosen)
 }
 
+/// What the store key's cipher binds a sealed poll secret to.
+const SEALED: &str = "whatsapp-poll-secret";
+
 /// The polls of one login, in the key-value table.
 #[derive(Clone)]
 pub struct Polls {
     db: Db,
+    key: StoreKey,
     login: String,
 }
 
 impl Polls {
-    pub fn new(db: Db, login: &str) -> Self {
+    pub fn new(db: Db, key: StoreKey, login: &str) -> Self {
         Self {
             db,
+            key,
             login: login.to_owned(),
+        }
+    }
+
+    fn seal(&self, poll: &Poll) -> Option<Poll> {
+        use base64::Engine as _;
+        let plain = hex::decode(&poll.secret).ok()?;
+        match self.key.encrypt_bytes(SEALED, plain) {
+            Ok(sealed) => Some(Poll {
+                secret: base64::engine::general_purpose::STANDARD.encode(sealed),
+                ..poll.clone()
+            }),
+            Err(err) => {
+                tracing::warn!(%err, "cannot seal a WhatsApp poll's secret");
+                None
+            }
+        }
+    }
+
+    fn open(&self, mut poll: Poll) -> Option<Poll> {
+        use base64::Engine as _;
+        let sealed = base64::engine::general_purpose::STANDARD
+            .decode(&poll.secret)
+            .ok()?;
+        match self.key.decrypt_bytes(SEALED, &sealed) {
+            Ok(plain) => {
+                poll.secret = hex::encode(plain);
+                Some(poll)
+            }
+            Err(err) => {
+                tracing::warn!(%err, "a stored WhatsApp poll's secret does not decrypt");
+                None
+            }
         }
     }
 
@@ -194,7 +233,7 @@ impl Polls {
     pub async fn get(&self, stanza: &str) -> Option<Poll> {
         match self.db.kv_get(&self.key(stanza)).await {
             Ok(Some(json)) => match serde_json::from_str(&json) {
-                Ok(poll) => Some(poll),
+                Ok(poll) => self.open(poll),
                 Err(err) => {
                     tracing::warn!(%err, "a stored WhatsApp poll does not parse");
                     None
@@ -210,7 +249,10 @@ impl Polls {
 
     /// Keeps a poll (new, or with a changed tally).
     pub async fn put(&self, stanza: &str, poll: &Poll) {
-        let json = match serde_json::to_string(poll) {
+        let Some(sealed) = self.seal(poll) else {
+            return;
+        };
+        let json = match serde_json::to_string(&sealed) {
             Ok(json) => json,
             Err(err) => {
                 tracing::warn!(%err, "cannot encode a WhatsApp poll");
@@ -280,6 +322,48 @@ mod tests {
         // A withdrawn vote is an empty choice.
         let empty = vote_for(&secret, &[], VOTER);
         assert_eq!(decrypt(&p, &empty, &voters), Some(vec![]));
+    }
+
+    #[tokio::test]
+    async fn the_secret_is_stored_sealed_and_the_tally_survives_a_reopen() {
+        use crate::config::{DatabaseConfig, DatabaseType};
+        let db = Db::connect(&DatabaseConfig {
+            kind: DatabaseType::Sqlite,
+            uri: "sqlite::memory:".to_owned(),
+            max_connections: 1,
+        })
+        .await
+        .expect("database");
+        let key = StoreKey::load_or_create(
+            &db,
+            crate::crypto::store::StoreSecret::Key(zeroize::Zeroizing::new([9; 32])),
+        )
+        .await
+        .expect("key");
+        let secret = [5u8; 32];
+        let mut p = poll(&secret);
+        p.votes.insert("5511900000003".into(), vec![0]);
+        Polls::new(db.clone(), key.clone(), "me")
+            .put("POLL1", &p)
+            .await;
+        let raw = db
+            .kv_get("whatsapp/me/poll/POLL1")
+            .await
+            .expect("read")
+            .expect("stored");
+        assert!(
+            !raw.contains(&hex::encode(secret)),
+            "the secret in clear: {raw}"
+        );
+        let again = Polls::new(db.clone(), key, "me").get("POLL1").await;
+        assert_eq!(again.as_ref(), Some(&p));
+        // Another login does not see it.
+        assert!(
+            db.kv_get("whatsapp/other/poll/POLL1")
+                .await
+                .expect("read")
+                .is_none()
+        );
     }
 
     #[test]

@@ -276,7 +276,10 @@ impl Inner {
         }
         let timers = self.timers();
         let expiration = disappearing::expiration_of(&message);
-        if let Some(seconds) = disappearing::setting_of(&message).or(expiration) {
+        // A message's expiration tells the chat's current timer; an old one from the history
+        // sync after linking does not.
+        let current = expiration.filter(|_| !stored.history);
+        if let Some(seconds) = disappearing::setting_of(&message).or(current) {
             timers.set_timer(&chat, seconds).await;
         }
         let portal_chat = chat.clone();
@@ -381,7 +384,9 @@ impl Inner {
                 options,
                 votes: Default::default(),
             };
-            self.polls().put(&stored.id, &poll).await;
+            if let Some(store) = self.polls().await {
+                store.put(&stored.id, &poll).await;
+            }
         }
         if !self.emit(kind, Some(position), event).await {
             return false;
@@ -398,8 +403,19 @@ impl Inner {
         disappearing::Timers::new(self.shared.db.clone(), self.login.as_str())
     }
 
-    fn polls(&self) -> polls::Polls {
-        polls::Polls::new(self.shared.db.clone(), self.login.as_str())
+    /// The login's polls; `None` (logged) when the store key cannot be unlocked.
+    async fn polls(&self) -> Option<polls::Polls> {
+        match self.shared.store_key().await {
+            Ok(key) => Some(polls::Polls::new(
+                self.shared.db.clone(),
+                key,
+                self.login.as_str(),
+            )),
+            Err(err) => {
+                tracing::warn!(%err, "WhatsApp polls are not counted");
+                None
+            }
+        }
     }
 
     /// A vote on a poll bridged before: counted, and the bridged poll edited to the new tally.
@@ -412,7 +428,9 @@ impl Inner {
         alt: Option<&Jid>,
         vote: polls::Vote,
     ) -> bool {
-        let store = self.polls();
+        let Some(store) = self.polls().await else {
+            return true;
+        };
         let Some(mut poll) = store.get(&vote.poll).await else {
             tracing::debug!("a WhatsApp vote for a poll ferry did not bridge");
             return true;
