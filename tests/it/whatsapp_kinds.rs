@@ -63,7 +63,7 @@ async fn vote(wa: &WhatsAppServer, from: &str, group: &str, poll: &Value, option
     post(
         wa,
         "/control/vote",
-        json!({ "from": from, "to": group, "poll": poll["id"], "creator": ALICE,
+        json!({ "from": from, "to": group, "poll": poll["id"], "creator": poll["creator"],
                 "secret_base64": poll["secret_base64"], "options": options }),
     )
     .await;
@@ -89,12 +89,13 @@ async fn poll_votes_counted_across_a_restart(backend: Backend) {
     let gjid = group["jid"].as_str().expect("group jid").to_owned();
 
     // Alice's poll arrives readable, from her ghost.
-    let poll = post(
+    let mut poll = post(
         &wa,
         "/control/poll",
         json!({ "from": ALICE, "to": gjid, "name": "Lunch?", "options": ["Pizza", "Sushi"] }),
     )
     .await;
+    poll["creator"] = json!(ALICE);
     let portal = user.wait_portals(1, &room).await[0].clone();
     let first = "Poll: Lunch?\n1. Pizza\n2. Sushi\n(vote on your phone)";
     let poll_event = user
@@ -170,6 +171,29 @@ async fn poll_votes_counted_across_a_restart(backend: Backend) {
         .filter(|(_, _, body)| body.starts_with("* Poll: Lunch?"))
         .count();
     assert_eq!(edits, 6, "six tallies, each shown once (e.g. {changed})");
+
+    // A poll the user starts on their phone (several choices allowed) is counted too.
+    let mut own = post(
+        &wa,
+        "/control/poll",
+        json!({ "from": USER, "to": gjid, "name": "Dinner?", "options": ["Tacos", "Curry", "Soup"],
+                "selectable": 2 }),
+    )
+    .await;
+    own["creator"] = json!(USER);
+    let own_id = event_id(&user, &portal, "the user's own poll", |e| {
+        e["content"]["body"] == "Poll: Dinner?\n1. Tacos\n2. Curry\n3. Soup\n(vote on your phone)"
+    })
+    .await;
+    vote(&wa, ALICE, &gjid, &own, &["Curry", "Soup"]).await;
+    wait_edit(
+        &user,
+        &portal,
+        "Alice's two choices on the user's poll",
+        &own_id,
+        "Poll: Dinner?\n1. Tacos\n2. Curry — 1 vote\n3. Soup — 1 vote\n(vote on your phone)",
+    )
+    .await;
 }
 
 both_backends!(poll_votes_counted_across_a_restart);

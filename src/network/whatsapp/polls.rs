@@ -126,6 +126,19 @@ pub fn created(message: &wa::Message) -> Option<(String, Vec<String>, Vec<u8>)> 
     Some((poll.name.clone().unwrap_or_default(), options, secret))
 }
 
+/// A message from the history sync carries its secret beside it (`WebMessageInfo.messageSecret`)
+/// rather than inside; moves it inside, where [`created`] looks, so votes on a poll from the
+/// history are counted too.
+pub fn adopt_history_secret(message: &mut wa::Message, secret: Option<&[u8]>) {
+    let Some(secret) = secret.filter(|s| !s.is_empty()) else {
+        return;
+    };
+    let context = message.message_context_info.get_or_insert_default();
+    if context.message_secret.as_ref().is_none_or(Vec::is_empty) {
+        context.message_secret = Some(secret.to_vec());
+    }
+}
+
 /// The vote a message carries.
 pub fn vote_of(message: &wa::Message) -> Option<Vote> {
     let update = message.get_base_message().poll_update_message.as_option()?;
@@ -322,6 +335,23 @@ mod tests {
         // A withdrawn vote is an empty choice.
         let empty = vote_for(&secret, &[], VOTER);
         assert_eq!(decrypt(&p, &empty, &voters), Some(vec![]));
+    }
+
+    #[test]
+    fn a_history_poll_gets_the_secret_kept_beside_it() {
+        let mut m = wa::Message {
+            poll_creation_message: MessageField::some(wa::message::PollCreationMessage {
+                name: Some("Q".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(created(&m).is_none(), "no secret, nothing to count with");
+        adopt_history_secret(&mut m, Some(&[4; 32]));
+        assert_eq!(created(&m).map(|(_, _, s)| s), Some(vec![4; 32]));
+        // A secret already inside wins.
+        adopt_history_secret(&mut m, Some(&[5; 32]));
+        assert_eq!(created(&m).map(|(_, _, s)| s), Some(vec![4; 32]));
     }
 
     #[tokio::test]

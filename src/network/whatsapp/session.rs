@@ -770,7 +770,8 @@ fn history_stored(chat: &str, info: &wa::WebMessageInfo) -> Option<Stored> {
     use base64::Engine as _;
     use whatsapp_rust::waproto::buffa::Message as _;
     let key = info.key.as_option()?;
-    let message = info.message.as_option()?;
+    let mut message = info.message.as_option()?.clone();
+    polls::adopt_history_secret(&mut message, info.message_secret.as_deref());
     let from_me = key.from_me.unwrap_or(false);
     let chat = key.remote_jid.clone().unwrap_or_else(|| chat.to_owned());
     let is_group = chat.ends_with("@g.us");
