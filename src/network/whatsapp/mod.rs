@@ -18,10 +18,13 @@
 
 pub mod client;
 pub mod convert;
+pub mod health;
+pub mod history;
 pub mod ids;
 pub mod inbox;
 pub mod login;
 pub mod markup;
+pub mod profiles;
 pub mod session;
 pub mod store;
 

@@ -27,8 +27,10 @@ use super::{
     WHATSAPP,
     client::{self, Shared},
     convert::{self, Inbound, MediaRef},
-    ids,
-    inbox::{InboxHook, Stored},
+    health::{self, PhoneWatch},
+    history, ids,
+    inbox::{InboxEvent, InboxHook, Stored},
+    profiles::Profiles,
 };
 use crate::network::{
     ChatChanges, ChatId, ChatInfo, ChatKind, ConnectionState, EventSink, LoginId, MediaKind,
@@ -79,19 +81,47 @@ struct Inner {
     client: Mutex<Option<Arc<Client>>>,
     handle: tokio::sync::Mutex<Option<BotHandle>>,
     task: Mutex<Option<tokio::task::AbortHandle>>,
-    /// Push names seen, by ferry user id.
-    names: Mutex<HashMap<String, String>>,
+    /// Push names seen, by ferry user id, kept across restarts.
+    profiles: Arc<Profiles>,
+    /// When the user's phone was last seen.
+    phone: Arc<PhoneWatch>,
     /// LID user -> phone-number user, from the store's mappings and messages' alternates.
     lids: Mutex<HashMap<String, String>>,
     media: Mutex<MediaCache>,
     uploads: Mutex<HashMap<String, Upload>>,
     /// Where history-sync messages go after they are stored (the running session's feed).
-    history_feed: Mutex<Option<super::inbox::Feed>>,
+    history_feed: Arc<Mutex<Option<super::inbox::Feed>>>,
+    /// Conversations taken from this session's history syncs (counted against the limit).
+    history_taken: Mutex<HashSet<String>>,
     /// The current reaction per (chat, message, sender), as last bridged by this process.
     reactions: Mutex<HashMap<(String, String, String), String>>,
     /// Contacts whose presence this process subscribed to. WhatsApp pushes a contact's online
     /// state only after a subscription; the client renews them itself after a reconnect.
     presence_subs: Mutex<HashSet<String>>,
+}
+
+/// Aborts a helper task when the session's run ends.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Warns the user once when their phone stays unseen too long (see `health`).
+async fn watch_phone(inner: Arc<Inner>) {
+    let threshold = Duration::from_secs(inner.shared.config.phone_offline_warn_seconds);
+    let mut tick = tokio::time::interval(health::check_interval(threshold));
+    loop {
+        tick.tick().await;
+        if let Some(notice) = inner.phone.check(threshold).await {
+            inner
+                .sink
+                .notice(WHATSAPP, inner.login.clone(), health::text(&notice))
+                .await;
+        }
+    }
 }
 
 /// A linked WhatsApp device.
@@ -106,6 +136,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl WhatsAppSession {
     pub fn new(login: LoginId, store_id: String, shared: Arc<Shared>, sink: EventSink) -> Self {
         let own = RemoteUserId::new(login.as_str());
+        let profiles = Profiles::new(shared.db.clone(), login.as_str());
+        let phone = Arc::new(PhoneWatch::new(shared.db.clone(), login.as_str()));
         Self {
             inner: Arc::new(Inner {
                 login,
@@ -117,11 +149,13 @@ impl WhatsAppSession {
                 client: Mutex::new(None),
                 handle: tokio::sync::Mutex::new(None),
                 task: Mutex::new(None),
-                names: Mutex::new(HashMap::new()),
+                profiles,
+                phone,
                 lids: Mutex::new(HashMap::new()),
                 media: Mutex::new(MediaCache::default()),
                 uploads: Mutex::new(HashMap::new()),
-                history_feed: Mutex::new(None),
+                history_feed: Arc::new(Mutex::new(None)),
+                history_taken: Mutex::new(HashSet::new()),
                 reactions: Mutex::new(HashMap::new()),
                 presence_subs: Mutex::new(HashSet::new()),
             }),
@@ -191,11 +225,8 @@ impl Inner {
     }
 
     fn name_of(&self, user: &RemoteUserId) -> String {
-        if let Some(name) = lock(&self.names)
-            .get(user.as_str())
-            .filter(|n| !n.is_empty())
-        {
-            return name.clone();
+        if let Some(name) = self.profiles.name(user.as_str()) {
+            return name;
         }
         match user.as_str().strip_prefix("lid-") {
             Some(_) => "WhatsApp user".to_owned(),
@@ -212,7 +243,10 @@ impl Inner {
     }
 
     /// Turns one stored message into bridge events.
-    async fn deliver(&self, position: i64, stored: &Stored) -> bool {
+    async fn deliver(self: &Arc<Self>, position: i64, stored: &Stored) -> bool {
+        if let Some(event) = &stored.event {
+            return self.deliver_event(position, event).await;
+        }
         let Some(message) = stored.decode() else {
             tracing::warn!(
                 position,
@@ -230,6 +264,9 @@ impl Inner {
             return true;
         };
         let sender_alt = stored.sender_alt.as_deref().and_then(parse);
+        if !stored.history && health::is_phone(&sender_jid, stored.from_me) {
+            self.phone.seen().await;
+        }
         if sender_jid.is_lid()
             && sender_alt.is_none()
             && !lock(&self.lids).contains_key(sender_jid.user.as_str())
@@ -245,7 +282,9 @@ impl Inner {
             }
         };
         if !stored.push_name.is_empty() && !stored.from_me {
-            lock(&self.names).insert(sender.as_str().to_owned(), stored.push_name.clone());
+            self.profiles
+                .set([(sender.as_str().to_owned(), stored.push_name.clone())])
+                .await;
         }
         let (chat, kind, peer) = if stored.is_group || ids::is_group(&chat_jid) {
             match ids::chat_of(&chat_jid) {
@@ -450,31 +489,24 @@ impl Inner {
             }
             Event::Receipt(r) => {
                 use whatsapp_rust::wacore::types::presence::ReceiptType;
+                if matches!(r.r#type, ReceiptType::ReadSelf | ReceiptType::Read)
+                    && health::is_phone(&r.source.sender, r.source.is_from_me)
+                {
+                    self.phone.seen().await;
+                }
                 if !matches!(r.r#type, ReceiptType::Read | ReceiptType::ReadSelf)
                     || r.source.is_from_me
                 {
                     return true;
                 }
-                let Some(reader) = self.canonical(&r.source.sender, r.source.sender_alt.as_ref())
-                else {
-                    return true;
-                };
-                let Some((chat, kind)) = chat_of_event(&r.source.chat, &reader) else {
-                    return true;
-                };
                 if let Some(last) = r.message_ids.last() {
-                    let up_to = ids::message_id(&self.own, last.as_ref());
-                    return self
-                        .emit(
-                            kind,
-                            None,
-                            RemoteEvent::Read {
-                                chat,
-                                user: reader,
-                                up_to,
-                            },
-                        )
-                        .await;
+                    self.store_event(InboxEvent::Read {
+                        chat: r.source.chat.to_string(),
+                        reader: r.source.sender.to_string(),
+                        reader_alt: r.source.sender_alt.as_ref().map(ToString::to_string),
+                        message: last.to_string(),
+                    })
+                    .await;
                 }
             }
             Event::ChatPresence(p) => {
@@ -501,15 +533,17 @@ impl Inner {
             }
             Event::PushNameUpdate(u) => {
                 if let Some(user) = self.canonical(&u.jid, None) {
-                    lock(&self.names).insert(user.as_str().to_owned(), u.new_push_name.clone());
+                    self.profiles
+                        .set([(user.as_str().to_owned(), u.new_push_name.clone())])
+                        .await;
                 }
             }
-            Event::GroupUpdate(g) => return self.group_update(g).await,
+            Event::GroupUpdate(g) => self.group_update(g).await,
             Event::HistorySync(history) => {
-                if self.shared.config.history_sync
-                    && let Some(sync) = history.get()
-                {
-                    self.history(sync.clone()).await;
+                // Only the user's own phone sends history.
+                self.phone.seen().await;
+                if let Some(sync) = history.get() {
+                    self.history(sync).await;
                 }
             }
             _ => {}
@@ -517,148 +551,172 @@ impl Inner {
         true
     }
 
-    async fn group_update(
-        self: &Arc<Self>,
-        g: &whatsapp_rust::wacore::types::events::GroupUpdate,
-    ) -> bool {
+    /// A group change, stored in the inbox (bridged by `deliver_event`).
+    async fn group_update(&self, g: &whatsapp_rust::wacore::types::events::GroupUpdate) {
         use whatsapp_rust::wacore::stanza::groups::GroupNotificationAction as A;
-        let Some(chat) = ids::chat_of(&g.group_jid) else {
-            return true;
+        let group = g.group_jid.to_string();
+        let members = |ps: &[whatsapp_rust::wacore::stanza::groups::GroupParticipantInfo]| {
+            ps.iter()
+                .map(|p| {
+                    (
+                        p.jid.to_string(),
+                        p.phone_number.as_ref().map(ToString::to_string),
+                    )
+                })
+                .collect::<Vec<_>>()
         };
-        match &g.action {
-            A::Add { participants, .. } => {
-                for p in participants {
-                    if let Some(user) = self.canonical(&p.jid, p.phone_number.as_ref()) {
-                        let info = self.user_info(&user);
-                        if !self
-                            .emit(
-                                ChatKind::Group,
-                                None,
-                                RemoteEvent::MemberJoined {
-                                    chat: chat.clone(),
-                                    user: info,
-                                },
-                            )
-                            .await
-                        {
-                            return false;
-                        }
+        let event = match &g.action {
+            A::Add { participants, .. } => InboxEvent::MembersAdded {
+                group,
+                members: members(participants),
+            },
+            A::Remove { participants, .. } => InboxEvent::MembersRemoved {
+                group,
+                members: members(participants),
+            },
+            // Subject, description, admins: the chat's details again.
+            _ => InboxEvent::GroupChanged { group },
+        };
+        self.store_event(event).await;
+    }
+
+    /// Writes a receipt or group change to the inbox and hands it to the running session.
+    async fn store_event(&self, event: InboxEvent) {
+        let Some(feed) = lock(&self.history_feed).clone() else {
+            return;
+        };
+        if let Err(err) = InboxHook::push(
+            &self.shared.db,
+            self.login.as_str(),
+            &feed,
+            Stored::event(event),
+        )
+        .await
+        {
+            tracing::warn!(%err, "cannot store a WhatsApp event");
+        }
+    }
+
+    /// Bridges a stored receipt or group change.
+    async fn deliver_event(&self, position: i64, event: &InboxEvent) -> bool {
+        let parse = |s: &str| s.parse::<Jid>().ok();
+        let members_of = |members: &[(String, Option<String>)]| {
+            members
+                .iter()
+                .filter_map(|(jid, alt)| {
+                    self.canonical(&parse(jid)?, alt.as_deref().and_then(parse).as_ref())
+                })
+                .collect::<Vec<_>>()
+        };
+        let group_chat = |group: &str| parse(group).as_ref().and_then(ids::chat_of);
+        match event {
+            InboxEvent::Read {
+                chat,
+                reader,
+                reader_alt,
+                message,
+            } => {
+                let (Some(chat_jid), Some(reader_jid)) = (parse(chat), parse(reader)) else {
+                    return true;
+                };
+                let alt = reader_alt.as_deref().and_then(parse);
+                let Some(reader) = self.canonical(&reader_jid, alt.as_ref()) else {
+                    return true;
+                };
+                let Some((chat, kind)) = chat_of_event(&chat_jid, &reader) else {
+                    return true;
+                };
+                let up_to = ids::message_id(&self.own, message);
+                self.emit(
+                    kind,
+                    Some(position),
+                    RemoteEvent::Read {
+                        chat,
+                        user: reader,
+                        up_to,
+                    },
+                )
+                .await
+            }
+            InboxEvent::MembersAdded { group, members } => {
+                let Some(chat) = group_chat(group) else {
+                    return true;
+                };
+                let users = members_of(members);
+                let last = users.len();
+                for (i, user) in users.into_iter().enumerate() {
+                    let joined = RemoteEvent::MemberJoined {
+                        chat: chat.clone(),
+                        user: self.user_info(&user),
+                    };
+                    let checkpoint = (i + 1 == last).then_some(position);
+                    if !self.emit(ChatKind::Group, checkpoint, joined).await {
+                        return false;
                     }
                 }
+                true
             }
-            A::Remove { participants, .. } => {
-                for p in participants {
-                    let Some(user) = self.canonical(&p.jid, p.phone_number.as_ref()) else {
-                        continue;
-                    };
+            InboxEvent::MembersRemoved { group, members } => {
+                let Some(chat) = group_chat(group) else {
+                    return true;
+                };
+                let users = members_of(members);
+                let last = users.len();
+                for (i, user) in users.into_iter().enumerate() {
                     let left = RemoteEvent::MemberLeft {
                         chat: chat.clone(),
                         user,
                     };
-                    if !self.emit(ChatKind::Group, None, left).await {
+                    let checkpoint = (i + 1 == last).then_some(position);
+                    if !self.emit(ChatKind::Group, checkpoint, left).await {
                         return false;
                     }
                 }
+                true
             }
-            _ => {
-                // Subject, description, admins: the chat's details again.
+            InboxEvent::GroupChanged { group } => {
+                let Some(chat) = group_chat(group) else {
+                    return true;
+                };
                 match self.group_info(&chat).await {
                     Ok(info) => {
-                        return self
-                            .emit(ChatKind::Group, None, RemoteEvent::Chat(info))
-                            .await;
+                        self.emit(ChatKind::Group, Some(position), RemoteEvent::Chat(info))
+                            .await
                     }
-                    Err(err) => tracing::warn!(%err, "cannot refresh a WhatsApp group"),
+                    Err(err) => {
+                        tracing::warn!(%err, "cannot refresh a WhatsApp group");
+                        true
+                    }
                 }
             }
         }
-        true
     }
 
-    /// Stores the recent messages of each conversation of a history sync in the inbox (so
-    /// they are bridged like live ones, in order, once), paced.
-    async fn history(self: &Arc<Self>, sync: wa::HistorySync) {
-        let this = self.clone();
-        tokio::spawn(async move {
-            let per_chat = this.shared.config.history_messages_per_chat;
-            let pace = Duration::from_millis(this.shared.config.history_pace_ms);
-            for name in &sync.pushnames {
-                if let (Some(id), Some(name)) = (name.id.as_deref(), name.pushname.as_deref())
-                    && let Some(user) = this.canonical_str(id)
-                {
-                    lock(&this.names).insert(user.as_str().to_owned(), name.to_owned());
-                }
-            }
-            for conversation in &sync.conversations {
-                // The most recent `per_chat` messages, bridged oldest first (the sync's own
-                // order is not guaranteed).
-                let mut messages: Vec<(u64, u64, &wa::WebMessageInfo)> = conversation
-                    .messages
-                    .iter()
-                    .filter_map(|m| {
-                        let info = m.message.as_option()?;
-                        Some((
-                            info.message_timestamp.unwrap_or(0),
-                            m.msg_order_id.unwrap_or(0),
-                            info,
-                        ))
-                    })
-                    .collect();
-                messages.sort_by_key(|(ts, order, _)| (*ts, *order));
-                let skip = messages.len().saturating_sub(per_chat);
-                let messages: Vec<&wa::WebMessageInfo> = messages
-                    .into_iter()
-                    .skip(skip)
-                    .map(|(_, _, info)| info)
-                    .collect();
-                for info in messages {
-                    let Some(stored) = history_stored(&conversation.id, info) else {
-                        continue;
-                    };
-                    let Some(feed) = lock(&this.history_feed).clone() else {
-                        return;
-                    };
-                    if let Err(err) =
-                        InboxHook::push(&this.shared.db, this.login.as_str(), &feed, stored).await
-                    {
-                        tracing::warn!(%err, "cannot store a WhatsApp history message");
-                    }
-                    tokio::time::sleep(pace).await;
-                }
-            }
-        });
+    /// Takes a history sync's push names, and its conversations within the limits into the
+    /// inbox, paced (see `history`).
+    async fn history(self: &Arc<Self>, sync: &wa::HistorySync) {
+        let names: Vec<(String, String)> = history::push_names(sync)
+            .into_iter()
+            .filter_map(|(jid, name)| Some((self.canonical_str(&jid)?.as_str().to_owned(), name)))
+            .collect();
+        self.profiles.set(names).await;
+        let config = &self.shared.config;
+        if !config.history_sync {
+            return;
+        }
+        let limits = history::Limits {
+            conversations: config.history_max_conversations,
+            messages_per_chat: config.history_messages_per_chat,
+        };
+        let entries = history::plan(sync, limits, &mut lock(&self.history_taken));
+        tokio::spawn(history::store_paced(
+            self.shared.db.clone(),
+            self.login.as_str().to_owned(),
+            self.history_feed.clone(),
+            entries,
+            Duration::from_millis(config.history_pace_ms),
+        ));
     }
-}
-
-/// A history-sync message as an inbox entry.
-fn history_stored(chat: &str, info: &wa::WebMessageInfo) -> Option<Stored> {
-    use base64::Engine as _;
-    use whatsapp_rust::waproto::buffa::Message as _;
-    let key = info.key.as_option()?;
-    let message = info.message.as_option()?;
-    let from_me = key.from_me.unwrap_or(false);
-    let chat = key.remote_jid.clone().unwrap_or_else(|| chat.to_owned());
-    let is_group = chat.ends_with("@g.us");
-    let sender = if is_group {
-        info.participant
-            .clone()
-            .or_else(|| key.participant.clone())?
-    } else {
-        chat.clone()
-    };
-    Some(Stored {
-        chat,
-        sender,
-        sender_alt: None,
-        chat_alt: None,
-        from_me,
-        is_group,
-        id: key.id.clone()?,
-        timestamp: i64::try_from(info.message_timestamp.unwrap_or(0)).unwrap_or(0),
-        push_name: info.push_name.clone().unwrap_or_default(),
-        message: base64::engine::general_purpose::STANDARD.encode(message.encode_to_vec()),
-        history: true,
-    })
 }
 
 impl Inner {
@@ -709,6 +767,10 @@ impl Inner {
         let (feed_tx, mut feed_rx) = mpsc::unbounded_channel::<(i64, Stored)>();
         *lock(&self.history_feed) = Some(feed_tx.clone());
         self.refresh_lids().await;
+        self.profiles.load().await;
+        self.phone.load().await;
+        let watcher = tokio::spawn(watch_phone(self.clone())).abort_handle();
+        let _watcher = AbortOnDrop(watcher);
         // What arrived but was not bridged before the last stop.
         let mut after = checkpoint.unwrap_or(0);
         loop {
