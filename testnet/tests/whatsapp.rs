@@ -486,6 +486,17 @@ async fn pairing_code_linking() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn history_sync_after_linking() {
+    history_sync(false).await;
+}
+
+/// As WhatsApp normally sends it: the phone uploads the encrypted blob, the companion's
+/// library downloads and decrypts it from the media host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn history_sync_as_a_downloaded_blob() {
+    history_sync(true).await;
+}
+
+async fn history_sync(blob: bool) {
     init_logs();
     let server = WhatsAppServer::start().await.expect("simulator starts");
     let ctl = Control::new(&server);
@@ -500,6 +511,7 @@ async fn history_sync_after_linking() {
             "/control/history_sync",
             json!({
                 "phone": USER,
+                "blob": blob,
                 "conversations": [{
                     "chat": ALICE,
                     "name": "Alice",
@@ -512,6 +524,29 @@ async fn history_sync_after_linking() {
         )
         .await;
     assert_eq!(pushed["message_ids"], json!(["HIST1", "HIST2"]));
+    if blob {
+        let path = pushed["blob_path"].as_str().expect("the blob's path");
+        assert!(path.contains("md-msg-hist"), "{path}");
+        // The media host holds ciphertext only: it does not inflate as the zlib stream would.
+        let stored = reqwest::get(format!("http://{}{path}", server.chat_addr()))
+            .await
+            .expect("media host")
+            .bytes()
+            .await
+            .expect("blob");
+        let mut inflated = Vec::new();
+        let plain = std::io::Read::read_to_end(
+            &mut flate2::read::ZlibDecoder::new(&stored[..]),
+            &mut inflated,
+        );
+        assert!(
+            stored.len() > 10 && plain.is_err(),
+            "{} bytes",
+            stored.len()
+        );
+    } else {
+        assert!(pushed["blob_path"].is_null());
+    }
     let history = dev
         .next(30, |e| match e {
             Event::HistorySync(h) => h.get().cloned(),
