@@ -238,8 +238,108 @@ impl Inner {
         UserInfo {
             id: user.clone(),
             name: self.name_of(user),
-            avatar: None,
+            avatar: self.profiles.avatar(user.as_str()),
         }
+    }
+
+    /// Asks WhatsApp for a contact's profile picture, once per contact and process (see
+    /// `profiles`). A failure is logged and leaves what was known.
+    async fn check_picture(&self, user: &RemoteUserId) {
+        if user == &self.own || !self.profiles.first_ask(user.as_str()) {
+            return;
+        }
+        let (Ok(client), Ok(jid)) = (self.client(), ids::user_jid(user)) else {
+            return;
+        };
+        match client
+            .contacts()
+            .get_profile_picture_with_timeout(&jid, false, Some(Duration::from_secs(5)))
+            .await
+        {
+            Ok(picture) => {
+                self.profiles
+                    .set_picture(user.as_str(), picture.map(|p| p.id))
+                    .await;
+            }
+            Err(err) => tracing::debug!(%err, "cannot ask for a WhatsApp profile picture"),
+        }
+    }
+
+    /// A contact changed or removed their picture: the ghost follows at once when the login
+    /// has a DM portal with them (else with their next message or membership change).
+    async fn picture_changed(&self, p: &whatsapp_rust::wacore::types::events::PictureUpdate) {
+        if ids::is_group(&p.jid) {
+            return;
+        }
+        let Some(user) = self.canonical(&p.jid, None) else {
+            return;
+        };
+        let picture = if p.removed {
+            None
+        } else if let Some(id) = &p.picture_id {
+            Some(id.clone())
+        } else {
+            // No id in the notification: ask.
+            self.profiles.first_ask(user.as_str());
+            let Ok(client) = self.client() else { return };
+            match client.contacts().get_profile_picture(&p.jid, false).await {
+                Ok(picture) => picture.map(|p| p.id),
+                Err(err) => {
+                    tracing::debug!(%err, "cannot ask for a WhatsApp profile picture");
+                    return;
+                }
+            }
+        };
+        self.profiles.first_ask(user.as_str());
+        if !self.profiles.set_picture(user.as_str(), picture).await {
+            return;
+        }
+        let has_dm = self
+            .shared
+            .db
+            .get_portal(WHATSAPP.as_str(), user.as_str(), self.login.as_str())
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|row| row.room_id.is_some());
+        if has_dm {
+            self.emit(ChatKind::Dm, None, RemoteEvent::Chat(self.dm_info(&user)))
+                .await;
+        }
+    }
+
+    /// The current picture of a ghost's avatar id, fetched from the URL WhatsApp gives.
+    async fn download_picture(&self, user: &str) -> Result<MediaStream, NetworkError> {
+        let jid = ids::user_jid(&RemoteUserId::new(user))
+            .map_err(|e| NetworkError::Rejected(e.to_string()))?;
+        let client = self.client()?;
+        let picture = client
+            .contacts()
+            .get_profile_picture(&jid, false)
+            .await
+            .map_err(|e| transient("profile picture lookup", e))?
+            .ok_or_else(|| NetworkError::Rejected("this contact has no picture now".into()))?;
+        let response = reqwest::get(&picture.url)
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|e| transient("profile picture download", e.without_url()))?;
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| v.starts_with("image/"))
+            .unwrap_or("image/jpeg")
+            .to_owned();
+        let data = response
+            .bytes()
+            .await
+            .map_err(|e| transient("profile picture download", e.without_url()))?;
+        let size = data.len() as u64;
+        Ok(MediaStream {
+            content_type,
+            size: Some(size),
+            body: Box::pin(futures_util::stream::once(async move { Ok(data) })),
+        })
     }
 
     /// Turns one stored message into bridge events.
@@ -312,6 +412,9 @@ impl Inner {
             resolve: &resolve,
         };
         let (inbound, media) = convert::inbound(&message, &ctx);
+        if !stored.from_me {
+            self.check_picture(&sender).await;
+        }
         let sender_info = self.user_info(&sender);
         let timestamp = stored.timestamp.saturating_mul(1000);
         let event = match inbound {
@@ -539,6 +642,7 @@ impl Inner {
                 }
             }
             Event::GroupUpdate(g) => self.group_update(g).await,
+            Event::PictureUpdate(p) => self.picture_changed(p).await,
             Event::HistorySync(history) => {
                 // Only the user's own phone sends history.
                 self.phone.seen().await;
@@ -1129,6 +1233,9 @@ impl Session for WhatsAppSession {
     }
 
     async fn download_media(&self, id: &str) -> Result<MediaStream, NetworkError> {
+        if let Some(user) = super::profiles::avatar_user(id) {
+            return self.inner.download_picture(user).await;
+        }
         let media = lock(&self.inner.media)
             .by_id
             .get(id)
