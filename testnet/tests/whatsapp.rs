@@ -1097,3 +1097,71 @@ async fn a_lost_session_recovers_through_a_retry_receipt() {
     );
     server.shutdown().await;
 }
+
+/// A contact's profile picture: the library's lookup finds it (and its bytes at the URL), a
+/// change reaches the linked device as a picture notification, a removal too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn profile_pictures_lookup_and_changes() {
+    use base64::Engine as _;
+    init_logs();
+    let server = WhatsAppServer::start().await.expect("simulator starts");
+    let ctl = Control::new(&server);
+    let (mut dev, _backend) = linked_device(&server, &ctl).await;
+    ctl.post(
+        "/control/contacts",
+        json!({ "phone": ALICE, "name": "Alice" }),
+    )
+    .await;
+    let alice: wacore_binary::Jid = format!("{ALICE}@s.whatsapp.net").parse().expect("jid");
+    let none = dev
+        .client
+        .contacts()
+        .get_profile_picture(&alice, false)
+        .await
+        .expect("lookup");
+    assert!(none.is_none(), "no picture yet: {none:?}");
+
+    let bytes = b"\x89PNG picture bytes".to_vec();
+    let set = ctl
+        .post(
+            "/control/picture",
+            json!({ "phone": ALICE, "data_base64": base64::engine::general_purpose::STANDARD.encode(&bytes) }),
+        )
+        .await;
+    let id = set["id"].as_str().expect("picture id").to_owned();
+    let update = dev
+        .next(20, |e| match e {
+            Event::PictureUpdate(p) => Some(p.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(update.jid.user, ALICE);
+    assert!(!update.removed);
+    assert_eq!(update.picture_id.as_deref(), Some(id.as_str()));
+    let picture = dev
+        .client
+        .contacts()
+        .get_profile_picture(&alice, false)
+        .await
+        .expect("lookup")
+        .expect("a picture now");
+    assert_eq!(picture.id, id);
+    let fetched = reqwest::get(&picture.url)
+        .await
+        .expect("picture URL")
+        .bytes()
+        .await
+        .expect("bytes");
+    assert_eq!(fetched.to_vec(), bytes);
+
+    ctl.post("/control/picture", json!({ "phone": ALICE }))
+        .await;
+    let removed = dev
+        .next(20, |e| match e {
+            Event::PictureUpdate(p) if p.removed => Some(p.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(removed.jid.user, ALICE);
+    server.shutdown().await;
+}
