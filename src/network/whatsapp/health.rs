@@ -5,7 +5,9 @@
 //! phone stays offline for about 14 days, and the server sends the companion no signal before
 //! that. Like mautrix-whatsapp, ferry watches for anything that can only come from the phone
 //! (the account's device 0): its own messages fanned out to companions, its read receipts,
-//! history and app-state pushes. The time is stored (a `kv_store` row per login, written at
+//! history pushes, and app-state changes the user makes (pins, mutes, archives, stars, chats
+//! marked read, deleted or cleared: these carry no device, and a change made in another
+//! companion such as WhatsApp Web counts too, a small overestimate). The time is stored (a `kv_store` row per login, written at
 //! most once a minute unless the warning state changes), and when it is older than
 //! `phone_offline_warn_seconds` the user is told once in the management room; seeing the phone
 //! again re-arms the warning (and says so). A fresh login counts as seen: linking needs the

@@ -38,6 +38,8 @@ use crate::network::{
     RemoteEvent, RemoteMessage, RemoteUserId, SentMessage, Session, UserInfo,
 };
 
+/// Largest profile picture ferry fetches.
+const MAX_PICTURE: usize = 5 * 1024 * 1024;
 /// Received media kept for download (the newest this many).
 const MEDIA_CACHE: usize = 2048;
 /// Largest file ferry sends to WhatsApp (WhatsApp's document limit is 2 GB; ferry holds an
@@ -319,7 +321,13 @@ impl Inner {
             .await
             .map_err(|e| transient("profile picture lookup", e))?
             .ok_or_else(|| NetworkError::Rejected("this contact has no picture now".into()))?;
-        let response = reqwest::get(&picture.url)
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| transient("profile picture download", e))?;
+        let mut response = http
+            .get(&picture.url)
+            .send()
             .await
             .and_then(reqwest::Response::error_for_status)
             .map_err(|e| transient("profile picture download", e.without_url()))?;
@@ -330,10 +338,21 @@ impl Inner {
             .filter(|v| v.starts_with("image/"))
             .unwrap_or("image/jpeg")
             .to_owned();
-        let data = response
-            .bytes()
+        // WhatsApp's pictures are small (640 px JPEGs); anything far larger is not one.
+        let mut data = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
             .await
-            .map_err(|e| transient("profile picture download", e.without_url()))?;
+            .map_err(|e| transient("profile picture download", e.without_url()))?
+        {
+            if data.len() + chunk.len() > MAX_PICTURE {
+                return Err(NetworkError::Rejected(
+                    "the WhatsApp profile picture is too large".into(),
+                ));
+            }
+            data.extend_from_slice(&chunk);
+        }
+        let data = bytes::Bytes::from(data);
         let size = data.len() as u64;
         Ok(MediaStream {
             content_type,
@@ -643,6 +662,15 @@ impl Inner {
             }
             Event::GroupUpdate(g) => self.group_update(g).await,
             Event::PictureUpdate(p) => self.picture_changed(p).await,
+            // App-state changes the user just made (not the snapshot of a full sync): almost
+            // always on the phone, so it counts as seen.
+            Event::PinUpdate(u) if !u.from_full_sync => self.phone.seen().await,
+            Event::MuteUpdate(u) if !u.from_full_sync => self.phone.seen().await,
+            Event::ArchiveUpdate(u) if !u.from_full_sync => self.phone.seen().await,
+            Event::StarUpdate(u) if !u.from_full_sync => self.phone.seen().await,
+            Event::MarkChatAsReadUpdate(u) if !u.from_full_sync => self.phone.seen().await,
+            Event::DeleteChatUpdate(u) if !u.from_full_sync => self.phone.seen().await,
+            Event::ClearChatUpdate(u) if !u.from_full_sync => self.phone.seen().await,
             Event::HistorySync(history) => {
                 // Only the user's own phone sends history.
                 self.phone.seen().await;
