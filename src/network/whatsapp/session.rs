@@ -38,8 +38,6 @@ use crate::network::{
     RemoteEvent, RemoteMessage, RemoteUserId, SentMessage, Session, UserInfo,
 };
 
-/// Largest profile picture ferry fetches.
-const MAX_PICTURE: usize = 5 * 1024 * 1024;
 /// Received media kept for download (the newest this many).
 const MEDIA_CACHE: usize = 2048;
 /// Largest file ferry sends to WhatsApp (WhatsApp's document limit is 2 GB; ferry holds an
@@ -102,29 +100,10 @@ struct Inner {
     presence_subs: Mutex<HashSet<String>>,
 }
 
-/// Aborts a helper task when the session's run ends.
-struct AbortOnDrop(tokio::task::AbortHandle);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Warns the user once when their phone stays unseen too long (see `health`).
-async fn watch_phone(inner: Arc<Inner>) {
-    let threshold = Duration::from_secs(inner.shared.config.phone_offline_warn_seconds);
-    let mut tick = tokio::time::interval(health::check_interval(threshold));
-    loop {
-        tick.tick().await;
-        if let Some(notice) = inner.phone.check(threshold).await {
-            inner
-                .sink
-                .notice(WHATSAPP, inner.login.clone(), health::text(&notice))
-                .await;
-        }
-    }
-}
+// What issue 7's connection-health work added to the session, in files of their own.
+mod avatars;
+mod inbox_events;
+mod phone;
 
 /// A linked WhatsApp device.
 pub struct WhatsAppSession {
@@ -242,123 +221,6 @@ impl Inner {
             name: self.name_of(user),
             avatar: self.profiles.avatar(user.as_str()),
         }
-    }
-
-    /// Asks WhatsApp for a contact's profile picture, once per contact and process (see
-    /// `profiles`). A failure is logged and leaves what was known.
-    async fn check_picture(&self, user: &RemoteUserId) {
-        if user == &self.own || !self.profiles.first_ask(user.as_str()) {
-            return;
-        }
-        let (Ok(client), Ok(jid)) = (self.client(), ids::user_jid(user)) else {
-            return;
-        };
-        match client
-            .contacts()
-            .get_profile_picture_with_timeout(&jid, false, Some(Duration::from_secs(5)))
-            .await
-        {
-            Ok(picture) => {
-                self.profiles
-                    .set_picture(user.as_str(), picture.map(|p| p.id))
-                    .await;
-            }
-            Err(err) => tracing::debug!(%err, "cannot ask for a WhatsApp profile picture"),
-        }
-    }
-
-    /// A contact changed or removed their picture: the ghost follows at once when the login
-    /// has a DM portal with them (else with their next message or membership change).
-    async fn picture_changed(&self, p: &whatsapp_rust::wacore::types::events::PictureUpdate) {
-        if ids::is_group(&p.jid) {
-            return;
-        }
-        let Some(user) = self.canonical(&p.jid, None) else {
-            return;
-        };
-        let picture = if p.removed {
-            None
-        } else if let Some(id) = &p.picture_id {
-            Some(id.clone())
-        } else {
-            // No id in the notification: ask.
-            self.profiles.first_ask(user.as_str());
-            let Ok(client) = self.client() else { return };
-            match client.contacts().get_profile_picture(&p.jid, false).await {
-                Ok(picture) => picture.map(|p| p.id),
-                Err(err) => {
-                    tracing::debug!(%err, "cannot ask for a WhatsApp profile picture");
-                    return;
-                }
-            }
-        };
-        self.profiles.first_ask(user.as_str());
-        if !self.profiles.set_picture(user.as_str(), picture).await {
-            return;
-        }
-        let has_dm = self
-            .shared
-            .db
-            .get_portal(WHATSAPP.as_str(), user.as_str(), self.login.as_str())
-            .await
-            .ok()
-            .flatten()
-            .is_some_and(|row| row.room_id.is_some());
-        if has_dm {
-            self.emit(ChatKind::Dm, None, RemoteEvent::Chat(self.dm_info(&user)))
-                .await;
-        }
-    }
-
-    /// The current picture of a ghost's avatar id, fetched from the URL WhatsApp gives.
-    async fn download_picture(&self, user: &str) -> Result<MediaStream, NetworkError> {
-        let jid = ids::user_jid(&RemoteUserId::new(user))
-            .map_err(|e| NetworkError::Rejected(e.to_string()))?;
-        let client = self.client()?;
-        let picture = client
-            .contacts()
-            .get_profile_picture(&jid, false)
-            .await
-            .map_err(|e| transient("profile picture lookup", e))?
-            .ok_or_else(|| NetworkError::Rejected("this contact has no picture now".into()))?;
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| transient("profile picture download", e))?;
-        let mut response = http
-            .get(&picture.url)
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .map_err(|e| transient("profile picture download", e.without_url()))?;
-        let content_type = response
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| v.starts_with("image/"))
-            .unwrap_or("image/jpeg")
-            .to_owned();
-        // WhatsApp's pictures are small (640 px JPEGs); anything far larger is not one.
-        let mut data = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| transient("profile picture download", e.without_url()))?
-        {
-            if data.len() + chunk.len() > MAX_PICTURE {
-                return Err(NetworkError::Rejected(
-                    "the WhatsApp profile picture is too large".into(),
-                ));
-            }
-            data.extend_from_slice(&chunk);
-        }
-        let data = bytes::Bytes::from(data);
-        let size = data.len() as u64;
-        Ok(MediaStream {
-            content_type,
-            size: Some(size),
-            body: Box::pin(futures_util::stream::once(async move { Ok(data) })),
-        })
     }
 
     /// Turns one stored message into bridge events.
@@ -683,147 +545,6 @@ impl Inner {
         true
     }
 
-    /// A group change, stored in the inbox (bridged by `deliver_event`).
-    async fn group_update(&self, g: &whatsapp_rust::wacore::types::events::GroupUpdate) {
-        use whatsapp_rust::wacore::stanza::groups::GroupNotificationAction as A;
-        let group = g.group_jid.to_string();
-        let members = |ps: &[whatsapp_rust::wacore::stanza::groups::GroupParticipantInfo]| {
-            ps.iter()
-                .map(|p| {
-                    (
-                        p.jid.to_string(),
-                        p.phone_number.as_ref().map(ToString::to_string),
-                    )
-                })
-                .collect::<Vec<_>>()
-        };
-        let event = match &g.action {
-            A::Add { participants, .. } => InboxEvent::MembersAdded {
-                group,
-                members: members(participants),
-            },
-            A::Remove { participants, .. } => InboxEvent::MembersRemoved {
-                group,
-                members: members(participants),
-            },
-            // Subject, description, admins: the chat's details again.
-            _ => InboxEvent::GroupChanged { group },
-        };
-        self.store_event(event).await;
-    }
-
-    /// Writes a receipt or group change to the inbox and hands it to the running session.
-    async fn store_event(&self, event: InboxEvent) {
-        let Some(feed) = lock(&self.history_feed).clone() else {
-            return;
-        };
-        if let Err(err) = InboxHook::push(
-            &self.shared.db,
-            self.login.as_str(),
-            &feed,
-            Stored::event(event),
-        )
-        .await
-        {
-            tracing::warn!(%err, "cannot store a WhatsApp event");
-        }
-    }
-
-    /// Bridges a stored receipt or group change.
-    async fn deliver_event(&self, position: i64, event: &InboxEvent) -> bool {
-        let parse = |s: &str| s.parse::<Jid>().ok();
-        let members_of = |members: &[(String, Option<String>)]| {
-            members
-                .iter()
-                .filter_map(|(jid, alt)| {
-                    self.canonical(&parse(jid)?, alt.as_deref().and_then(parse).as_ref())
-                })
-                .collect::<Vec<_>>()
-        };
-        let group_chat = |group: &str| parse(group).as_ref().and_then(ids::chat_of);
-        match event {
-            InboxEvent::Read {
-                chat,
-                reader,
-                reader_alt,
-                message,
-            } => {
-                let (Some(chat_jid), Some(reader_jid)) = (parse(chat), parse(reader)) else {
-                    return true;
-                };
-                let alt = reader_alt.as_deref().and_then(parse);
-                let Some(reader) = self.canonical(&reader_jid, alt.as_ref()) else {
-                    return true;
-                };
-                let Some((chat, kind)) = chat_of_event(&chat_jid, &reader) else {
-                    return true;
-                };
-                let up_to = ids::message_id(&self.own, message);
-                self.emit(
-                    kind,
-                    Some(position),
-                    RemoteEvent::Read {
-                        chat,
-                        user: reader,
-                        up_to,
-                    },
-                )
-                .await
-            }
-            InboxEvent::MembersAdded { group, members } => {
-                let Some(chat) = group_chat(group) else {
-                    return true;
-                };
-                let users = members_of(members);
-                let last = users.len();
-                for (i, user) in users.into_iter().enumerate() {
-                    let joined = RemoteEvent::MemberJoined {
-                        chat: chat.clone(),
-                        user: self.user_info(&user),
-                    };
-                    let checkpoint = (i + 1 == last).then_some(position);
-                    if !self.emit(ChatKind::Group, checkpoint, joined).await {
-                        return false;
-                    }
-                }
-                true
-            }
-            InboxEvent::MembersRemoved { group, members } => {
-                let Some(chat) = group_chat(group) else {
-                    return true;
-                };
-                let users = members_of(members);
-                let last = users.len();
-                for (i, user) in users.into_iter().enumerate() {
-                    let left = RemoteEvent::MemberLeft {
-                        chat: chat.clone(),
-                        user,
-                    };
-                    let checkpoint = (i + 1 == last).then_some(position);
-                    if !self.emit(ChatKind::Group, checkpoint, left).await {
-                        return false;
-                    }
-                }
-                true
-            }
-            InboxEvent::GroupChanged { group } => {
-                let Some(chat) = group_chat(group) else {
-                    return true;
-                };
-                match self.group_info(&chat).await {
-                    Ok(info) => {
-                        self.emit(ChatKind::Group, Some(position), RemoteEvent::Chat(info))
-                            .await
-                    }
-                    Err(err) => {
-                        tracing::warn!(%err, "cannot refresh a WhatsApp group");
-                        true
-                    }
-                }
-            }
-        }
-    }
-
     /// Takes a history sync's push names, and its conversations within the limits into the
     /// inbox, paced (see `history`).
     async fn history(self: &Arc<Self>, sync: &wa::HistorySync) {
@@ -901,8 +622,7 @@ impl Inner {
         self.refresh_lids().await;
         self.profiles.load().await;
         self.phone.load().await;
-        let watcher = tokio::spawn(watch_phone(self.clone())).abort_handle();
-        let _watcher = AbortOnDrop(watcher);
+        let _watcher = phone::watch(self.clone());
         // What arrived but was not bridged before the last stop.
         let mut after = checkpoint.unwrap_or(0);
         loop {
