@@ -155,3 +155,35 @@ impl Inner {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_round_trip_and_older_rows_still_read() {
+        let stored = Stored::event(InboxEvent::MembersAdded {
+            group: "1203630000@g.us".to_owned(),
+            members: vec![(
+                "211111111111111@lid".to_owned(),
+                Some("5511900000002@s.whatsapp.net".to_owned()),
+            )],
+        });
+        let json = serde_json::to_string(&stored).expect("json");
+        let back: Stored = serde_json::from_str(&json).expect("reads back");
+        match back.event {
+            Some(InboxEvent::MembersAdded { group, members }) => {
+                assert_eq!(group, "1203630000@g.us");
+                assert_eq!(members.len(), 1);
+            }
+            other => panic!("not the event: {other:?}"),
+        }
+        // A message row written before events existed has no `event` field.
+        let old = r#"{"chat":"5511900000002@s.whatsapp.net","sender":"5511900000002@s.whatsapp.net",
+            "from_me":false,"is_group":false,"id":"3EB0","timestamp":1,"message":""}"#;
+        let old: Stored = serde_json::from_str(old).expect("old row");
+        assert!(old.event.is_none());
+        // And a message row does not grow an `event` field.
+        assert!(!serde_json::to_string(&old).expect("json").contains("event"));
+    }
+}
