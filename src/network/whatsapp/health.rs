@@ -7,11 +7,11 @@
 //! (the account's device 0): its own messages fanned out to companions, its read receipts,
 //! history pushes, and app-state changes the user makes (pins, mutes, archives, stars, chats
 //! marked read, deleted or cleared: these carry no device, and a change made in another
-//! companion such as WhatsApp Web counts too, a small overestimate). The time is stored (a `kv_store` row per login, written at
-//! most once a minute unless the warning state changes), and when it is older than
-//! `phone_offline_warn_seconds` the user is told once in the management room; seeing the phone
-//! again re-arms the warning (and says so). A fresh login counts as seen: linking needs the
-//! phone. Unlinking on the phone is explicit (a `LoggedOut` event), reported by the session.
+//! companion such as WhatsApp Web counts too, a small overestimate). The time is stored (a
+//! `kv_store` row per linked device, written at most once a minute unless the warning state
+//! changes), and when it is older than `phone_offline_warn_seconds` the user is told once in
+//! the management room; seeing the phone again re-arms the warning (and says so). A fresh link
+//! counts as seen: linking needs the phone. Unlinking on the phone is explicit (a `LoggedOut` event), reported by the session.
 //!
 //! The other parts of connection health live elsewhere: whatsapp-rust reconnects with backoff
 //! and reports its state (mirrored by the session; the core tells the user when an outage
@@ -59,7 +59,7 @@ pub enum Notice {
     Back,
 }
 
-/// One login's phone watch.
+/// One linked device's phone watch.
 pub struct PhoneWatch {
     db: Db,
     key: String,
@@ -70,10 +70,11 @@ pub struct PhoneWatch {
 }
 
 impl PhoneWatch {
-    pub fn new(db: Db, login: &str) -> Self {
+    /// `device` names the linked device (its store id), so linking again starts afresh.
+    pub fn new(db: Db, device: &str) -> Self {
         Self {
             db,
-            key: format!("whatsapp:{login}:phone_seen"),
+            key: format!("whatsapp:{device}:phone_seen"),
             seen: Mutex::new(Seen {
                 last_seen: now(),
                 warned: false,

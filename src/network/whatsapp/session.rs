@@ -118,7 +118,8 @@ impl WhatsAppSession {
     pub fn new(login: LoginId, store_id: String, shared: Arc<Shared>, sink: EventSink) -> Self {
         let own = RemoteUserId::new(login.as_str());
         let profiles = Profiles::new(shared.db.clone(), login.as_str());
-        let phone = Arc::new(PhoneWatch::new(shared.db.clone(), login.as_str()));
+        // Per linked device: a new link starts with the phone just seen.
+        let phone = Arc::new(PhoneWatch::new(shared.db.clone(), &store_id));
         Self {
             inner: Arc::new(Inner {
                 login,

@@ -17,12 +17,13 @@ impl Inner {
     /// Asks WhatsApp for a contact's profile picture, once per contact and process (see
     /// `profiles`). A failure is logged and leaves what was known.
     pub(super) async fn check_picture(&self, user: &RemoteUserId) {
-        if user == &self.own || !self.profiles.first_ask(user.as_str()) {
-            return;
-        }
+        // Not connected yet (the inbox replay at start-up): ask with a later message.
         let (Ok(client), Ok(jid)) = (self.client(), ids::user_jid(user)) else {
             return;
         };
+        if user == &self.own || !self.profiles.first_ask(user.as_str()) {
+            return;
+        }
         match client
             .contacts()
             .get_profile_picture_with_timeout(&jid, false, Some(Duration::from_secs(5)))
