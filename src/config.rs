@@ -189,6 +189,12 @@ pub struct WhatsAppConfig {
     pub history_messages_per_chat: usize,
     /// Pause between two backfilled messages, in milliseconds (keeps the homeserver responsive).
     pub history_pace_ms: u64,
+    /// At most this many conversations (the most recently active) from the history sync; the
+    /// others get a portal when they next see a message.
+    pub history_max_conversations: usize,
+    /// Warn the user once when their phone has not been seen for this long (WhatsApp unlinks
+    /// companions whose phone stays offline for about 14 days; mautrix-whatsapp warns at 12).
+    pub phone_offline_warn_seconds: u64,
     /// Test networks only: media at this `host:port` over plain HTTP (the library always uses
     /// HTTPS; testnet's simulator serves media without TLS).
     pub media_http_host: String,
@@ -206,6 +212,8 @@ impl Default for WhatsAppConfig {
             history_sync: true,
             history_messages_per_chat: 50,
             history_pace_ms: 100,
+            history_max_conversations: 50,
+            phone_offline_warn_seconds: 12 * 24 * 3600,
             media_http_host: String::new(),
         }
     }

@@ -228,6 +228,16 @@ impl Bridge {
         }
     }
 
+    /// A session's message for its user, in their management room.
+    pub(crate) async fn session_notice(&self, network: NetworkId, login: &LoginId, text: &str) {
+        let Some(handle) = self.login_handle(network, login) else {
+            return;
+        };
+        if let Some(room) = self.management_room(&handle.user).await {
+            self.notice(&room, text).await;
+        }
+    }
+
     /// One notice when a login stays cut off longer than `outage_notice_seconds` (not one per
     /// retry), and one when it is back; short blips say nothing.
     async fn track_outage(

@@ -180,6 +180,11 @@ impl Bridge {
                     user,
                     online,
                 } => self.remote_presence(network, user, online),
+                SessionSignal::Notice {
+                    network,
+                    login,
+                    text,
+                } => self.session_notice(network, &login, &text).await,
             }
         }
     }

@@ -164,6 +164,13 @@ pub enum SessionSignal {
         user: RemoteUserId,
         online: bool,
     },
+    /// Something the login's user should read in their management room (e.g. WhatsApp's
+    /// "your phone has not been seen for days"), not tied to a chat.
+    Notice {
+        network: NetworkId,
+        login: LoginId,
+        text: String,
+    },
 }
 
 /// A media body in flight, streamed so large files are never held whole in memory.
@@ -204,6 +211,18 @@ impl EventSink {
                 network,
                 user,
                 online,
+            })
+            .await;
+    }
+
+    /// Tells the login's user something in their management room.
+    pub async fn notice(&self, network: NetworkId, login: LoginId, text: String) {
+        let _ = self
+            .tx
+            .send(SessionSignal::Notice {
+                network,
+                login,
+                text,
             })
             .await;
     }

@@ -486,6 +486,17 @@ async fn pairing_code_linking() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn history_sync_after_linking() {
+    history_sync(false).await;
+}
+
+/// As WhatsApp normally sends it: the phone uploads the encrypted blob, the companion's
+/// library downloads and decrypts it from the media host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn history_sync_as_a_downloaded_blob() {
+    history_sync(true).await;
+}
+
+async fn history_sync(blob: bool) {
     init_logs();
     let server = WhatsAppServer::start().await.expect("simulator starts");
     let ctl = Control::new(&server);
@@ -500,6 +511,7 @@ async fn history_sync_after_linking() {
             "/control/history_sync",
             json!({
                 "phone": USER,
+                "blob": blob,
                 "conversations": [{
                     "chat": ALICE,
                     "name": "Alice",
@@ -512,6 +524,29 @@ async fn history_sync_after_linking() {
         )
         .await;
     assert_eq!(pushed["message_ids"], json!(["HIST1", "HIST2"]));
+    if blob {
+        let path = pushed["blob_path"].as_str().expect("the blob's path");
+        assert!(path.contains("md-msg-hist"), "{path}");
+        // The media host holds ciphertext only: it does not inflate as the zlib stream would.
+        let stored = reqwest::get(format!("http://{}{path}", server.chat_addr()))
+            .await
+            .expect("media host")
+            .bytes()
+            .await
+            .expect("blob");
+        let mut inflated = Vec::new();
+        let plain = std::io::Read::read_to_end(
+            &mut flate2::read::ZlibDecoder::new(&stored[..]),
+            &mut inflated,
+        );
+        assert!(
+            stored.len() > 10 && plain.is_err(),
+            "{} bytes",
+            stored.len()
+        );
+    } else {
+        assert!(pushed["blob_path"].is_null());
+    }
     let history = dev
         .next(30, |e| match e {
             Event::HistorySync(h) => h.get().cloned(),
@@ -1060,5 +1095,73 @@ async fn a_lost_session_recovers_through_a_retry_receipt() {
             .is_some_and(|s| s.iter().any(|r| r["type"] == "retry")),
         "the device sent a retry receipt: {stanzas}"
     );
+    server.shutdown().await;
+}
+
+/// A contact's profile picture: the library's lookup finds it (and its bytes at the URL), a
+/// change reaches the linked device as a picture notification, a removal too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn profile_pictures_lookup_and_changes() {
+    use base64::Engine as _;
+    init_logs();
+    let server = WhatsAppServer::start().await.expect("simulator starts");
+    let ctl = Control::new(&server);
+    let (mut dev, _backend) = linked_device(&server, &ctl).await;
+    ctl.post(
+        "/control/contacts",
+        json!({ "phone": ALICE, "name": "Alice" }),
+    )
+    .await;
+    let alice: wacore_binary::Jid = format!("{ALICE}@s.whatsapp.net").parse().expect("jid");
+    let none = dev
+        .client
+        .contacts()
+        .get_profile_picture(&alice, false)
+        .await
+        .expect("lookup");
+    assert!(none.is_none(), "no picture yet: {none:?}");
+
+    let bytes = b"\x89PNG picture bytes".to_vec();
+    let set = ctl
+        .post(
+            "/control/picture",
+            json!({ "phone": ALICE, "data_base64": base64::engine::general_purpose::STANDARD.encode(&bytes) }),
+        )
+        .await;
+    let id = set["id"].as_str().expect("picture id").to_owned();
+    let update = dev
+        .next(20, |e| match e {
+            Event::PictureUpdate(p) => Some(p.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(update.jid.user, ALICE);
+    assert!(!update.removed);
+    assert_eq!(update.picture_id.as_deref(), Some(id.as_str()));
+    let picture = dev
+        .client
+        .contacts()
+        .get_profile_picture(&alice, false)
+        .await
+        .expect("lookup")
+        .expect("a picture now");
+    assert_eq!(picture.id, id);
+    let fetched = reqwest::get(&picture.url)
+        .await
+        .expect("picture URL")
+        .bytes()
+        .await
+        .expect("bytes");
+    assert_eq!(fetched.to_vec(), bytes);
+
+    ctl.post("/control/picture", json!({ "phone": ALICE }))
+        .await;
+    let removed = dev
+        .next(20, |e| match e {
+            Event::PictureUpdate(p) if p.removed => Some(p.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(removed.jid.user, ALICE);
     server.shutdown().await;
 }

@@ -69,7 +69,7 @@ pub(crate) async fn wait_received(
     .await
 }
 
-async fn received_count(wa: &WhatsAppServer, to: &str, text: &str) -> usize {
+pub(crate) async fn received_count(wa: &WhatsAppServer, to: &str, text: &str) -> usize {
     let got = control(wa, Method::GET, &format!("/control/received?to={to}"), None).await;
     got["messages"]
         .as_array()
@@ -84,8 +84,20 @@ pub(crate) async fn start_ferry(
     sim: &Sim,
     wa: &WhatsAppServer,
 ) -> Ferry {
+    start_ferry_with(slot, backend, sim, wa, "").await
+}
+
+/// Starts ferry with WhatsApp against `wa`, with more `networks.whatsapp` settings (YAML lines
+/// indented by four spaces).
+pub(crate) async fn start_ferry_with(
+    slot: &Slot,
+    backend: Backend,
+    sim: &Sim,
+    wa: &WhatsAppServer,
+    settings: &str,
+) -> Ferry {
     let extra = format!(
-        "  whatsapp:\n    enabled: true\n    ghost_prefix: {}whatsapp_\n    ws_url: \"{}\"\n    version: \"{VERSION}\"\n    history_pace_ms: 10\n    media_http_host: \"{}\"\nencryption:\n  pickle_key: \"wa-test-pickle-key-0123456789\"\n",
+        "  whatsapp:\n    enabled: true\n    ghost_prefix: {}whatsapp_\n    ws_url: \"{}\"\n    version: \"{VERSION}\"\n    history_pace_ms: 10\n    media_http_host: \"{}\"\n{settings}encryption:\n  pickle_key: \"wa-test-pickle-key-0123456789\"\n",
         slot.prefix,
         wa.ws_url(),
         wa.chat_addr()

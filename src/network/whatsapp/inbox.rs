@@ -7,6 +7,13 @@
 //! bridge advances once the message is in Matrix. A crash between the two loses nothing: the
 //! next start replays the inbox after the checkpoint (and a crash before the write makes
 //! WhatsApp redeliver). The inbox holds message plaintext, like the Signal connector's.
+//!
+//! Read receipts and group changes take the same path ([`InboxEvent`]), so they are bridged in
+//! order with the messages and survive a restart between receipt and bridging. whatsapp-rust
+//! acknowledges those stanzas itself before ferry sees them (the durability hook covers
+//! messages only), so the remaining window is the in-process hand-over from the library to the
+//! inbox write. Typing is ephemeral and deliberately not stored: replaying a stale "typing"
+//! after a restart would be wrong.
 
 use std::sync::Arc;
 
@@ -48,6 +55,47 @@ pub struct Stored {
     /// From the history sync after linking (no receipts, no notifications).
     #[serde(default)]
     pub history: bool,
+    /// Not a message but a receipt or group change (the message fields are then empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<InboxEvent>,
+}
+
+/// A non-message event kept in the inbox. JIDs as strings, as WhatsApp addressed them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum InboxEvent {
+    /// `reader` read `chat` up to `message` (its stanza id).
+    Read {
+        chat: String,
+        reader: String,
+        #[serde(default)]
+        reader_alt: Option<String>,
+        message: String,
+    },
+    /// Members added to a group: (JID, phone-number JID when the JID is a LID).
+    MembersAdded {
+        group: String,
+        members: Vec<(String, Option<String>)>,
+    },
+    /// Members removed from (or leaving) a group.
+    MembersRemoved {
+        group: String,
+        members: Vec<(String, Option<String>)>,
+    },
+    /// Subject, description or admins changed: the group's details are read again.
+    GroupChanged { group: String },
+    /// An admin set the group's disappearing-messages timer (seconds, 0 = off).
+    GroupTimer {
+        group: String,
+        seconds: u32,
+        /// Who set it: (JID, phone-number JID when the JID is a LID).
+        #[serde(default)]
+        by: Option<(String, Option<String>)>,
+        /// The notification's id, which names the bridged line.
+        #[serde(default)]
+        notification: Option<String>,
+        timestamp: i64,
+    },
 }
 
 impl Stored {
@@ -66,6 +114,25 @@ impl Stored {
             push_name: info.push_name.clone(),
             message: base64::engine::general_purpose::STANDARD.encode(m.message.encode_to_vec()),
             history: false,
+            event: None,
+        }
+    }
+
+    /// An inbox entry for a non-message event.
+    pub fn event(event: InboxEvent) -> Self {
+        Self {
+            chat: String::new(),
+            sender: String::new(),
+            sender_alt: None,
+            chat_alt: None,
+            from_me: false,
+            is_group: false,
+            id: String::new(),
+            timestamp: 0,
+            push_name: String::new(),
+            message: String::new(),
+            history: false,
+            event: Some(event),
         }
     }
 

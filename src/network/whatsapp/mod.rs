@@ -3,27 +3,33 @@
 //! Each Matrix user links ferry to their own account ([`login`]: QR code or pairing code); the
 //! device's keys and Signal sessions live in ferry's database ([`store`], encrypted with the
 //! store key), received messages are stored before WhatsApp gets its ack ([`inbox`]), and a
-//! [`session`] maps WhatsApp's traffic to ferry's events ([`convert`], [`markup`], [`ids`]).
-//! Settings come from `networks.whatsapp`.
+//! [`session`] maps WhatsApp's traffic to ferry's events ([`convert`], [`markup`], [`ids`]),
+//! with the history sync bounded and paced ([`history`]), contacts' names and pictures kept
+//! ([`profiles`]) and the phone's last sign of life watched ([`health`]). Settings come from
+//! `networks.whatsapp`.
 //!
 //! Status: linking (QR, pairing code), texts with formatting and mentions, replies, edits,
 //! revokes, reactions (and their removal), read receipts, typing, presence, media both ways
 //! (images, videos and GIFs, voice notes with waveform, audio, documents, stickers), locations,
 //! contacts, polls with their vote counts ([`polls`]), disappearing messages honoured both ways
 //! ([`disappearing`]), view-once placeholders, groups (name, description, members, admins, joins
-//! and leaves), history sync after linking, one ghost per person across phone number and LID,
-//! restarts without loss. Not yet: group pictures and avatars, communities as spaces, polls and
-//! timer changes from Matrix (the core carries neither), a notice when the phone stays offline (WhatsApp sends no such signal to companions; the device is unlinked
-//! after about 14 days and then reported as logged out).
+//! and leaves), history sync after linking (inline or a downloaded blob, within limits), one
+//! ghost per person across phone number and LID, ghost names and avatars kept across restarts,
+//! restarts and outages without loss, a warning when the phone has not been seen for long. Not
+//! yet: group pictures, communities as spaces, polls and timer changes from Matrix (the core
+//! carries neither).
 
 pub mod client;
 pub mod convert;
 pub mod disappearing;
+pub mod health;
+pub mod history;
 pub mod ids;
 pub mod inbox;
 pub mod login;
 pub mod markup;
 pub mod polls;
+pub mod profiles;
 pub mod session;
 pub mod store;
 

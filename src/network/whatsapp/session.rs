@@ -27,9 +27,12 @@ use super::{
     WHATSAPP,
     client::{self, Shared},
     convert::{self, Inbound, MediaRef},
-    disappearing, ids,
-    inbox::{InboxHook, Stored},
+    disappearing,
+    health::{self, PhoneWatch},
+    history, ids,
+    inbox::{InboxEvent, InboxHook, Stored},
     polls,
+    profiles::Profiles,
 };
 use crate::network::{
     ChatChanges, ChatId, ChatInfo, ChatKind, ConnectionState, EventSink, LoginId, MediaKind,
@@ -80,14 +83,18 @@ struct Inner {
     client: Mutex<Option<Arc<Client>>>,
     handle: tokio::sync::Mutex<Option<BotHandle>>,
     task: Mutex<Option<tokio::task::AbortHandle>>,
-    /// Push names seen, by ferry user id.
-    names: Mutex<HashMap<String, String>>,
+    /// Push names seen, by ferry user id, kept across restarts.
+    profiles: Arc<Profiles>,
+    /// When the user's phone was last seen.
+    phone: Arc<PhoneWatch>,
     /// LID user -> phone-number user, from the store's mappings and messages' alternates.
     lids: Mutex<HashMap<String, String>>,
     media: Mutex<MediaCache>,
     uploads: Mutex<HashMap<String, Upload>>,
     /// Where history-sync messages go after they are stored (the running session's feed).
-    history_feed: Mutex<Option<super::inbox::Feed>>,
+    history_feed: Arc<Mutex<Option<super::inbox::Feed>>>,
+    /// Conversations taken from this session's history syncs (counted against the limit).
+    history_taken: Mutex<HashSet<String>>,
     /// The current reaction per (chat, message, sender), as last bridged by this process.
     reactions: Mutex<HashMap<(String, String, String), String>>,
     /// Contacts whose presence this process subscribed to. WhatsApp pushes a contact's online
@@ -96,6 +103,11 @@ struct Inner {
     /// The task that redacts disappearing messages when they expire.
     expiry: Mutex<Option<tokio::task::AbortHandle>>,
 }
+
+// What issue 7's connection-health work added to the session, in files of their own.
+mod avatars;
+mod inbox_events;
+mod phone;
 
 /// A linked WhatsApp device.
 pub struct WhatsAppSession {
@@ -109,6 +121,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl WhatsAppSession {
     pub fn new(login: LoginId, store_id: String, shared: Arc<Shared>, sink: EventSink) -> Self {
         let own = RemoteUserId::new(login.as_str());
+        let profiles = Profiles::new(shared.db.clone(), login.as_str());
+        // Per linked device: a new link starts with the phone just seen.
+        let phone = Arc::new(PhoneWatch::new(shared.db.clone(), &store_id));
         Self {
             inner: Arc::new(Inner {
                 login,
@@ -120,11 +135,13 @@ impl WhatsAppSession {
                 client: Mutex::new(None),
                 handle: tokio::sync::Mutex::new(None),
                 task: Mutex::new(None),
-                names: Mutex::new(HashMap::new()),
+                profiles,
+                phone,
                 lids: Mutex::new(HashMap::new()),
                 media: Mutex::new(MediaCache::default()),
                 uploads: Mutex::new(HashMap::new()),
-                history_feed: Mutex::new(None),
+                history_feed: Arc::new(Mutex::new(None)),
+                history_taken: Mutex::new(HashSet::new()),
                 reactions: Mutex::new(HashMap::new()),
                 presence_subs: Mutex::new(HashSet::new()),
                 expiry: Mutex::new(None),
@@ -195,11 +212,8 @@ impl Inner {
     }
 
     fn name_of(&self, user: &RemoteUserId) -> String {
-        if let Some(name) = lock(&self.names)
-            .get(user.as_str())
-            .filter(|n| !n.is_empty())
-        {
-            return name.clone();
+        if let Some(name) = self.profiles.name(user.as_str()) {
+            return name;
         }
         match user.as_str().strip_prefix("lid-") {
             Some(_) => "WhatsApp user".to_owned(),
@@ -211,12 +225,15 @@ impl Inner {
         UserInfo {
             id: user.clone(),
             name: self.name_of(user),
-            avatar: None,
+            avatar: self.profiles.avatar(user.as_str()),
         }
     }
 
     /// Turns one stored message into bridge events.
-    async fn deliver(&self, position: i64, stored: &Stored) -> bool {
+    async fn deliver(self: &Arc<Self>, position: i64, stored: &Stored) -> bool {
+        if let Some(event) = &stored.event {
+            return self.deliver_event(position, event).await;
+        }
         let Some(message) = stored.decode() else {
             tracing::warn!(
                 position,
@@ -234,6 +251,9 @@ impl Inner {
             return true;
         };
         let sender_alt = stored.sender_alt.as_deref().and_then(parse);
+        if !stored.history && health::is_phone(&sender_jid, stored.from_me) {
+            self.phone.seen().await;
+        }
         if sender_jid.is_lid()
             && sender_alt.is_none()
             && !lock(&self.lids).contains_key(sender_jid.user.as_str())
@@ -249,7 +269,9 @@ impl Inner {
             }
         };
         if !stored.push_name.is_empty() && !stored.from_me {
-            lock(&self.names).insert(sender.as_str().to_owned(), stored.push_name.clone());
+            self.profiles
+                .set([(sender.as_str().to_owned(), stored.push_name.clone())])
+                .await;
         }
         let (chat, kind, peer) = if stored.is_group || ids::is_group(&chat_jid) {
             match ids::chat_of(&chat_jid) {
@@ -291,6 +313,9 @@ impl Inner {
             resolve: &resolve,
         };
         let (inbound, media) = convert::inbound(&message, &ctx);
+        if !stored.from_me {
+            self.check_picture(&sender).await;
+        }
         let sender_info = self.user_info(&sender);
         let timestamp = stored.timestamp.saturating_mul(1000);
         let event = match inbound {
@@ -564,31 +589,24 @@ impl Inner {
             }
             Event::Receipt(r) => {
                 use whatsapp_rust::wacore::types::presence::ReceiptType;
+                if matches!(r.r#type, ReceiptType::ReadSelf | ReceiptType::Read)
+                    && health::is_phone(&r.source.sender, r.source.is_from_me)
+                {
+                    self.phone.seen().await;
+                }
                 if !matches!(r.r#type, ReceiptType::Read | ReceiptType::ReadSelf)
                     || r.source.is_from_me
                 {
                     return true;
                 }
-                let Some(reader) = self.canonical(&r.source.sender, r.source.sender_alt.as_ref())
-                else {
-                    return true;
-                };
-                let Some((chat, kind)) = chat_of_event(&r.source.chat, &reader) else {
-                    return true;
-                };
                 if let Some(last) = r.message_ids.last() {
-                    let up_to = ids::message_id(&self.own, last.as_ref());
-                    return self
-                        .emit(
-                            kind,
-                            None,
-                            RemoteEvent::Read {
-                                chat,
-                                user: reader,
-                                up_to,
-                            },
-                        )
-                        .await;
+                    self.store_event(InboxEvent::Read {
+                        chat: r.source.chat.to_string(),
+                        reader: r.source.sender.to_string(),
+                        reader_alt: r.source.sender_alt.as_ref().map(ToString::to_string),
+                        message: last.to_string(),
+                    })
+                    .await;
                 }
             }
             Event::ChatPresence(p) => {
@@ -615,15 +633,27 @@ impl Inner {
             }
             Event::PushNameUpdate(u) => {
                 if let Some(user) = self.canonical(&u.jid, None) {
-                    lock(&self.names).insert(user.as_str().to_owned(), u.new_push_name.clone());
+                    self.profiles
+                        .set([(user.as_str().to_owned(), u.new_push_name.clone())])
+                        .await;
                 }
             }
-            Event::GroupUpdate(g) => return self.group_update(g).await,
+            Event::GroupUpdate(g) => self.group_update(g).await,
+            Event::PictureUpdate(p) => self.picture_changed(p).await,
+            // App-state changes the user just made (not the snapshot of a full sync): almost
+            // always on the phone, so it counts as seen.
+            Event::PinUpdate(u) if !u.from_full_sync => self.phone.seen().await,
+            Event::MuteUpdate(u) if !u.from_full_sync => self.phone.seen().await,
+            Event::ArchiveUpdate(u) if !u.from_full_sync => self.phone.seen().await,
+            Event::StarUpdate(u) if !u.from_full_sync => self.phone.seen().await,
+            Event::MarkChatAsReadUpdate(u) if !u.from_full_sync => self.phone.seen().await,
+            Event::DeleteChatUpdate(u) if !u.from_full_sync => self.phone.seen().await,
+            Event::ClearChatUpdate(u) if !u.from_full_sync => self.phone.seen().await,
             Event::HistorySync(history) => {
-                if self.shared.config.history_sync
-                    && let Some(sync) = history.get()
-                {
-                    self.history(sync.clone()).await;
+                // Only the user's own phone sends history.
+                self.phone.seen().await;
+                if let Some(sync) = history.get() {
+                    self.history(sync).await;
                 }
             }
             _ => {}
@@ -631,170 +661,31 @@ impl Inner {
         true
     }
 
-    async fn group_update(
-        self: &Arc<Self>,
-        g: &whatsapp_rust::wacore::types::events::GroupUpdate,
-    ) -> bool {
-        use whatsapp_rust::wacore::stanza::groups::GroupNotificationAction as A;
-        let Some(chat) = ids::chat_of(&g.group_jid) else {
-            return true;
-        };
-        match &g.action {
-            A::Add { participants, .. } => {
-                for p in participants {
-                    if let Some(user) = self.canonical(&p.jid, p.phone_number.as_ref()) {
-                        let info = self.user_info(&user);
-                        if !self
-                            .emit(
-                                ChatKind::Group,
-                                None,
-                                RemoteEvent::MemberJoined {
-                                    chat: chat.clone(),
-                                    user: info,
-                                },
-                            )
-                            .await
-                        {
-                            return false;
-                        }
-                    }
-                }
-            }
-            A::Remove { participants, .. } => {
-                for p in participants {
-                    let Some(user) = self.canonical(&p.jid, p.phone_number.as_ref()) else {
-                        continue;
-                    };
-                    let left = RemoteEvent::MemberLeft {
-                        chat: chat.clone(),
-                        user,
-                    };
-                    if !self.emit(ChatKind::Group, None, left).await {
-                        return false;
-                    }
-                }
-            }
-            A::Ephemeral { expiration, .. } => {
-                // The group's timer changed (an admin's setting): kept, and told in the room.
-                self.timers().set_timer(&chat, *expiration).await;
-                let who = g
-                    .participant
-                    .as_ref()
-                    .and_then(|p| self.canonical(p, g.participant_pn.as_ref()));
-                if let (Some(who), Some(id)) = (who, g.notification_id.as_deref()) {
-                    let notice = RemoteEvent::Message {
-                        chat: chat.clone(),
-                        message: RemoteMessage {
-                            id: ids::message_id(&who, &format!("{id}-timer")),
-                            sender: self.user_info(&who),
-                            content: disappearing::notice(*expiration),
-                            reply_to: None,
-                            timestamp: g.timestamp.timestamp_millis(),
-                        },
-                    };
-                    return self.emit(ChatKind::Group, None, notice).await;
-                }
-            }
-            _ => {
-                // Subject, description, admins: the chat's details again.
-                match self.group_info(&chat).await {
-                    Ok(info) => {
-                        return self
-                            .emit(ChatKind::Group, None, RemoteEvent::Chat(info))
-                            .await;
-                    }
-                    Err(err) => tracing::warn!(%err, "cannot refresh a WhatsApp group"),
-                }
-            }
+    /// Takes a history sync's push names, and its conversations within the limits into the
+    /// inbox, paced (see `history`).
+    async fn history(self: &Arc<Self>, sync: &wa::HistorySync) {
+        let names: Vec<(String, String)> = history::push_names(sync)
+            .into_iter()
+            .filter_map(|(jid, name)| Some((self.canonical_str(&jid)?.as_str().to_owned(), name)))
+            .collect();
+        self.profiles.set(names).await;
+        let config = &self.shared.config;
+        if !config.history_sync {
+            return;
         }
-        true
+        let limits = history::Limits {
+            conversations: config.history_max_conversations,
+            messages_per_chat: config.history_messages_per_chat,
+        };
+        let entries = history::plan(sync, limits, &mut lock(&self.history_taken));
+        tokio::spawn(history::store_paced(
+            self.shared.db.clone(),
+            self.login.as_str().to_owned(),
+            self.history_feed.clone(),
+            entries,
+            Duration::from_millis(config.history_pace_ms),
+        ));
     }
-
-    /// Stores the recent messages of each conversation of a history sync in the inbox (so
-    /// they are bridged like live ones, in order, once), paced.
-    async fn history(self: &Arc<Self>, sync: wa::HistorySync) {
-        let this = self.clone();
-        tokio::spawn(async move {
-            let per_chat = this.shared.config.history_messages_per_chat;
-            let pace = Duration::from_millis(this.shared.config.history_pace_ms);
-            for name in &sync.pushnames {
-                if let (Some(id), Some(name)) = (name.id.as_deref(), name.pushname.as_deref())
-                    && let Some(user) = this.canonical_str(id)
-                {
-                    lock(&this.names).insert(user.as_str().to_owned(), name.to_owned());
-                }
-            }
-            for conversation in &sync.conversations {
-                // The most recent `per_chat` messages, bridged oldest first (the sync's own
-                // order is not guaranteed).
-                let mut messages: Vec<(u64, u64, &wa::WebMessageInfo)> = conversation
-                    .messages
-                    .iter()
-                    .filter_map(|m| {
-                        let info = m.message.as_option()?;
-                        Some((
-                            info.message_timestamp.unwrap_or(0),
-                            m.msg_order_id.unwrap_or(0),
-                            info,
-                        ))
-                    })
-                    .collect();
-                messages.sort_by_key(|(ts, order, _)| (*ts, *order));
-                let skip = messages.len().saturating_sub(per_chat);
-                let messages: Vec<&wa::WebMessageInfo> = messages
-                    .into_iter()
-                    .skip(skip)
-                    .map(|(_, _, info)| info)
-                    .collect();
-                for info in messages {
-                    let Some(stored) = history_stored(&conversation.id, info) else {
-                        continue;
-                    };
-                    let Some(feed) = lock(&this.history_feed).clone() else {
-                        return;
-                    };
-                    if let Err(err) =
-                        InboxHook::push(&this.shared.db, this.login.as_str(), &feed, stored).await
-                    {
-                        tracing::warn!(%err, "cannot store a WhatsApp history message");
-                    }
-                    tokio::time::sleep(pace).await;
-                }
-            }
-        });
-    }
-}
-
-/// A history-sync message as an inbox entry.
-fn history_stored(chat: &str, info: &wa::WebMessageInfo) -> Option<Stored> {
-    use base64::Engine as _;
-    use whatsapp_rust::waproto::buffa::Message as _;
-    let key = info.key.as_option()?;
-    let mut message = info.message.as_option()?.clone();
-    polls::adopt_history_secret(&mut message, info.message_secret.as_deref());
-    let from_me = key.from_me.unwrap_or(false);
-    let chat = key.remote_jid.clone().unwrap_or_else(|| chat.to_owned());
-    let is_group = chat.ends_with("@g.us");
-    let sender = if is_group {
-        info.participant
-            .clone()
-            .or_else(|| key.participant.clone())?
-    } else {
-        chat.clone()
-    };
-    Some(Stored {
-        chat,
-        sender,
-        sender_alt: None,
-        chat_alt: None,
-        from_me,
-        is_group,
-        id: key.id.clone()?,
-        timestamp: i64::try_from(info.message_timestamp.unwrap_or(0)).unwrap_or(0),
-        push_name: info.push_name.clone().unwrap_or_default(),
-        message: base64::engine::general_purpose::STANDARD.encode(message.encode_to_vec()),
-        history: true,
-    })
 }
 
 impl Inner {
@@ -853,6 +744,9 @@ impl Inner {
             old.abort();
         }
         self.refresh_lids().await;
+        self.profiles.load().await;
+        self.phone.load().await;
+        let _watcher = phone::watch(self.clone());
         // What arrived but was not bridged before the last stop.
         let mut after = checkpoint.unwrap_or(0);
         loop {
@@ -1228,6 +1122,9 @@ impl Session for WhatsAppSession {
     }
 
     async fn download_media(&self, id: &str) -> Result<MediaStream, NetworkError> {
+        if let Some(user) = super::profiles::avatar_user(id) {
+            return self.inner.download_picture(user).await;
+        }
         let media = lock(&self.inner.media)
             .by_id
             .get(id)

@@ -75,6 +75,7 @@ pub fn routes(app: App) -> Router {
         .route("/control/drop", post(drop_connections))
         .route("/control/refuse", post(refuse))
         .route("/control/history_sync", post(super::history::push))
+        .route("/control/picture", post(super::pictures::set))
         .route("/control/lid_switch", post(lid_switch))
         .route("/control/media", get(super::inbox::media))
         .with_state(app)

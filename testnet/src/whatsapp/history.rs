@@ -1,8 +1,11 @@
 //! History sync after linking, as the phone sends it: a `protocolMessage` of type
-//! `HISTORY_SYNC_NOTIFICATION` from the account's primary device to its own companions, carrying
-//! the zlib-compressed `HistorySync` inline (`initialHistBootstrapInlinePayload`, which
-//! whatsapp-rust reads directly instead of downloading a blob). The client accepts it only from
-//! its own account, so it is sent by the account's phone client over its Signal session.
+//! `HISTORY_SYNC_NOTIFICATION` from the account's primary device to its own companions. The
+//! zlib-compressed `HistorySync` travels either as WhatsApp normally sends it (`"blob": true`:
+//! the phone encrypts and uploads it to the media host as `md-msg-hist` media, and the
+//! notification carries the media key, hashes, direct path and length, so the companion
+//! downloads and decrypts it) or inline (`initialHistBootstrapInlinePayload`, which
+//! whatsapp-rust reads directly; the default). The client accepts it only from its own
+//! account, so it is sent by the account's phone client over its Signal session.
 
 use std::io::Write as _;
 
@@ -22,6 +25,9 @@ pub struct HistoryReq {
     /// The account whose phone sends its history to the linked devices.
     phone: String,
     conversations: Vec<ConversationReq>,
+    /// Upload the payload as an encrypted blob instead of sending it inline.
+    #[serde(default)]
+    blob: bool,
 }
 
 #[derive(Deserialize)]
@@ -157,19 +163,41 @@ pub async fn push(State(app): State<App>, Json(req): Json<HistoryReq>) -> Reply 
     let compressed = z
         .finish()
         .map_err(|e| bad(format!("cannot compress: {e}")))?;
+    let mut notification = wa::message::HistorySyncNotification {
+        sync_type: Some(wa::message::HistorySyncType::INITIAL_BOOTSTRAP),
+        chunk_order: Some(1),
+        progress: Some(100),
+        ..Default::default()
+    };
+    let mut blob_path = None;
+    if req.blob {
+        let up = client
+            .upload(
+                compressed,
+                wacore::download::MediaType::History,
+                Default::default(),
+            )
+            .await
+            .map_err(|e| {
+                (
+                    StatusCode::BAD_GATEWAY,
+                    Json(json!({ "error": format!("history upload: {e}") })),
+                )
+            })?;
+        notification.file_length = Some(up.file_length);
+        notification.file_sha256 = Some(up.file_sha256.to_vec());
+        notification.file_enc_sha256 = Some(up.file_enc_sha256.to_vec());
+        notification.media_key = Some(up.media_key.to_vec());
+        blob_path = Some(up.direct_path.clone());
+        notification.direct_path = Some(up.direct_path);
+    } else {
+        notification.file_length = Some(raw.len() as u64);
+        notification.initial_hist_bootstrap_inline_payload = Some(compressed);
+    }
     let msg = wa::Message {
         protocol_message: buffa::MessageField::some(wa::message::ProtocolMessage {
             r#type: Some(wa::message::protocol_message::Type::HISTORY_SYNC_NOTIFICATION),
-            history_sync_notification: buffa::MessageField::some(
-                wa::message::HistorySyncNotification {
-                    sync_type: Some(wa::message::HistorySyncType::INITIAL_BOOTSTRAP),
-                    chunk_order: Some(1),
-                    progress: Some(100),
-                    file_length: Some(raw.len() as u64),
-                    initial_hist_bootstrap_inline_payload: Some(compressed),
-                    ..Default::default()
-                },
-            ),
+            history_sync_notification: buffa::MessageField::some(notification),
             ..Default::default()
         }),
         ..Default::default()
@@ -183,7 +211,9 @@ pub async fn push(State(app): State<App>, Json(req): Json<HistoryReq>) -> Reply 
             Json(json!({ "error": e.to_string() })),
         )
     })?;
-    Ok(Json(
-        json!({ "id": sent.message_id.to_string(), "message_ids": ids }),
-    ))
+    Ok(Json(json!({
+        "id": sent.message_id.to_string(),
+        "message_ids": ids,
+        "blob_path": blob_path,
+    })))
 }

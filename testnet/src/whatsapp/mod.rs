@@ -23,6 +23,7 @@ pub mod noise;
 mod paircode;
 mod pairing;
 mod peer;
+mod pictures;
 mod relay;
 mod server;
 mod wire;

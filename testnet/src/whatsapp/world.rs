@@ -121,6 +121,8 @@ pub struct World {
     pub online: BTreeMap<String, bool>,
     /// While set, new WebSocket connections are refused (`POST /control/refuse`).
     pub refuse_connections: bool,
+    /// Profile pictures: phone -> (picture id, media path).
+    pub pictures: BTreeMap<String, (String, String)>,
 }
 
 pub fn now() -> u64 {
@@ -165,6 +167,7 @@ impl World {
             presence_subs: BTreeMap::new(),
             online: BTreeMap::new(),
             refuse_connections: false,
+            pictures: BTreeMap::new(),
         }
     }
 
