@@ -39,10 +39,11 @@ enum Command {
     DeleteAllPortals,
     SetManagementRoom,
     Trust,
+    Disappearing,
 }
 
 impl Command {
-    const ALL: [Self; 17] = [
+    const ALL: [Self; 18] = [
         Self::Help,
         Self::Version,
         Self::Login,
@@ -60,6 +61,7 @@ impl Command {
         Self::DeleteAllPortals,
         Self::SetManagementRoom,
         Self::Trust,
+        Self::Disappearing,
     ];
 
     fn parse(word: &str) -> Option<Self> {
@@ -81,6 +83,7 @@ impl Command {
             "delete-all-portals" => Self::DeleteAllPortals,
             "set-management-room" => Self::SetManagementRoom,
             "trust" => Self::Trust,
+            "disappearing" | "disappearing-timer" => Self::Disappearing,
             _ => return None,
         })
     }
@@ -127,6 +130,10 @@ impl Command {
                 "trust [network] <identifier>",
                 "accept a contact's new safety number after comparing it",
             ),
+            Self::Disappearing => (
+                "disappearing <off|30s|1h|1d|7d|90d>",
+                "in a portal: set the chat's disappearing-message timer for everyone in it",
+            ),
         }
     }
 
@@ -146,7 +153,8 @@ impl Command {
             | Self::CreateGroup
             | Self::SetRelay
             | Self::UnsetRelay
-            | Self::Trust => PermissionLevel::User,
+            | Self::Trust
+            | Self::Disappearing => PermissionLevel::User,
             Self::DeletePortal | Self::DeleteAllPortals => PermissionLevel::Admin,
         }
     }
@@ -284,6 +292,7 @@ impl Bridge {
                     .await
             }
             Command::UnsetRelay => self.relay_command(user, room, None, false).await,
+            Command::Disappearing => self.disappearing_command(user, room, args).await,
             Command::DeletePortal => match self.portal_of_room(room).await {
                 Ok(Some(key)) => {
                     let command = PortalCommand {
@@ -489,6 +498,32 @@ impl Bridge {
         };
         let command = PortalCommand {
             action: PortalAction::SetRelay(relay),
+            reply_room: room.to_string(),
+        };
+        self.queue_portal_command(key, command).await;
+        String::new()
+    }
+
+    /// `disappearing <timer>` in a portal: checked here, run in the portal's lane through the
+    /// user's own login (never a relay: the timer changes the chat for everyone).
+    async fn disappearing_command(
+        self: &Arc<Self>,
+        user: &UserId,
+        room: &ruma::RoomId,
+        args: &[&str],
+    ) -> String {
+        let usage = "Usage: `disappearing <off|30s|1h|1d|7d|90d>` in a portal room.";
+        let Ok(Some(key)) = self.portal_of_room(room).await else {
+            return format!("Run this in a portal room. {usage}");
+        };
+        let Some(seconds) = args.first().and_then(|a| crate::network::timer::parse(a)) else {
+            return usage.to_owned();
+        };
+        let command = PortalCommand {
+            action: PortalAction::SetDisappearing {
+                user: user.to_owned(),
+                seconds,
+            },
             reply_room: room.to_string(),
         };
         self.queue_portal_command(key, command).await;

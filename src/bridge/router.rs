@@ -55,6 +55,11 @@ pub enum PortalAction {
     Delete,
     /// Set (or with `None` clear) the relay login.
     SetRelay(Option<String>),
+    /// Set the chat's disappearing-message timer (seconds, 0 = off) through `user`'s login.
+    SetDisappearing {
+        user: ruma::OwnedUserId,
+        seconds: u32,
+    },
 }
 
 /// The per-queue state: portal state for portals, nothing for rooms.

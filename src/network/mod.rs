@@ -11,6 +11,7 @@ pub mod richtext;
 pub mod signal;
 pub mod sim;
 pub mod telegram;
+pub mod timer;
 pub mod whatsapp;
 
 use std::sync::Arc;
@@ -340,6 +341,11 @@ pub trait Session: Send + Sync {
         _changes: &ChatChanges,
     ) -> Result<(), NetworkError> {
         Err(NetworkError::Unsupported("changing chat details"))
+    }
+    /// Sets the chat's disappearing-message timer (seconds; 0 turns it off), for everyone in
+    /// the chat as the network's own apps do.
+    async fn set_disappearing(&self, _chat: &ChatId, _seconds: u32) -> Result<(), NetworkError> {
+        Err(NetworkError::Unsupported("disappearing-message timers"))
     }
     async fn add_member(&self, _chat: &ChatId, _user: &RemoteUserId) -> Result<(), NetworkError> {
         Err(NetworkError::Unsupported("adding members"))

@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use base64::Engine as _;
+use reqwest::Method;
 use serde_json::{Value, json};
 use testnet::whatsapp::WhatsAppServer;
 
@@ -15,7 +16,7 @@ use crate::{
     both_backends,
     common::{Backend, Sim, Slot, User},
     whatsapp::{
-        ALICE, BOB, USER, event_id, ghost, post, qr_login, received_media, start_ferry,
+        ALICE, BOB, USER, control, event_id, ghost, post, qr_login, received_media, start_ferry,
         wait_received,
     },
 };
@@ -300,6 +301,55 @@ async fn disappearing_gif_and_view_once(backend: Backend) {
         stays["message"]["extended_text_message"]["context_info"]["expiration"].is_null(),
         "{stays}"
     );
+
+    // The timer set from Matrix with the bot's command: a timer WhatsApp does not offer is
+    // refused and nothing reaches Alice; 7 days reaches her as WhatsApp's timer change, and
+    // what we send next carries it.
+    let refused = user
+        .command(&portal, &bot, "!ferry disappearing 1h", "timer")
+        .await;
+    assert!(refused.contains("24 hours, 7 days or 90 days"), "{refused}");
+    user.command(&portal, &bot, "!ferry disappearing soon", "Usage")
+        .await;
+    let set = user
+        .command(&portal, &bot, "!ferry disappearing 7d", "disappear")
+        .await;
+    assert_eq!(set, "Messages in this chat now disappear after 1 week.");
+    let setting = wait_received(&wa, ALICE, "the timer change on WhatsApp", |m| {
+        !m["message"]["protocol_message"]["ephemeral_expiration"].is_null()
+    })
+    .await;
+    assert_eq!(
+        setting["message"]["protocol_message"]["ephemeral_expiration"], 604_800,
+        "{setting}"
+    );
+    assert_eq!(
+        control(
+            &wa,
+            Method::GET,
+            &format!("/control/received?to={ALICE}"),
+            None
+        )
+        .await["messages"]
+            .as_array()
+            .map(|m| m
+                .iter()
+                .filter(|m| !m["message"]["protocol_message"]["ephemeral_expiration"].is_null())
+                .count()),
+        Some(1),
+        "only the accepted timer reached WhatsApp"
+    );
+    user.send_text(&portal, "mine for a week").await;
+    let week = wait_received(&wa, ALICE, "our message with the new timer", |m| {
+        m["text"] == "mine for a week"
+    })
+    .await;
+    assert_eq!(
+        week["message"]["extended_text_message"]["context_info"]["expiration"], 604_800,
+        "{week}"
+    );
+    user.command(&portal, &bot, "!ferry disappearing off", "off")
+        .await;
 
     // Matrix -> WhatsApp: a GIF (a looping MP4 with Matrix's GIF hint) plays as a GIF.
     let gif: Vec<u8> = (0..2000u32).map(|i| (i * 31 % 251) as u8).collect();

@@ -754,6 +754,28 @@ impl Bridge {
                 }
                 None => "This room is not a portal.".to_owned(),
             },
+            crate::bridge::router::PortalAction::SetDisappearing { user, seconds } => {
+                match self.login_for_portal(&portal.key, &user) {
+                    None => format!(
+                        "You have no {} login in this chat to change its timer with.",
+                        portal.key.network
+                    ),
+                    Some(login) => match login
+                        .session
+                        .set_disappearing(&portal.key.chat, seconds)
+                        .await
+                    {
+                        Ok(()) if seconds == 0 => {
+                            "Disappearing messages are off in this chat.".to_owned()
+                        }
+                        Ok(()) => format!(
+                            "Messages in this chat now disappear after {}.",
+                            crate::network::timer::describe(u64::from(seconds))
+                        ),
+                        Err(err) => format!("Cannot change the disappearing-message timer: {err}"),
+                    },
+                }
+            }
         };
         if let Ok(room) = ruma::OwnedRoomId::try_from(command.reply_room.as_str()) {
             self.notice(&room, &reply).await;

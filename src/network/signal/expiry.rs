@@ -65,35 +65,3 @@ pub async fn done(db: &Db, login: &str, message: &MessageId) -> Result<()> {
         .await?;
     Ok(())
 }
-
-/// "1 week", "2 hours", "30 seconds": how Signal names a timer.
-pub fn describe(seconds: u64) -> String {
-    let units = [
-        (7 * 24 * 3600, "week"),
-        (24 * 3600, "day"),
-        (3600, "hour"),
-        (60, "minute"),
-        (1, "second"),
-    ];
-    for (size, name) in units {
-        if seconds >= size && seconds.is_multiple_of(size) {
-            let n = seconds / size;
-            return format!("{n} {name}{}", if n == 1 { "" } else { "s" });
-        }
-    }
-    format!("{seconds} seconds")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::describe;
-
-    #[test]
-    fn timers_are_named_like_signal_names_them() {
-        assert_eq!(describe(604_800), "1 week");
-        assert_eq!(describe(7200), "2 hours");
-        assert_eq!(describe(30), "30 seconds");
-        assert_eq!(describe(90), "90 seconds");
-        assert_eq!(describe(60), "1 minute");
-    }
-}

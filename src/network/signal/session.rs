@@ -351,7 +351,7 @@ impl Inner {
                 format!(
                     "{} set disappearing messages to {}.",
                     sender.name,
-                    super::expiry::describe(seconds)
+                    crate::network::timer::describe(seconds)
                 )
             };
             let id = wire::message_id(envelope.timestamp, &who);

@@ -207,6 +207,8 @@ fn italic(text: String) -> MessageContent {
 pub fn timer_text(seconds: u32) -> String {
     match seconds {
         0 => "off".to_owned(),
+        // WhatsApp's apps name their shortest option "24 hours".
+        86_400 => "24 hours".to_owned(),
         s if s % 86_400 == 0 => format!("{} days", s / 86_400),
         s if s % 3600 == 0 => format!("{} hours", s / 3600),
         s => format!("{s} seconds"),

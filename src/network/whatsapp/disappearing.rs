@@ -162,6 +162,39 @@ impl Timers {
     }
 }
 
+/// The timers WhatsApp's apps offer (besides off): 24 hours, 7 days, 90 days.
+pub const OFFERED: [u32; 3] = [86_400, 7 * 86_400, 90 * 86_400];
+
+/// Sets a chat's timer for everyone, as the apps do: a group through the group's settings (an
+/// admin-only change when the group says so), a direct chat through the `EPHEMERAL_SETTING`
+/// protocol message to the other person. Only the timers WhatsApp offers are accepted.
+pub async fn set_for_chat(
+    client: &whatsapp_rust::Client,
+    chat: &ChatId,
+    seconds: u32,
+) -> Result<(), crate::network::NetworkError> {
+    use crate::network::NetworkError;
+    if seconds != 0 && !OFFERED.contains(&seconds) {
+        return Err(NetworkError::Rejected(
+            "WhatsApp offers 24 hours, 7 days or 90 days (or off)".to_owned(),
+        ));
+    }
+    let jid = ids::chat_jid(chat).map_err(|e| NetworkError::Rejected(e.to_string()))?;
+    if ids::chat_is_group(chat) {
+        client
+            .groups()
+            .set_ephemeral(jid, seconds)
+            .await
+            .map_err(|e| NetworkError::Rejected(format!("WhatsApp refused the timer: {e}")))
+    } else {
+        client
+            .set_chat_disappearing_timer(jid, seconds)
+            .await
+            .map(|_| ())
+            .map_err(|e| NetworkError::Transient(format!("WhatsApp timer change failed: {e}")))
+    }
+}
+
 /// The line a timer change shows in the room (as `convert` shows the protocol message).
 pub fn notice(seconds: u32) -> MessageContent {
     let text = if seconds == 0 {

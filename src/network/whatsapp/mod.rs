@@ -16,8 +16,7 @@
 //! and leaves), history sync after linking (inline or a downloaded blob, within limits), one
 //! ghost per person across phone number and LID, ghost names and avatars kept across restarts,
 //! restarts and outages without loss, a warning when the phone has not been seen for long. Not
-//! yet: group pictures, communities as spaces, polls and timer changes from Matrix (the core
-//! carries neither).
+//! yet: group pictures, communities as spaces, polls from Matrix (the core carries none).
 
 pub mod client;
 pub mod convert;

@@ -1313,6 +1313,14 @@ impl Session for WhatsAppSession {
         result.map_err(|e| transient("typing", e))
     }
 
+    async fn set_disappearing(&self, chat: &ChatId, seconds: u32) -> Result<(), NetworkError> {
+        let client = self.inner.client()?;
+        disappearing::set_for_chat(&client, chat, seconds).await?;
+        // What ferry sends into the chat from now on carries the new timer.
+        self.inner.timers().set_timer(chat, seconds).await;
+        Ok(())
+    }
+
     async fn update_chat(&self, chat: &ChatId, changes: &ChatChanges) -> Result<(), NetworkError> {
         if !ids::chat_is_group(chat) {
             return Err(NetworkError::Unsupported(
