@@ -77,14 +77,75 @@ pub(crate) async fn received_count(wa: &WhatsAppServer, to: &str, text: &str) ->
         .unwrap_or(0)
 }
 
-/// Starts ferry with WhatsApp against `wa`.
-pub(crate) async fn start_ferry(
-    slot: &Slot,
-    backend: Backend,
-    sim: &Sim,
-    wa: &WhatsAppServer,
-) -> Ferry {
-    start_ferry_with(slot, backend, sim, wa, "").await
+/// A contact of the simulator: `{phone, name}` (add `lid` where the scenario needs one).
+pub(crate) fn contact(phone: &str, name: &str) -> Value {
+    json!({ "phone": phone, "name": name })
+}
+
+/// One WhatsApp scenario's world: the simulator with the user's account ("Bridge User") and its
+/// contacts, ferry running against it on `backend`, and a Matrix user with the management room.
+pub(crate) struct Scenario {
+    pub slot: Slot,
+    pub sim: Sim,
+    pub wa: WhatsAppServer,
+    pub ferry: Ferry,
+    pub bot: String,
+    pub user: User,
+    pub room: String,
+}
+
+impl Scenario {
+    /// The world before linking; `settings` are more `networks.whatsapp` lines (see
+    /// [`start_ferry_with`]).
+    pub(crate) async fn start(
+        backend: Backend,
+        localpart: &str,
+        contacts: &[Value],
+        settings: &str,
+    ) -> Self {
+        let slot = Slot::claim();
+        let sim = Sim::start().await;
+        let wa = WhatsAppServer::start().await.expect("whatsapp simulator");
+        post(
+            &wa,
+            "/control/accounts",
+            json!({ "phone": USER, "name": "Bridge User" }),
+        )
+        .await;
+        for contact in contacts {
+            post(&wa, "/control/contacts", contact.clone()).await;
+        }
+        let ferry = start_ferry_with(&slot, backend, &sim, &wa, settings).await;
+        let bot = slot.bot();
+        let user = User::register(localpart).await;
+        let room = user.open_management_room(&bot).await;
+        Self {
+            slot,
+            sim,
+            wa,
+            ferry,
+            bot,
+            user,
+            room,
+        }
+    }
+
+    /// The world with the user's WhatsApp linked by QR code.
+    pub(crate) async fn linked(backend: Backend, localpart: &str, contacts: &[Value]) -> Self {
+        Self::linked_with(backend, localpart, contacts, "").await
+    }
+
+    /// [`Scenario::linked`] with more `networks.whatsapp` settings.
+    pub(crate) async fn linked_with(
+        backend: Backend,
+        localpart: &str,
+        contacts: &[Value],
+        settings: &str,
+    ) -> Self {
+        let world = Self::start(backend, localpart, contacts, settings).await;
+        qr_login(&world.user, &world.room, &world.bot, &world.wa).await;
+        world
+    }
 }
 
 /// Starts ferry with WhatsApp against `wa`, with more `networks.whatsapp` settings (YAML lines
@@ -160,26 +221,15 @@ pub(crate) async fn event_id(
 }
 
 async fn qr_login_messages_and_restart(backend: Backend) {
-    let slot = Slot::claim();
-    let sim = Sim::start().await;
-    let wa = WhatsAppServer::start().await.expect("whatsapp simulator");
-    post(
-        &wa,
-        "/control/accounts",
-        json!({ "phone": USER, "name": "Bridge User" }),
-    )
-    .await;
-    post(
-        &wa,
-        "/control/contacts",
-        json!({ "phone": ALICE, "name": "Alice" }),
-    )
-    .await;
-    let mut ferry = start_ferry(&slot, backend, &sim, &wa).await;
-    let bot = slot.bot();
-    let user = User::register("wa").await;
-    let room = user.open_management_room(&bot).await;
-    qr_login(&user, &room, &bot, &wa).await;
+    let Scenario {
+        slot,
+        sim: _sim,
+        wa,
+        mut ferry,
+        bot: _bot,
+        user,
+        room,
+    } = Scenario::linked(backend, "wa", &[contact(ALICE, "Alice")]).await;
     let devices = control(
         &wa,
         Method::GET,
@@ -403,25 +453,15 @@ async fn qr_login_messages_and_restart(backend: Backend) {
 both_backends!(qr_login_messages_and_restart);
 
 async fn pair_code_login(backend: Backend) {
-    let slot = Slot::claim();
-    let sim = Sim::start().await;
-    let wa = WhatsAppServer::start().await.expect("whatsapp simulator");
-    post(
-        &wa,
-        "/control/accounts",
-        json!({ "phone": USER, "name": "Bridge User" }),
-    )
-    .await;
-    post(
-        &wa,
-        "/control/contacts",
-        json!({ "phone": ALICE, "name": "Alice" }),
-    )
-    .await;
-    let _ferry = start_ferry(&slot, backend, &sim, &wa).await;
-    let bot = slot.bot();
-    let user = User::register("wapc").await;
-    let room = user.open_management_room(&bot).await;
+    let Scenario {
+        slot,
+        sim: _sim,
+        wa,
+        ferry: _ferry,
+        bot,
+        user,
+        room,
+    } = Scenario::start(backend, "wapc", &[contact(ALICE, "Alice")], "").await;
     user.send_text(&room, "login whatsapp phone").await;
     user.wait_message(&room, "the phone prompt", |s, b| {
         s == bot && b.contains("phone number in international format")
@@ -466,32 +506,23 @@ async fn pair_code_login(backend: Backend) {
 both_backends!(pair_code_login);
 
 async fn group_history_and_lid_switch(backend: Backend) {
-    let slot = Slot::claim();
-    let sim = Sim::start().await;
-    let wa = WhatsAppServer::start().await.expect("whatsapp simulator");
-    post(
-        &wa,
-        "/control/accounts",
-        json!({ "phone": USER, "name": "Bridge User" }),
+    let Scenario {
+        slot,
+        sim: _sim,
+        wa,
+        ferry: _ferry,
+        bot: _bot,
+        user,
+        room,
+    } = Scenario::linked(
+        backend,
+        "wagrp",
+        &[
+            json!({ "phone": ALICE, "name": "Alice", "lid": "211111111111111" }),
+            contact(BOB, "Bob"),
+        ],
     )
     .await;
-    post(
-        &wa,
-        "/control/contacts",
-        json!({ "phone": ALICE, "name": "Alice", "lid": "211111111111111" }),
-    )
-    .await;
-    post(
-        &wa,
-        "/control/contacts",
-        json!({ "phone": BOB, "name": "Bob" }),
-    )
-    .await;
-    let _ferry = start_ferry(&slot, backend, &sim, &wa).await;
-    let bot = slot.bot();
-    let user = User::register("wagrp").await;
-    let room = user.open_management_room(&bot).await;
-    qr_login(&user, &room, &bot, &wa).await;
 
     // History after linking: Alice's conversation, with what both sides wrote.
     post(
@@ -609,26 +640,15 @@ both_backends!(group_history_and_lid_switch);
 async fn media_both_ways(backend: Backend) {
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD;
-    let slot = Slot::claim();
-    let sim = Sim::start().await;
-    let wa = WhatsAppServer::start().await.expect("whatsapp simulator");
-    post(
-        &wa,
-        "/control/accounts",
-        json!({ "phone": USER, "name": "Bridge User" }),
-    )
-    .await;
-    post(
-        &wa,
-        "/control/contacts",
-        json!({ "phone": ALICE, "name": "Alice" }),
-    )
-    .await;
-    let _ferry = start_ferry(&slot, backend, &sim, &wa).await;
-    let bot = slot.bot();
-    let user = User::register("wamedia").await;
-    let room = user.open_management_room(&bot).await;
-    qr_login(&user, &room, &bot, &wa).await;
+    let Scenario {
+        slot,
+        sim: _sim,
+        wa,
+        ferry: _ferry,
+        bot: _bot,
+        user,
+        room,
+    } = Scenario::linked(backend, "wamedia", &[contact(ALICE, "Alice")]).await;
 
     // WhatsApp -> Matrix: an image with a caption, its bytes through WhatsApp's encryption.
     let picture: Vec<u8> = (0..5000u32).map(|i| (i * 7 % 251) as u8).collect();
@@ -715,26 +735,15 @@ both_backends!(media_both_ways);
 
 async fn typing_receipts_and_redactions(backend: Backend) {
     use crate::common::enc;
-    let slot = Slot::claim();
-    let sim = Sim::start().await;
-    let wa = WhatsAppServer::start().await.expect("whatsapp simulator");
-    post(
-        &wa,
-        "/control/accounts",
-        json!({ "phone": USER, "name": "Bridge User" }),
-    )
-    .await;
-    post(
-        &wa,
-        "/control/contacts",
-        json!({ "phone": ALICE, "name": "Alice" }),
-    )
-    .await;
-    let _ferry = start_ferry(&slot, backend, &sim, &wa).await;
-    let bot = slot.bot();
-    let user = User::register("watyping").await;
-    let room = user.open_management_room(&bot).await;
-    qr_login(&user, &room, &bot, &wa).await;
+    let Scenario {
+        slot,
+        sim: _sim,
+        wa,
+        ferry: _ferry,
+        bot: _bot,
+        user,
+        room,
+    } = Scenario::linked(backend, "watyping", &[contact(ALICE, "Alice")]).await;
     let first = post(
         &wa,
         "/control/send",
@@ -908,26 +917,15 @@ async fn wait_presence(user: &User, ghost: &str, expected: &str) {
 async fn kinds_both_ways_and_presence(backend: Backend) {
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD;
-    let slot = Slot::claim();
-    let sim = Sim::start().await;
-    let wa = WhatsAppServer::start().await.expect("whatsapp simulator");
-    post(
-        &wa,
-        "/control/accounts",
-        json!({ "phone": USER, "name": "Bridge User" }),
-    )
-    .await;
-    post(
-        &wa,
-        "/control/contacts",
-        json!({ "phone": ALICE, "name": "Alice" }),
-    )
-    .await;
-    let _ferry = start_ferry(&slot, backend, &sim, &wa).await;
-    let bot = slot.bot();
-    let user = User::register("wakinds").await;
-    let room = user.open_management_room(&bot).await;
-    qr_login(&user, &room, &bot, &wa).await;
+    let Scenario {
+        slot,
+        sim: _sim,
+        wa,
+        ferry: _ferry,
+        bot: _bot,
+        user,
+        room,
+    } = Scenario::linked(backend, "wakinds", &[contact(ALICE, "Alice")]).await;
     let alice = ghost(&slot, ALICE);
 
     // WhatsApp -> Matrix: a voice note (ptt) with its duration and waveform.
@@ -1212,28 +1210,24 @@ both_backends!(kinds_both_ways_and_presence);
 /// A group renamed and joined after its portal exists, and mentions both ways.
 async fn group_changes_and_mentions(backend: Backend) {
     const CAROL: &str = "5511900000004";
-    let slot = Slot::claim();
-    let sim = Sim::start().await;
-    let wa = WhatsAppServer::start().await.expect("whatsapp simulator");
-    post(
-        &wa,
-        "/control/accounts",
-        json!({ "phone": USER, "name": "Bridge User" }),
+    let Scenario {
+        slot,
+        sim: _sim,
+        wa,
+        ferry: _ferry,
+        bot: _bot,
+        user,
+        room,
+    } = Scenario::linked(
+        backend,
+        "wagroup2",
+        &[
+            contact(ALICE, "Alice"),
+            contact(BOB, "Bob"),
+            contact(CAROL, "Carol"),
+        ],
     )
     .await;
-    for (phone, name) in [(ALICE, "Alice"), (BOB, "Bob"), (CAROL, "Carol")] {
-        post(
-            &wa,
-            "/control/contacts",
-            json!({ "phone": phone, "name": name }),
-        )
-        .await;
-    }
-    let _ferry = start_ferry(&slot, backend, &sim, &wa).await;
-    let bot = slot.bot();
-    let user = User::register("wagroup2").await;
-    let room = user.open_management_room(&bot).await;
-    qr_login(&user, &room, &bot, &wa).await;
 
     let group = post(
         &wa,

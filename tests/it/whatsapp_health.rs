@@ -21,7 +21,10 @@ use testnet::whatsapp::WhatsAppServer;
 use crate::{
     both_backends,
     common::{Backend, Sim, Slot, User},
-    whatsapp::{ALICE, BOB, USER, control, ghost, post, qr_login, start_ferry_with, wait_received},
+    whatsapp::{
+        ALICE, BOB, Scenario, USER, contact, control, ghost, post, qr_login, start_ferry_with,
+        wait_received,
+    },
 };
 
 const CAROL: &str = "5511900000004";
@@ -227,27 +230,16 @@ async fn history_limits_and_profiles(backend: Backend) {
 both_backends!(history_limits_and_profiles);
 
 async fn outage_restart_phone_and_unlink(backend: Backend) {
-    let slot = Slot::claim();
-    let sim = Sim::start().await;
-    let wa = WhatsAppServer::start().await.expect("whatsapp simulator");
-    post(
-        &wa,
-        "/control/accounts",
-        json!({ "phone": USER, "name": "Bridge User" }),
-    )
-    .await;
-    post(
-        &wa,
-        "/control/contacts",
-        json!({ "phone": ALICE, "name": "Alice" }),
-    )
-    .await;
     let settings = "    phone_offline_warn_seconds: 3\n";
-    let mut ferry = start_ferry_with(&slot, backend, &sim, &wa, settings).await;
-    let bot = slot.bot();
-    let user = User::register("wahealth").await;
-    let room = user.open_management_room(&bot).await;
-    qr_login(&user, &room, &bot, &wa).await;
+    let Scenario {
+        slot,
+        sim: _sim,
+        wa,
+        mut ferry,
+        bot,
+        user,
+        room,
+    } = Scenario::linked_with(backend, "wahealth", &[contact(ALICE, "Alice")], settings).await;
     post(
         &wa,
         "/control/send",

@@ -14,30 +14,12 @@ use testnet::whatsapp::WhatsAppServer;
 
 use crate::{
     both_backends,
-    common::{Backend, Sim, Slot, User},
+    common::{Backend, User},
     whatsapp::{
-        ALICE, BOB, USER, control, event_id, ghost, post, qr_login, received_media, start_ferry,
+        ALICE, BOB, Scenario, USER, contact, control, event_id, ghost, post, received_media,
         wait_received,
     },
 };
-
-/// The user and the contacts, as accounts of the simulator.
-async fn accounts(wa: &WhatsAppServer, contacts: &[(&str, &str)]) {
-    post(
-        wa,
-        "/control/accounts",
-        json!({ "phone": USER, "name": "Bridge User" }),
-    )
-    .await;
-    for (phone, name) in contacts {
-        post(
-            wa,
-            "/control/contacts",
-            json!({ "phone": phone, "name": name }),
-        )
-        .await;
-    }
-}
 
 fn b64() -> base64::engine::GeneralPurpose {
     base64::engine::general_purpose::STANDARD
@@ -71,15 +53,20 @@ async fn vote(wa: &WhatsAppServer, from: &str, group: &str, poll: &Value, option
 }
 
 async fn poll_votes_counted_across_a_restart(backend: Backend) {
-    let slot = Slot::claim();
-    let sim = Sim::start().await;
-    let wa = WhatsAppServer::start().await.expect("whatsapp simulator");
-    accounts(&wa, &[(ALICE, "Alice"), (BOB, "Bob")]).await;
-    let mut ferry = start_ferry(&slot, backend, &sim, &wa).await;
-    let bot = slot.bot();
-    let user = User::register("wapoll").await;
-    let room = user.open_management_room(&bot).await;
-    qr_login(&user, &room, &bot, &wa).await;
+    let Scenario {
+        slot,
+        sim: _sim,
+        wa,
+        mut ferry,
+        bot: _bot,
+        user,
+        room,
+    } = Scenario::linked(
+        backend,
+        "wapoll",
+        &[contact(ALICE, "Alice"), contact(BOB, "Bob")],
+    )
+    .await;
 
     let group = post(
         &wa,
@@ -200,15 +187,15 @@ async fn poll_votes_counted_across_a_restart(backend: Backend) {
 both_backends!(poll_votes_counted_across_a_restart);
 
 async fn disappearing_gif_and_view_once(backend: Backend) {
-    let slot = Slot::claim();
-    let sim = Sim::start().await;
-    let wa = WhatsAppServer::start().await.expect("whatsapp simulator");
-    accounts(&wa, &[(ALICE, "Alice")]).await;
-    let mut ferry = start_ferry(&slot, backend, &sim, &wa).await;
-    let bot = slot.bot();
-    let user = User::register("wadisappear").await;
-    let room = user.open_management_room(&bot).await;
-    qr_login(&user, &room, &bot, &wa).await;
+    let Scenario {
+        slot,
+        sim: _sim,
+        wa,
+        mut ferry,
+        bot,
+        user,
+        room,
+    } = Scenario::linked(backend, "wadisappear", &[contact(ALICE, "Alice")]).await;
 
     post(
         &wa,
