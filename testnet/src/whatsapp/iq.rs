@@ -116,6 +116,7 @@ pub fn handle(w: &mut World, conn: u64, node: Node) {
             ],
         ),
         ("w:g2", _) => super::groups::handle_iq(w, &phone, &node),
+        ("w:profile:picture", _) => super::groups::picture_iq(w, &phone, &node),
         ("md", "remove-companion-device") => {
             // The device logs itself out: answer first, then unlink (which closes the socket).
             let removed = node
