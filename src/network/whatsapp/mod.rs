@@ -18,6 +18,7 @@
 
 pub mod client;
 pub mod convert;
+pub mod groups;
 pub mod ids;
 pub mod inbox;
 pub mod login;

@@ -92,6 +92,8 @@ struct Inner {
     /// Contacts whose presence this process subscribed to. WhatsApp pushes a contact's online
     /// state only after a subscription; the client renews them itself after a reconnect.
     presence_subs: Mutex<HashSet<String>>,
+    /// Group pictures set from Matrix and avatars waiting to become one.
+    groups: super::groups::GroupState,
 }
 
 /// A linked WhatsApp device.
@@ -124,6 +126,7 @@ impl WhatsAppSession {
                 history_feed: Mutex::new(None),
                 reactions: Mutex::new(HashMap::new()),
                 presence_subs: Mutex::new(HashSet::new()),
+                groups: super::groups::GroupState::default(),
             }),
         }
     }
@@ -505,6 +508,11 @@ impl Inner {
                 }
             }
             Event::GroupUpdate(g) => return self.group_update(g).await,
+            Event::PictureUpdate(p) if ids::is_group(&p.jid) => {
+                if let Some(chat) = ids::chat_of(&p.jid) {
+                    return self.refresh_group(&chat).await;
+                }
+            }
             Event::HistorySync(history) => {
                 if self.shared.config.history_sync
                     && let Some(sync) = history.get()
@@ -560,19 +568,24 @@ impl Inner {
                     }
                 }
             }
-            _ => {
-                // Subject, description, admins: the chat's details again.
-                match self.group_info(&chat).await {
-                    Ok(info) => {
-                        return self
-                            .emit(ChatKind::Group, None, RemoteEvent::Chat(info))
-                            .await;
-                    }
-                    Err(err) => tracing::warn!(%err, "cannot refresh a WhatsApp group"),
-                }
-            }
+            // Subject, description, admins, a new or linked group: the chat's details again.
+            _ => return self.refresh_group(&chat).await,
         }
         true
+    }
+
+    /// Emits a group's current details (after WhatsApp said something changed).
+    async fn refresh_group(&self, chat: &ChatId) -> bool {
+        match self.group_info(chat).await {
+            Ok(info) => {
+                self.emit(ChatKind::Group, None, RemoteEvent::Chat(info))
+                    .await
+            }
+            Err(err) => {
+                tracing::warn!(%err, "cannot refresh a WhatsApp group");
+                true
+            }
+        }
     }
 
     /// Stores the recent messages of each conversation of a history sync in the inbox (so
@@ -663,33 +676,12 @@ fn history_stored(chat: &str, info: &wa::WebMessageInfo) -> Option<Stored> {
 
 impl Inner {
     async fn group_info(&self, chat: &ChatId) -> Result<ChatInfo, NetworkError> {
-        let jid = ids::chat_jid(chat).map_err(|e| NetworkError::Rejected(e.to_string()))?;
         let client = self.client()?;
-        let meta = client
-            .groups()
-            .get_metadata(&jid)
-            .await
-            .map_err(|e| transient("group lookup", e))?;
-        let mut members = Vec::new();
-        let mut admins = Vec::new();
-        for p in &meta.participants {
-            let Some(user) = self.canonical(&p.jid, p.phone_number.as_ref()) else {
-                continue;
-            };
-            if p.is_admin() {
-                admins.push(user.clone());
-            }
-            members.push(self.user_info(&user));
-        }
-        Ok(ChatInfo {
-            id: chat.clone(),
-            kind: ChatKind::Group,
-            name: Some(meta.subject.clone()).filter(|s| !s.is_empty()),
-            topic: meta.description.clone().filter(|d| !d.is_empty()),
-            avatar: None,
-            members,
-            admins,
-        })
+        let people = super::groups::People {
+            canonical: &|jid, alt| self.canonical(jid, alt),
+            user_info: &|user| self.user_info(user),
+        };
+        self.groups.info(&client, chat, &people).await
     }
 
     fn dm_info(&self, peer: &RemoteUserId) -> ChatInfo {
@@ -1006,10 +998,8 @@ impl Session for WhatsAppSession {
             .await
             .map_err(|e| transient("group list", e))?;
         let mut chats = Vec::new();
-        for jid in groups.keys() {
-            if let Some(chat) = ids::chat_of(jid)
-                && let Ok(info) = self.inner.group_info(&chat).await
-            {
+        for chat in super::groups::listing_order(&groups) {
+            if let Ok(info) = self.inner.group_info(&chat).await {
                 chats.push(info);
             }
         }
@@ -1066,7 +1056,14 @@ impl Session for WhatsAppSession {
         client.map(drop)
     }
 
+    async fn room_layout(&self, chat: &ChatId) -> Result<crate::network::RoomLayout, NetworkError> {
+        super::groups::layout(&*self.inner.client()?, chat).await
+    }
+
     async fn download_media(&self, id: &str) -> Result<MediaStream, NetworkError> {
+        if super::groups::is_picture(id) {
+            return super::groups::download_picture(&*self.inner.client()?, id).await;
+        }
         let media = lock(&self.inner.media)
             .by_id
             .get(id)
@@ -1109,6 +1106,9 @@ impl Session for WhatsAppSession {
                 )));
             }
             data.extend_from_slice(&chunk);
+        }
+        if name == super::groups::AVATAR_NAME && content_type.starts_with("image/") {
+            return self.inner.groups.stash_avatar(&data);
         }
         let kind = if content_type.starts_with("image/") {
             MediaKind::Image
@@ -1261,35 +1261,24 @@ impl Session for WhatsAppSession {
                 "changing a direct chat's details",
             ));
         }
-        let jid = ids::chat_jid(chat).map_err(|e| NetworkError::Rejected(e.to_string()))?;
         let client = self.inner.client()?;
-        if let Some(name) = &changes.name {
-            let subject =
-                whatsapp_rust::features::GroupSubject::new(name.as_str()).map_err(|e| {
-                    NetworkError::Rejected(format!("WhatsApp refuses that group name: {e}"))
-                })?;
-            client
-                .groups()
-                .set_subject(jid.clone(), subject)
-                .await
-                .map_err(|e| transient("group name change", e))?;
+        self.inner.groups.update(&client, chat, changes).await
+    }
+
+    async fn add_member(&self, chat: &ChatId, user: &RemoteUserId) -> Result<(), NetworkError> {
+        if !ids::chat_is_group(chat) {
+            return Err(NetworkError::Unsupported("adding people to a direct chat"));
         }
-        if let Some(topic) = &changes.topic {
-            let description = whatsapp_rust::features::GroupDescription::new(topic.as_str())
-                .map_err(|e| {
-                    NetworkError::Rejected(format!("WhatsApp refuses that description: {e}"))
-                })?;
-            client
-                .groups()
-                .set_description(
-                    jid.clone(),
-                    Some(description),
-                    whatsapp_rust::features::PreviousDescription::Resolve,
-                )
-                .await
-                .map_err(|e| transient("group description change", e))?;
+        let client = self.inner.client()?;
+        self.inner.groups.change_member(&client, chat, user, true).await
+    }
+
+    async fn remove_member(&self, chat: &ChatId, user: &RemoteUserId) -> Result<(), NetworkError> {
+        if !ids::chat_is_group(chat) {
+            return Err(NetworkError::Unsupported("removing people from a direct chat"));
         }
-        Ok(())
+        let client = self.inner.client()?;
+        self.inner.groups.change_member(&client, chat, user, false).await
     }
 
     async fn resolve_identifier(&self, identifier: &str) -> Result<UserInfo, NetworkError> {
