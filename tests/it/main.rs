@@ -17,6 +17,7 @@ mod signal;
 mod signal_contract;
 mod telegram;
 mod whatsapp;
+mod whatsapp_groups;
 
 /// Instantiates an async scenario `fn(Backend)` once per database backend.
 #[macro_export]

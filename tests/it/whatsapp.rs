@@ -21,13 +21,13 @@ use crate::{
     common::{Backend, Ferry, Sim, Slot, User, http, poll},
 };
 
-const USER: &str = "5511900000001";
-const ALICE: &str = "5511900000002";
-const BOB: &str = "5511900000003";
+pub(crate) const USER: &str = "5511900000001";
+pub(crate) const ALICE: &str = "5511900000002";
+pub(crate) const BOB: &str = "5511900000003";
 /// The simulator serves any version; the client must not ask web.whatsapp.com offline.
 const VERSION: &str = "2.3000.1020000000";
 
-async fn control(wa: &WhatsAppServer, method: Method, path: &str, body: Option<Value>) -> Value {
+pub(crate) async fn control(wa: &WhatsAppServer, method: Method, path: &str, body: Option<Value>) -> Value {
     let mut request = http().request(method, format!("{}{path}", wa.control_url()));
     if let Some(body) = body {
         request = request.json(&body);
@@ -39,12 +39,12 @@ async fn control(wa: &WhatsAppServer, method: Method, path: &str, body: Option<V
     value
 }
 
-async fn post(wa: &WhatsAppServer, path: &str, body: Value) -> Value {
+pub(crate) async fn post(wa: &WhatsAppServer, path: &str, body: Value) -> Value {
     control(wa, Method::POST, path, Some(body)).await
 }
 
 /// Waits until contact `to` has received (decrypted) a message satisfying `pred`.
-async fn wait_received(
+pub(crate) async fn wait_received(
     wa: &WhatsAppServer,
     to: &str,
     what: &str,
@@ -73,7 +73,7 @@ async fn received_count(wa: &WhatsAppServer, to: &str, text: &str) -> usize {
 }
 
 /// Starts ferry with WhatsApp against `wa`.
-async fn start_ferry(slot: &Slot, backend: Backend, sim: &Sim, wa: &WhatsAppServer) -> Ferry {
+pub(crate) async fn start_ferry(slot: &Slot, backend: Backend, sim: &Sim, wa: &WhatsAppServer) -> Ferry {
     let extra = format!(
         "  whatsapp:\n    enabled: true\n    ghost_prefix: {}whatsapp_\n    ws_url: \"{}\"\n    version: \"{VERSION}\"\n    history_pace_ms: 10\n    media_http_host: \"{}\"\nencryption:\n  pickle_key: \"wa-test-pickle-key-0123456789\"\n",
         slot.prefix,
@@ -83,13 +83,13 @@ async fn start_ferry(slot: &Slot, backend: Backend, sim: &Sim, wa: &WhatsAppServ
     Ferry::start_configured(slot, backend, &sim.url(), None, &extra).await
 }
 
-fn ghost(slot: &Slot, phone: &str) -> String {
+pub(crate) fn ghost(slot: &Slot, phone: &str) -> String {
     format!("@{}whatsapp_{phone}:localhost", slot.prefix)
 }
 
 /// `login whatsapp qr` in the management room; the simulated phone scans the code the bot
 /// shows (as an image, with its text for copying). Returns when the bot confirms the login.
-async fn qr_login(user: &User, room: &str, bot: &str, wa: &WhatsAppServer) {
+pub(crate) async fn qr_login(user: &User, room: &str, bot: &str, wa: &WhatsAppServer) {
     user.send_text(room, "login whatsapp qr").await;
     let image = user
         .wait_event(room, "the QR code image", |e| {
