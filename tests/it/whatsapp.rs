@@ -27,7 +27,12 @@ pub(crate) const BOB: &str = "5511900000003";
 /// The simulator serves any version; the client must not ask web.whatsapp.com offline.
 const VERSION: &str = "2.3000.1020000000";
 
-pub(crate) async fn control(wa: &WhatsAppServer, method: Method, path: &str, body: Option<Value>) -> Value {
+pub(crate) async fn control(
+    wa: &WhatsAppServer,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> Value {
     let mut request = http().request(method, format!("{}{path}", wa.control_url()));
     if let Some(body) = body {
         request = request.json(&body);
@@ -73,7 +78,12 @@ async fn received_count(wa: &WhatsAppServer, to: &str, text: &str) -> usize {
 }
 
 /// Starts ferry with WhatsApp against `wa`.
-pub(crate) async fn start_ferry(slot: &Slot, backend: Backend, sim: &Sim, wa: &WhatsAppServer) -> Ferry {
+pub(crate) async fn start_ferry(
+    slot: &Slot,
+    backend: Backend,
+    sim: &Sim,
+    wa: &WhatsAppServer,
+) -> Ferry {
     let extra = format!(
         "  whatsapp:\n    enabled: true\n    ghost_prefix: {}whatsapp_\n    ws_url: \"{}\"\n    version: \"{VERSION}\"\n    history_pace_ms: 10\n    media_http_host: \"{}\"\nencryption:\n  pickle_key: \"wa-test-pickle-key-0123456789\"\n",
         slot.prefix,

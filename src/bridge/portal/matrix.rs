@@ -685,7 +685,9 @@ impl Bridge {
         };
         self.notice(
             room,
-            &format!("⚠️ {target} was not {what} the chat: {err}. Nothing changed there; {outcome}."),
+            &format!(
+                "⚠️ {target} was not {what} the chat: {err}. Nothing changed there; {outcome}."
+            ),
         )
         .await;
     }

@@ -45,6 +45,9 @@ pub struct GroupState {
     aliases: Mutex<HashMap<String, String>>,
     /// Uploaded room avatars (JPEG) until the change that sets them.
     avatars: Mutex<Vec<(String, Vec<u8>)>>,
+    /// Held while a picture is being set: WhatsApp's notification of it can arrive before the
+    /// answer that names it, and must not be read as someone else's picture.
+    setting: tokio::sync::Mutex<()>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -69,9 +72,11 @@ fn bad_chat(chat: &ChatId) -> Result<Jid, NetworkError> {
 fn refused(what: &str, err: &GroupError) -> NetworkError {
     use whatsapp_rust::IqError;
     match err {
-        GroupError::Iq(IqError::ServerError { code: 401 | 403, .. }) => NetworkError::Rejected(
-            format!("WhatsApp refused the {what}: only group admins may do that"),
-        ),
+        GroupError::Iq(IqError::ServerError {
+            code: 401 | 403, ..
+        }) => NetworkError::Rejected(format!(
+            "WhatsApp refused the {what}: only group admins may do that"
+        )),
         GroupError::Iq(IqError::ServerError { code: 404, .. }) => {
             NetworkError::Rejected(format!("WhatsApp refused the {what}: no such group"))
         }
@@ -125,6 +130,7 @@ impl GroupState {
             .get_profile_picture(jid, false)
             .await
             .map_err(|e| transient("group picture lookup", e))?;
+        let _set = self.setting.lock().await;
         Ok(picture.map(|p| {
             lock(&self.aliases)
                 .get(&p.id)
@@ -188,6 +194,7 @@ impl GroupState {
                     })?;
                     avatars.remove(at).1
                 };
+                let _setting = self.setting.lock().await;
                 let set = client
                     .groups()
                     .set_profile_picture(jid.clone(), jpeg)
@@ -315,7 +322,9 @@ pub async fn download_picture(client: &Client, id: &str) -> Result<MediaStream, 
 /// An image as WhatsApp takes a group picture: a JPEG, at most 640 pixels a side.
 fn to_jpeg(data: &[u8]) -> Result<Vec<u8>, NetworkError> {
     let image = image::load_from_memory(data).map_err(|e| {
-        NetworkError::Rejected(format!("the picture is not an image WhatsApp can take: {e}"))
+        NetworkError::Rejected(format!(
+            "the picture is not an image WhatsApp can take: {e}"
+        ))
     })?;
     let image = if image.width() > PICTURE_SIZE || image.height() > PICTURE_SIZE {
         image.thumbnail(PICTURE_SIZE, PICTURE_SIZE)
@@ -348,8 +357,8 @@ mod tests {
         assert_eq!(&jpeg[..3], b"\xFF\xD8\xFF", "a JPEG");
         let back = image::load_from_memory(&jpeg).expect("decodes");
         assert_eq!((back.width(), back.height()), (640, 320));
-        let small = image::load_from_memory(&to_jpeg(&png(64, 64)).expect("small"))
-            .expect("decodes");
+        let small =
+            image::load_from_memory(&to_jpeg(&png(64, 64)).expect("small")).expect("decodes");
         assert_eq!((small.width(), small.height()), (64, 64));
     }
 
@@ -369,7 +378,10 @@ mod tests {
         }
         let avatars = lock(&state.avatars);
         assert_eq!(avatars.len(), PENDING_AVATARS);
-        assert!(avatars.iter().all(|(id, _)| id != &first), "the oldest went");
+        assert!(
+            avatars.iter().all(|(id, _)| id != &first),
+            "the oldest went"
+        );
     }
 
     #[test]

@@ -9,10 +9,11 @@
 //! Status: linking (QR, pairing code), texts with formatting and mentions, replies, edits,
 //! revokes, reactions (and their removal), read receipts, typing, presence, media both ways
 //! (images, videos and GIFs, voice notes with waveform, audio, documents, stickers), locations,
-//! contacts, readable polls, disappearing-timer notices, view-once placeholders, groups (name,
-//! description, members, admins, joins and leaves), history sync after linking, one ghost per
-//! person across phone number and LID, restarts without loss. Not yet: group pictures and
-//! avatars, communities as spaces, poll votes, sending disappearing messages, a notice when the
+//! contacts, readable polls, disappearing-timer notices, view-once placeholders, groups ([`groups`]:
+//! name, description and picture both ways, members and admins, joins and leaves, invites and
+//! kicks from Matrix), communities as spaces, history sync after linking, one ghost per
+//! person across phone number and LID, restarts without loss. Not yet: ghost avatars, poll
+//! votes, sending disappearing messages, a notice when the
 //! phone stays offline (WhatsApp sends no such signal to companions; the device is unlinked
 //! after about 14 days and then reported as logged out).
 

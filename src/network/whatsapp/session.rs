@@ -1057,6 +1057,9 @@ impl Session for WhatsAppSession {
     }
 
     async fn room_layout(&self, chat: &ChatId) -> Result<crate::network::RoomLayout, NetworkError> {
+        if !ids::chat_is_group(chat) {
+            return Ok(crate::network::RoomLayout::default());
+        }
         super::groups::layout(&*self.inner.client()?, chat).await
     }
 
@@ -1270,15 +1273,23 @@ impl Session for WhatsAppSession {
             return Err(NetworkError::Unsupported("adding people to a direct chat"));
         }
         let client = self.inner.client()?;
-        self.inner.groups.change_member(&client, chat, user, true).await
+        self.inner
+            .groups
+            .change_member(&client, chat, user, true)
+            .await
     }
 
     async fn remove_member(&self, chat: &ChatId, user: &RemoteUserId) -> Result<(), NetworkError> {
         if !ids::chat_is_group(chat) {
-            return Err(NetworkError::Unsupported("removing people from a direct chat"));
+            return Err(NetworkError::Unsupported(
+                "removing people from a direct chat",
+            ));
         }
         let client = self.inner.client()?;
-        self.inner.groups.change_member(&client, chat, user, false).await
+        self.inner
+            .groups
+            .change_member(&client, chat, user, false)
+            .await
     }
 
     async fn resolve_identifier(&self, identifier: &str) -> Result<UserInfo, NetworkError> {
