@@ -313,6 +313,23 @@ async fn group_details_and_members(backend: Backend) {
         json!(mxc),
         "the avatar set in Matrix stays"
     );
+    // Bob removes the picture: so does the room.
+    post(
+        &wa,
+        "/control/groups/picture",
+        json!({ "group": gjid, "author": BOB }),
+    )
+    .await;
+    poll(
+        "the room's avatar removed",
+        async || {
+            state(&user, &portal, "m.room.avatar", "")
+                .await
+                .unwrap_or(Value::Null)
+        },
+        |c| c.is_object() && c["url"].is_null(),
+    )
+    .await;
 
     // Alice leaves by herself: her ghost leaves the room.
     post(
