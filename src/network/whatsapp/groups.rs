@@ -29,8 +29,6 @@ use crate::network::{
 
 /// Prefix of a group picture's ferry id.
 const PICTURE: &str = "wapic:";
-/// Prefix of an image uploaded from Matrix to become a group picture.
-const AVATAR_UPLOAD: &str = "waavatar-";
 /// The name the core gives an upload meant as a chat's picture.
 pub const AVATAR_NAME: &str = "avatar";
 /// WhatsApp's group pictures are JPEGs of at most this many pixels a side.
@@ -43,8 +41,9 @@ const PENDING_AVATARS: usize = 16;
 pub struct GroupState {
     /// WhatsApp picture id -> the id ferry's upload had (pictures set from Matrix).
     aliases: Mutex<HashMap<String, String>>,
-    /// Uploaded room avatars (JPEG) until the change that sets them.
-    avatars: Mutex<Vec<(String, Vec<u8>)>>,
+    /// Uploaded room avatars until the change that sets them, by upload id: the JPEG, or why
+    /// the image cannot be a group picture.
+    avatars: Mutex<Vec<(String, Result<Vec<u8>, String>)>>,
     /// Held while a picture is being set: WhatsApp's notification of it can arrive before the
     /// answer that names it, and must not be read as someone else's picture.
     setting: tokio::sync::Mutex<()>,
@@ -139,17 +138,14 @@ impl GroupState {
         }))
     }
 
-    /// Keeps an image uploaded from Matrix (as a JPEG of WhatsApp's size) for the group
-    /// picture change that follows; returns its id.
-    pub fn stash_avatar(&self, data: &[u8]) -> Result<String, NetworkError> {
-        let jpeg = to_jpeg(data)?;
-        let id = format!("{AVATAR_UPLOAD}{}", hex::encode(rand::random::<[u8; 12]>()));
+    /// Keeps an image uploaded from Matrix as `id` (converted by [`to_jpeg`]) for the group
+    /// picture change that may follow.
+    pub fn keep_picture(&self, id: &str, jpeg: Result<Vec<u8>, NetworkError>) {
         let mut avatars = lock(&self.avatars);
         if avatars.len() >= PENDING_AVATARS {
-            avatars.remove(0);
+            drop(avatars.remove(0));
         }
-        avatars.push((id.clone(), jpeg));
-        Ok(id)
+        avatars.push((id.to_owned(), jpeg.map_err(|e| e.to_string())));
     }
 
     /// Name, description and picture changes from Matrix.
@@ -192,7 +188,7 @@ impl GroupState {
                     let at = avatars.iter().position(|(a, _)| a == id).ok_or_else(|| {
                         NetworkError::Rejected("the new group picture was not uploaded".into())
                     })?;
-                    avatars.remove(at).1
+                    avatars.remove(at).1.map_err(NetworkError::Rejected)?
                 };
                 let _setting = self.setting.lock().await;
                 let set = client
@@ -320,7 +316,7 @@ pub async fn download_picture(client: &Client, id: &str) -> Result<MediaStream, 
 }
 
 /// An image as WhatsApp takes a group picture: a JPEG, at most 640 pixels a side.
-fn to_jpeg(data: &[u8]) -> Result<Vec<u8>, NetworkError> {
+pub fn to_jpeg(data: &[u8]) -> Result<Vec<u8>, NetworkError> {
     let image = image::load_from_memory(data).map_err(|e| {
         NetworkError::Rejected(format!(
             "the picture is not an image WhatsApp can take: {e}"
@@ -369,19 +365,20 @@ mod tests {
     }
 
     #[test]
-    fn stashed_avatars_are_kept_until_used_and_bounded() {
+    fn kept_pictures_are_bounded_and_keep_why_they_failed() {
         let state = GroupState::default();
-        let first = state.stash_avatar(&png(8, 8)).expect("stashed");
-        assert!(first.starts_with(AVATAR_UPLOAD));
-        for _ in 0..PENDING_AVATARS {
-            state.stash_avatar(&png(8, 8)).expect("stashed");
+        state.keep_picture("first", to_jpeg(b"not an image"));
+        assert!(matches!(&lock(&state.avatars)[0].1, Err(why) if why.contains("not an image")));
+        for n in 0..PENDING_AVATARS {
+            state.keep_picture(&format!("id{n}"), to_jpeg(&png(8, 8)));
         }
         let avatars = lock(&state.avatars);
         assert_eq!(avatars.len(), PENDING_AVATARS);
         assert!(
-            avatars.iter().all(|(id, _)| id != &first),
+            avatars.iter().all(|(id, _)| id != "first"),
             "the oldest went"
         );
+        assert!(avatars.iter().all(|(_, jpeg)| jpeg.is_ok()));
     }
 
     #[test]

@@ -1110,9 +1110,10 @@ impl Session for WhatsAppSession {
             }
             data.extend_from_slice(&chunk);
         }
-        if name == super::groups::AVATAR_NAME && content_type.starts_with("image/") {
-            return self.inner.groups.stash_avatar(&data);
-        }
+        // The core names a room avatar's upload "avatar" (so may a message's file): it is kept
+        // as a group picture too, and uploaded like any file for a message that uses it.
+        let picture = (name == super::groups::AVATAR_NAME && content_type.starts_with("image/"))
+            .then(|| super::groups::to_jpeg(&data));
         let kind = if content_type.starts_with("image/") {
             MediaKind::Image
         } else if content_type.starts_with("video/") {
@@ -1131,6 +1132,9 @@ impl Session for WhatsAppSession {
             .await
             .map_err(|e| transient("upload", e))?;
         let id = format!("waupload-{}", hex::encode(rand::random::<[u8; 12]>()));
+        if let Some(picture) = picture {
+            self.inner.groups.keep_picture(&id, picture);
+        }
         lock(&self.inner.uploads).insert(
             id.clone(),
             Upload {
