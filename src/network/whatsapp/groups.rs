@@ -36,6 +36,9 @@ const PICTURE_SIZE: u32 = 640;
 /// Avatars from Matrix waiting for `update_chat` (kept this many at most).
 const PENDING_AVATARS: usize = 16;
 
+/// An image from Matrix as a group picture: the JPEG, or why it cannot be one.
+type Picture = Result<Vec<u8>, String>;
+
 /// A session's memory of group pictures.
 #[derive(Default)]
 pub struct GroupState {
@@ -43,7 +46,7 @@ pub struct GroupState {
     aliases: Mutex<HashMap<String, String>>,
     /// Uploaded room avatars until the change that sets them, by upload id: the JPEG, or why
     /// the image cannot be a group picture.
-    avatars: Mutex<Vec<(String, Result<Vec<u8>, String>)>>,
+    avatars: Mutex<Vec<(String, Picture)>>,
     /// Held while a picture is being set: WhatsApp's notification of it can arrive before the
     /// answer that names it, and must not be read as someone else's picture.
     setting: tokio::sync::Mutex<()>,
