@@ -355,7 +355,10 @@ async fn group_details_and_members(backend: Backend) {
     // room says why.
     invite(&user, &portal, &dave).await;
     user.wait_message(&portal, "the refusal notice", |s, b| {
-        s == bot && b.contains(&dave) && b.contains("only group admins")
+        s == bot
+            && b.contains(&format!("The invite of {dave}"))
+            && b.contains("only group admins")
+            && b.contains("invitation was withdrawn")
     })
     .await;
     poll(
@@ -415,7 +418,7 @@ async fn group_details_and_members(backend: Backend) {
     tokio::time::sleep(Duration::from_millis(300)).await;
     kick(&user, &portal, &dave).await;
     user.wait_message(&portal, "the refused kick notice", |s, b| {
-        s == bot && b.contains(&dave) && b.contains("they are back")
+        s == bot && b.contains(&dave) && b.contains("They are back")
     })
     .await;
     user.wait_members(&portal, "Dave back", |m| m.contains(&dave))

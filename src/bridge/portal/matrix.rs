@@ -659,35 +659,33 @@ impl Bridge {
         let (undone, outcome) = match membership {
             "invite" => (
                 self.intents.leave(room, target).await,
-                "the invitation was withdrawn",
+                "The invitation was withdrawn.",
             ),
             "leave" => {
                 self.intents.forget_joined(room, target);
                 (
                     self.intents.ensure_joined(room, target).await,
-                    "they are back in this room",
+                    "They are back in this room, as they are still in the chat.",
                 )
             }
-            _ => (Ok(()), "the ban stays in Matrix only"),
+            _ => (Ok(()), "The ban applies in Matrix only."),
         };
         if let Err(undo) = &undone {
             tracing::warn!(%undo, %target, "cannot undo a refused membership change");
         }
         let what = if membership == "invite" {
-            "added to"
+            "invite"
         } else {
-            "removed from"
+            "removal"
         };
         let outcome = if undone.is_ok() {
             outcome
         } else {
-            "the room could not be put back as it was"
+            "The room could not be put back as it was."
         };
         self.notice(
             room,
-            &format!(
-                "⚠️ {target} was not {what} the chat: {err}. Nothing changed there; {outcome}."
-            ),
+            &format!("⚠️ The {what} of {target} was not bridged: {err}. {outcome}"),
         )
         .await;
     }
