@@ -178,7 +178,8 @@ impl Intents {
         joined.insert((room.to_owned(), user.to_owned()));
     }
 
-    fn forget_joined(&self, room: &RoomId, user: &UserId) {
+    /// Forgets that `user` is joined to `room` (someone else removed it).
+    pub fn forget_joined(&self, room: &RoomId, user: &UserId) {
         self.joined
             .lock()
             .expect("join cache lock")

@@ -17,6 +17,7 @@ mod signal;
 mod signal_contract;
 mod telegram;
 mod whatsapp;
+mod whatsapp_groups;
 mod whatsapp_health;
 mod whatsapp_kinds;
 

@@ -641,17 +641,53 @@ impl Bridge {
                 .await
         };
         if let Err(err) = result {
-            let what = if membership == "invite" {
-                "invite"
-            } else {
-                "removal"
-            };
-            self.notice(
-                &event.room_id,
-                &format!("⚠️ The {what} of {target} was not bridged: {err}"),
-            )
-            .await;
+            self.undo_membership(event, &target, membership, &err).await;
         }
+    }
+
+    /// A member change the remote network refused is undone in the room where it can be (an
+    /// invited ghost declines, a kicked ghost comes back), and the room is told why, so the
+    /// room's members never disagree with the remote chat's without an explanation.
+    async fn undo_membership(
+        &self,
+        event: &MatrixEvent,
+        target: &ruma::UserId,
+        membership: &str,
+        err: &NetworkError,
+    ) {
+        let room = &event.room_id;
+        let (undone, outcome) = match membership {
+            "invite" => (
+                self.intents.leave(room, target).await,
+                "The invitation was withdrawn.",
+            ),
+            "leave" => {
+                self.intents.forget_joined(room, target);
+                (
+                    self.intents.ensure_joined(room, target).await,
+                    "They are back in this room, as they are still in the chat.",
+                )
+            }
+            _ => (Ok(()), "The ban applies in Matrix only."),
+        };
+        if let Err(undo) = &undone {
+            tracing::warn!(%undo, %target, "cannot undo a refused membership change");
+        }
+        let what = if membership == "invite" {
+            "invite"
+        } else {
+            "removal"
+        };
+        let outcome = if undone.is_ok() {
+            outcome
+        } else {
+            "The room could not be put back as it was."
+        };
+        self.notice(
+            room,
+            &format!("⚠️ The {what} of {target} was not bridged: {err}. {outcome}"),
+        )
+        .await;
     }
 
     /// Typing and read receipts of Matrix users in this portal.

@@ -155,8 +155,25 @@ impl Bridge {
                 }
             }
             QueueItem::Sync { login, info } => {
-                if let Err(err) = self.portal_sync(portal, &login, &info).await {
-                    tracing::warn!(%err, portal = %portal.key, "portal sync failed");
+                // Transient failures are retried like remote events': a chat inside a space
+                // (a WhatsApp community's group) waits for the space's room, which its own
+                // lane is making at the same time.
+                let deadline = Instant::now()
+                    + std::time::Duration::from_secs(self.config.bridge.max_retry_seconds);
+                let mut backoff = std::time::Duration::from_millis(250);
+                loop {
+                    match self.portal_sync(portal, &login, &info).await {
+                        Err(err) if !is_permanent(&err) && Instant::now() + backoff < deadline => {
+                            tracing::debug!(%err, portal = %portal.key, ?backoff, "portal sync failed; retrying");
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(std::time::Duration::from_secs(15));
+                        }
+                        Err(err) => {
+                            tracing::warn!(%err, portal = %portal.key, "portal sync failed");
+                            break;
+                        }
+                        Ok(()) => break,
+                    }
                 }
             }
             QueueItem::Command(command) => self.portal_command(portal, command).await,

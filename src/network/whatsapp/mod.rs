@@ -12,15 +12,17 @@
 //! revokes, reactions (and their removal), read receipts, typing, presence, media both ways
 //! (images, videos and GIFs, voice notes with waveform, audio, documents, stickers), locations,
 //! contacts, polls with their vote counts ([`polls`]), disappearing messages honoured both ways
-//! ([`disappearing`]), view-once placeholders, groups (name, description, members, admins, joins
-//! and leaves), history sync after linking (inline or a downloaded blob, within limits), one
-//! ghost per person across phone number and LID, ghost names and avatars kept across restarts,
-//! restarts and outages without loss, a warning when the phone has not been seen for long. Not
-//! yet: group pictures, communities as spaces, polls from Matrix (the core carries none).
+//! ([`disappearing`]), view-once placeholders, groups ([`groups`]: name, description and
+//! picture both ways, members and admins, joins and leaves, invites and kicks from Matrix),
+//! communities as spaces, history sync after linking (inline or a downloaded blob, within
+//! limits), one ghost per person across phone number and LID, ghost names and avatars kept
+//! across restarts, restarts and outages without loss, a warning when the phone has not been
+//! seen for long. Not yet: polls from Matrix (the core carries none).
 
 pub mod client;
 pub mod convert;
 pub mod disappearing;
+pub mod groups;
 pub mod health;
 pub mod history;
 pub mod ids;

@@ -102,6 +102,8 @@ struct Inner {
     presence_subs: Mutex<HashSet<String>>,
     /// The task that redacts disappearing messages when they expire.
     expiry: Mutex<Option<tokio::task::AbortHandle>>,
+    /// Group pictures set from Matrix and avatars waiting to become one.
+    groups: super::groups::GroupState,
 }
 
 // What issue 7's connection-health work added to the session, in files of their own.
@@ -145,6 +147,7 @@ impl WhatsAppSession {
                 reactions: Mutex::new(HashMap::new()),
                 presence_subs: Mutex::new(HashSet::new()),
                 expiry: Mutex::new(None),
+                groups: super::groups::GroupState::default(),
             }),
         }
     }
@@ -639,6 +642,11 @@ impl Inner {
                 }
             }
             Event::GroupUpdate(g) => self.group_update(g).await,
+            Event::PictureUpdate(p) if ids::is_group(&p.jid) => {
+                // A group's new picture: the group's details again, through the inbox.
+                let group = p.jid.to_string();
+                self.store_event(InboxEvent::GroupChanged { group }).await;
+            }
             Event::PictureUpdate(p) => self.picture_changed(p).await,
             // App-state changes the user just made (not the snapshot of a full sync): almost
             // always on the phone, so it counts as seen.
@@ -690,33 +698,12 @@ impl Inner {
 
 impl Inner {
     async fn group_info(&self, chat: &ChatId) -> Result<ChatInfo, NetworkError> {
-        let jid = ids::chat_jid(chat).map_err(|e| NetworkError::Rejected(e.to_string()))?;
         let client = self.client()?;
-        let meta = client
-            .groups()
-            .get_metadata(&jid)
-            .await
-            .map_err(|e| transient("group lookup", e))?;
-        let mut members = Vec::new();
-        let mut admins = Vec::new();
-        for p in &meta.participants {
-            let Some(user) = self.canonical(&p.jid, p.phone_number.as_ref()) else {
-                continue;
-            };
-            if p.is_admin() {
-                admins.push(user.clone());
-            }
-            members.push(self.user_info(&user));
-        }
-        Ok(ChatInfo {
-            id: chat.clone(),
-            kind: ChatKind::Group,
-            name: Some(meta.subject.clone()).filter(|s| !s.is_empty()),
-            topic: meta.description.clone().filter(|d| !d.is_empty()),
-            avatar: None,
-            members,
-            admins,
-        })
+        let people = super::groups::People {
+            canonical: &|jid, alt| self.canonical(jid, alt),
+            user_info: &|user| self.user_info(user),
+        };
+        self.groups.info(&client, chat, &people).await
     }
 
     fn dm_info(&self, peer: &RemoteUserId) -> ChatInfo {
@@ -1050,10 +1037,8 @@ impl Session for WhatsAppSession {
             .await
             .map_err(|e| transient("group list", e))?;
         let mut chats = Vec::new();
-        for jid in groups.keys() {
-            if let Some(chat) = ids::chat_of(jid)
-                && let Ok(info) = self.inner.group_info(&chat).await
-            {
+        for chat in super::groups::listing_order(&groups) {
+            if let Ok(info) = self.inner.group_info(&chat).await {
                 chats.push(info);
             }
         }
@@ -1121,6 +1106,13 @@ impl Session for WhatsAppSession {
         client.map(drop)
     }
 
+    async fn room_layout(&self, chat: &ChatId) -> Result<crate::network::RoomLayout, NetworkError> {
+        if !ids::chat_is_group(chat) {
+            return Ok(crate::network::RoomLayout::default());
+        }
+        super::groups::layout(&*self.inner.client()?, chat).await
+    }
+
     async fn download_media(&self, id: &str) -> Result<MediaStream, NetworkError> {
         if let Some(user) = super::profiles::avatar_user(id) {
             return self.inner.download_picture(user).await;
@@ -1168,6 +1160,10 @@ impl Session for WhatsAppSession {
             }
             data.extend_from_slice(&chunk);
         }
+        // The core names a room avatar's upload "avatar" (so may a message's file): it is kept
+        // as a group picture too, and uploaded like any file for a message that uses it.
+        let picture = (name == super::groups::AVATAR_NAME && content_type.starts_with("image/"))
+            .then(|| super::groups::to_jpeg(&data));
         let kind = if content_type.starts_with("image/") {
             MediaKind::Image
         } else if content_type.starts_with("video/") {
@@ -1186,6 +1182,9 @@ impl Session for WhatsAppSession {
             .await
             .map_err(|e| transient("upload", e))?;
         let id = format!("waupload-{}", hex::encode(rand::random::<[u8; 12]>()));
+        if let Some(picture) = picture {
+            self.inner.groups.keep_picture(&id, picture);
+        }
         lock(&self.inner.uploads).insert(
             id.clone(),
             Upload {
@@ -1327,35 +1326,32 @@ impl Session for WhatsAppSession {
                 "changing a direct chat's details",
             ));
         }
-        let jid = ids::chat_jid(chat).map_err(|e| NetworkError::Rejected(e.to_string()))?;
         let client = self.inner.client()?;
-        if let Some(name) = &changes.name {
-            let subject =
-                whatsapp_rust::features::GroupSubject::new(name.as_str()).map_err(|e| {
-                    NetworkError::Rejected(format!("WhatsApp refuses that group name: {e}"))
-                })?;
-            client
-                .groups()
-                .set_subject(jid.clone(), subject)
-                .await
-                .map_err(|e| transient("group name change", e))?;
+        self.inner.groups.update(&client, chat, changes).await
+    }
+
+    async fn add_member(&self, chat: &ChatId, user: &RemoteUserId) -> Result<(), NetworkError> {
+        if !ids::chat_is_group(chat) {
+            return Err(NetworkError::Unsupported("adding people to a direct chat"));
         }
-        if let Some(topic) = &changes.topic {
-            let description = whatsapp_rust::features::GroupDescription::new(topic.as_str())
-                .map_err(|e| {
-                    NetworkError::Rejected(format!("WhatsApp refuses that description: {e}"))
-                })?;
-            client
-                .groups()
-                .set_description(
-                    jid.clone(),
-                    Some(description),
-                    whatsapp_rust::features::PreviousDescription::Resolve,
-                )
-                .await
-                .map_err(|e| transient("group description change", e))?;
+        let client = self.inner.client()?;
+        self.inner
+            .groups
+            .change_member(&client, chat, user, true)
+            .await
+    }
+
+    async fn remove_member(&self, chat: &ChatId, user: &RemoteUserId) -> Result<(), NetworkError> {
+        if !ids::chat_is_group(chat) {
+            return Err(NetworkError::Unsupported(
+                "removing people from a direct chat",
+            ));
         }
-        Ok(())
+        let client = self.inner.client()?;
+        self.inner
+            .groups
+            .change_member(&client, chat, user, false)
+            .await
     }
 
     async fn resolve_identifier(&self, identifier: &str) -> Result<UserInfo, NetworkError> {

@@ -55,6 +55,7 @@ pub fn routes(app: App) -> Router {
         .route("/control/groups/members", post(group_members))
         .route("/control/groups/subject", post(group_subject))
         .route("/control/group", get(group_info))
+        .merge(super::group_control::routes())
         .route("/control/qr/scan", post(scan))
         .route("/control/pair_code", post(enter_pair_code))
         .route("/control/devices", get(devices))

@@ -1,11 +1,36 @@
-//! Groups (`w:g2`): metadata queries, the list of groups a user is in, creation, and member
-//! changes, which every member's devices learn through `<notification type="w:gp2">`.
+//! Groups (`w:g2`): metadata queries, the list of groups a user is in, creation, member
+//! changes (only admins may add or remove others), admins promoted and demoted, descriptions,
+//! and group pictures (`w:profile:picture`, served from the media host), which every member's
+//! devices learn through `<notification type="w:gp2">` (or `type="picture"`). Communities are
+//! groups too (`<parent/>`, `<linked_parent>`, `<default_sub_group/>`), made in `community.rs`.
 //! Groups use phone-number addressing (`addressing_mode="pn"`).
 
 use wacore_binary::Node;
 use wacore_binary::builder::NodeBuilder;
 
-use super::world::{Group, World, attr, jid_attr, now};
+use super::world::{Group, World, attr, child_bytes, jid_attr, now};
+
+/// What a group has beyond its subject and members.
+#[derive(Debug, Clone, Default)]
+pub struct GroupMeta {
+    /// The description's id (WhatsApp's conflict token) and text.
+    pub description: Option<(String, String)>,
+    /// The picture's id; its JPEG bytes are on the media host at [`picture_path`].
+    pub picture: Option<String>,
+    /// A community (parent group): `<parent/>`.
+    pub parent: bool,
+    /// The community this group is linked to: `<linked_parent jid=…/>`.
+    pub linked_parent: Option<String>,
+    /// A community's announcement group: `<default_sub_group/>`.
+    pub default_sub_group: bool,
+    /// Only admins may send: `<announcement/>`.
+    pub announce: bool,
+}
+
+/// Where the media host serves a group picture.
+pub fn picture_path(group: &str, picture: &str) -> String {
+    format!("/v/t62.sim-pp/{group}/{picture}.jpg")
+}
 
 pub fn group_node(g: &Group) -> Node {
     let participants: Vec<Node> = g
@@ -26,6 +51,33 @@ pub fn group_node(g: &Group) -> Node {
             b.build()
         })
         .collect();
+    let mut children = participants;
+    if let Some((id, text)) = &g.meta.description {
+        children.push(
+            NodeBuilder::new("description")
+                .attr("id", id.clone())
+                .children([NodeBuilder::new("body")
+                    .string_content(text.clone())
+                    .build()])
+                .build(),
+        );
+    }
+    if g.meta.parent {
+        children.push(NodeBuilder::new("parent").build());
+    }
+    if let Some(parent) = &g.meta.linked_parent {
+        children.push(
+            NodeBuilder::new("linked_parent")
+                .attr("jid", format!("{parent}@g.us"))
+                .build(),
+        );
+    }
+    if g.meta.default_sub_group {
+        children.push(NodeBuilder::new("default_sub_group").build());
+    }
+    if g.meta.announce {
+        children.push(NodeBuilder::new("announcement").build());
+    }
     NodeBuilder::new("group")
         .attr("id", g.id.clone())
         .attr("subject", g.subject.clone())
@@ -35,11 +87,22 @@ pub fn group_node(g: &Group) -> Node {
         .attr("creator", format!("{}@s.whatsapp.net", g.creator))
         .attr("addressing_mode", "pn")
         .attr("size", g.participants.len().to_string())
-        .children(participants)
+        .children(children)
         .build()
 }
 
 pub fn create(w: &mut World, creator: &str, subject: &str, members: &[String]) -> Group {
+    create_with(w, creator, subject, members, GroupMeta::default())
+}
+
+/// Creates a group with its metadata; every member's devices get the `<create>` notification.
+pub fn create_with(
+    w: &mut World,
+    creator: &str,
+    subject: &str,
+    members: &[String],
+    meta: GroupMeta,
+) -> Group {
     let id = format!("1203630{:011}", w.next_id());
     let mut participants = vec![(creator.to_owned(), true)];
     for m in members {
@@ -53,6 +116,7 @@ pub fn create(w: &mut World, creator: &str, subject: &str, members: &[String]) -
         creator: creator.to_owned(),
         created: now(),
         participants,
+        meta,
     };
     w.groups.insert(id, g.clone());
     // Every member learns about the new group.
@@ -70,7 +134,7 @@ pub fn create(w: &mut World, creator: &str, subject: &str, members: &[String]) -
     g
 }
 
-fn notification(w: &mut World, g: &Group, author: &str, body: Node) -> Node {
+pub(super) fn notification(w: &mut World, g: &Group, author: &str, body: Node) -> Node {
     let id = w.stanza_id();
     NodeBuilder::new("notification")
         .attr("from", format!("{}@g.us", g.id))
@@ -148,6 +212,179 @@ pub fn change_members(
     Ok(())
 }
 
+pub fn is_admin(g: &Group, phone: &str) -> bool {
+    g.participants.iter().any(|(p, admin)| p == phone && *admin)
+}
+
+fn member_group<'a>(w: &'a mut World, group: &str, author: &str) -> Result<&'a mut Group, String> {
+    let g = w
+        .groups
+        .get_mut(group)
+        .ok_or_else(|| format!("no group {group}"))?;
+    if !g.participants.iter().any(|(p, _)| p == author) {
+        return Err(format!("{author} is not a member of {group}"));
+    }
+    Ok(g)
+}
+
+fn tell_members(w: &mut World, g: &Group, note: &Node) {
+    for (p, _) in &g.participants {
+        w.deliver_all(p, None, note);
+    }
+}
+
+/// Sets (`Some`) or deletes (`None`) a group's description as `author`; every member's devices
+/// get the `w:gp2` `<description>` notification.
+pub fn set_description(
+    w: &mut World,
+    group: &str,
+    author: &str,
+    text: Option<&str>,
+) -> Result<(), String> {
+    let id = format!("{:016X}", w.next_id());
+    let g = member_group(w, group, author)?;
+    g.meta.description = text
+        .filter(|t| !t.is_empty())
+        .map(|t| (id.clone(), t.to_owned()));
+    let g = g.clone();
+    let body = match text.filter(|t| !t.is_empty()) {
+        Some(text) => NodeBuilder::new("description")
+            .attr("id", id)
+            .children([NodeBuilder::new("body").string_content(text).build()])
+            .build(),
+        None => NodeBuilder::new("description")
+            .attr("id", id)
+            .children([NodeBuilder::new("delete").build()])
+            .build(),
+    };
+    let note = notification(w, &g, author, body);
+    tell_members(w, &g, &note);
+    Ok(())
+}
+
+/// Promotes (`admin = true`) or demotes members as `author` (an admin); every member's devices
+/// get the `<promote>`/`<demote>` notification.
+pub fn set_admins(
+    w: &mut World,
+    group: &str,
+    author: &str,
+    members: &[String],
+    admin: bool,
+) -> Result<(), String> {
+    let g = member_group(w, group, author)?;
+    if !is_admin(g, author) {
+        return Err(format!("{author} is not an admin of {group}"));
+    }
+    for (p, a) in &mut g.participants {
+        if members.contains(p) {
+            *a = admin;
+        }
+    }
+    let g = g.clone();
+    let tag = if admin { "promote" } else { "demote" };
+    let body = NodeBuilder::new(tag)
+        .children(members.iter().map(|m| {
+            NodeBuilder::new("participant")
+                .attr("jid", format!("{m}@s.whatsapp.net"))
+                .build()
+        }))
+        .build();
+    let note = notification(w, &g, author, body);
+    tell_members(w, &g, &note);
+    Ok(())
+}
+
+/// Sets (`Some(jpeg)`) or removes a group's picture as `author`: the bytes go to the media
+/// host, every member's devices get `<notification type="picture">`. Returns the new id.
+pub fn set_picture(
+    w: &mut World,
+    group: &str,
+    author: &str,
+    jpeg: Option<Vec<u8>>,
+) -> Result<Option<String>, String> {
+    let picture = jpeg.as_ref().map(|_| w.next_id().to_string());
+    let g = member_group(w, group, author)?;
+    let old = std::mem::replace(&mut g.meta.picture, picture.clone());
+    let g = g.clone();
+    if let Some(old) = old {
+        w.media.remove(&picture_path(group, &old));
+    }
+    if let (Some(id), Some(jpeg)) = (&picture, jpeg) {
+        w.media.insert(picture_path(group, id), jpeg);
+    }
+    let jid = format!("{group}@g.us");
+    let author_jid = format!("{author}@s.whatsapp.net");
+    let body = match &picture {
+        Some(id) => NodeBuilder::new("set")
+            .attr("jid", jid.clone())
+            .attr("id", id.clone())
+            .attr("author", author_jid)
+            .build(),
+        None => NodeBuilder::new("delete")
+            .attr("jid", jid.clone())
+            .attr("author", author_jid)
+            .build(),
+    };
+    let note = NodeBuilder::new("notification")
+        .attr("from", jid)
+        .attr("type", "picture")
+        .attr("id", w.stanza_id())
+        .attr("t", now().to_string())
+        .children([body])
+        .build();
+    tell_members(w, &g, &note);
+    Ok(picture)
+}
+
+/// `w:profile:picture` IQs about a group (`target="…@g.us"`): the picture's URL (`get`), or a
+/// new picture (`set`, JPEG bytes in `<picture>`; none = remove). Users have no pictures here:
+/// an empty result, which the client reads as "no picture".
+pub fn picture_iq(w: &mut World, phone: &str, node: &Node) -> Node {
+    let target = jid_attr(node, "target").or_else(|| jid_attr(node, "to"));
+    let Some(group) = target.filter(|j| j.server == wacore_binary::Server::Group) else {
+        return World::iq_result(node, vec![]);
+    };
+    let group = group.user.to_string();
+    let Some(g) = w.groups.get(&group).cloned() else {
+        return World::iq_error(node, 404, "item-not-found");
+    };
+    if !g.participants.iter().any(|(p, _)| p == phone) {
+        return World::iq_error(node, 401, "not-authorized");
+    }
+    if attr(node, "type").as_deref() == Some("set") {
+        let jpeg = child_bytes(node, "picture")
+            .filter(|b| !b.is_empty())
+            .map(<[u8]>::to_vec);
+        return match set_picture(w, &group, phone, jpeg) {
+            Ok(id) => World::iq_result(
+                node,
+                vec![
+                    NodeBuilder::new("picture")
+                        .attr("id", id.unwrap_or_default())
+                        .build(),
+                ],
+            ),
+            Err(_) => World::iq_error(node, 403, "forbidden"),
+        };
+    }
+    let Some(id) = g.meta.picture else {
+        return World::iq_error(node, 404, "item-not-found");
+    };
+    let path = picture_path(&group, &id);
+    let url = format!("{}{path}", w.media_url.replacen("http://", "https://", 1));
+    World::iq_result(
+        node,
+        vec![
+            NodeBuilder::new("picture")
+                .attr("id", id)
+                .attr("type", "image")
+                .attr("url", url)
+                .attr("direct_path", path)
+                .build(),
+        ],
+    )
+}
+
 pub fn handle_iq(w: &mut World, phone: &str, node: &Node) -> Node {
     let first = node
         .children()
@@ -191,6 +428,12 @@ pub fn handle_iq(w: &mut World, phone: &str, node: &Node) -> Node {
             let Some(group) = to.map(|j| j.user.to_string()) else {
                 return World::iq_error(node, 400, "bad-request");
             };
+            // As WhatsApp: only admins add or remove others.
+            match w.groups.get(&group) {
+                None => return World::iq_error(node, 404, "item-not-found"),
+                Some(g) if !is_admin(g, phone) => return World::iq_error(node, 403, "forbidden"),
+                Some(_) => {}
+            }
             let members: Vec<String> = first
                 .get_children_by_tag("participant")
                 .filter_map(|p| jid_attr(p, "jid"))
@@ -222,6 +465,24 @@ pub fn handle_iq(w: &mut World, phone: &str, node: &Node) -> Node {
                 let _ = change_members(w, &g, phone, &[phone.to_owned()], false);
             }
             World::iq_result(node, vec![])
+        }
+        "description" => {
+            let Some(group) = to.map(|j| j.user.to_string()) else {
+                return World::iq_error(node, 400, "bad-request");
+            };
+            let text = first
+                .get_optional_child("body")
+                .and_then(|b| b.content_as_string())
+                .map(|s| s.to_string());
+            let text = if attr(&first, "delete").as_deref() == Some("true") {
+                None
+            } else {
+                text
+            };
+            match set_description(w, &group, phone, text.as_deref()) {
+                Ok(()) => World::iq_result(node, vec![]),
+                Err(_) => World::iq_error(node, 403, "forbidden"),
+            }
         }
         "subject" => {
             if let Some(g) = to.and_then(|j| w.groups.get_mut(j.user.as_str())) {

@@ -116,6 +116,13 @@ pub fn handle(w: &mut World, conn: u64, node: Node) {
             ],
         ),
         ("w:g2", _) => super::groups::handle_iq(w, &phone, &node),
+        // A group's picture (get and set) is the group's; anyone else's is a user's picture.
+        ("w:profile:picture", _)
+            if attr(&node, "target").is_some_and(|t| t.ends_with("@g.us"))
+                || attr(&node, "to").is_some_and(|t| t.ends_with("@g.us")) =>
+        {
+            super::groups::picture_iq(w, &phone, &node)
+        }
         ("w:profile:picture", "picture") if attr(&node, "type").as_deref() == Some("get") => {
             super::pictures::get(w, &node)
         }

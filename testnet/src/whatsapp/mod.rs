@@ -10,9 +10,11 @@
 //! API. `testnet/WHATSAPP_PROTOCOL.md` says what is faithful and what is simplified.
 
 mod act;
+mod community;
 mod conn;
 mod control;
 mod dispatch;
+mod group_control;
 mod groups;
 mod history;
 mod inbox;

@@ -70,6 +70,8 @@ pub struct Group {
     pub created: u64,
     /// Participants' phone numbers, with an admin flag.
     pub participants: Vec<(String, bool)>,
+    /// Description, picture, community links (see `groups.rs`).
+    pub meta: super::groups::GroupMeta,
 }
 
 /// A fresh device waiting for its QR code to be scanned or its pairing code entered.
