@@ -17,7 +17,9 @@ use testnet::whatsapp::WhatsAppServer;
 use crate::{
     both_backends,
     common::{Backend, User, enc, poll},
-    whatsapp::{ALICE, BOB, Scenario, USER, contact, control, ghost, post, qr_login},
+    whatsapp::{
+        ALICE, BOB, Scenario, USER, contact, control, ghost, post, qr_login, wait_received,
+    },
 };
 
 const CAROL: &str = "5511900000004";
@@ -413,6 +415,33 @@ async fn group_details_and_members(backend: Backend) {
             .expect("members")
             .contains(&json!(DAVE)),
         "Dave is still in the WhatsApp group"
+    );
+
+    // Disappearing messages: Bob's timer is a line in the room; the user's, set with the bot's
+    // command, reaches WhatsApp as the group's setting, and what the user sends next carries it.
+    post(
+        &wa,
+        "/control/groups/ephemeral",
+        json!({ "group": gjid, "author": BOB, "seconds": 604_800 }),
+    )
+    .await;
+    user.wait_message(&portal, "Bob's timer line", |_, b| {
+        b == "set disappearing messages to 7 days"
+    })
+    .await;
+    let set = user
+        .command(&portal, &bot, "!ferry disappearing 24h", "disappear")
+        .await;
+    assert_eq!(set, "Messages in this chat now disappear after 1 day.");
+    assert_eq!(details(&wa, &gjid).await["ephemeral"], 86_400);
+    user.send_text(&portal, "for a day").await;
+    let got = wait_received(&wa, BOB, "the user's message with the group's timer", |m| {
+        m["text"] == "for a day"
+    })
+    .await;
+    assert_eq!(
+        got["message"]["extended_text_message"]["context_info"]["expiration"], 86_400,
+        "{got}"
     );
 }
 

@@ -5,7 +5,7 @@
 //!
 //! Pictures are not media messages: WhatsApp serves a group's picture by URL (the
 //! `w:profile:picture` IQ) and announces a change with a picture notification carrying a new
-//! picture id. A picture's ferry id (`wapic:<group>:<picture id>`) changes with the picture, so
+//! picture id. A picture's ferry id (`wagpic:<group>:<picture id>`) changes with the picture, so
 //! the core notices a change; it is fetched again when downloaded. A picture set from Matrix
 //! comes back from WhatsApp with an id of WhatsApp's choosing: ferry remembers it as the upload's
 //! id, so the echo does not replace the room's avatar with a copy of itself.
@@ -28,7 +28,7 @@ use crate::network::{
 };
 
 /// Prefix of a group picture's ferry id.
-const PICTURE: &str = "wapic:";
+const PICTURE: &str = "wagpic:";
 /// The name the core gives an upload meant as a chat's picture.
 pub const AVATAR_NAME: &str = "avatar";
 /// WhatsApp's group pictures are JPEGs of at most this many pixels a side.
@@ -386,7 +386,8 @@ mod tests {
 
     #[test]
     fn picture_ids_name_their_group() {
-        assert!(is_picture("wapic:120363000000000001:42"));
+        assert!(is_picture("wagpic:120363000000000001:42"));
+        assert!(!is_picture("wapic:5511900000002:42"), "a contact's picture");
         assert!(!is_picture("wamedia-00"));
     }
 }

@@ -1117,6 +1117,9 @@ impl Session for WhatsAppSession {
         if let Some(user) = super::profiles::avatar_user(id) {
             return self.inner.download_picture(user).await;
         }
+        if super::groups::is_picture(id) {
+            return super::groups::download_picture(&*self.inner.client()?, id).await;
+        }
         let media = lock(&self.inner.media)
             .by_id
             .get(id)

@@ -1,5 +1,5 @@
 //! Control API for groups and communities beyond creation (`control.rs`): a member sets the
-//! description or the picture, an admin promotes or demotes, a member leaves, a community is
+//! description, the picture or the disappearing timer, an admin promotes or demotes, a member leaves, a community is
 //! created or gets a new linked group; and a group's full state as the server holds it, for
 //! tests to check what ferry changed.
 
@@ -22,6 +22,7 @@ pub fn routes() -> Router<App> {
         .route("/control/groups/picture", post(picture))
         .route("/control/groups/admins", post(admins))
         .route("/control/groups/leave", post(leave))
+        .route("/control/groups/ephemeral", post(ephemeral))
         .route("/control/groups/details", get(details))
         .route("/control/communities", post(create_community))
         .route("/control/communities/groups", post(link_group))
@@ -59,6 +60,21 @@ async fn description(State(app): State<App>, Json(req): Json<DescriptionReq>) ->
     )
     .map_err(bad)?;
     Ok(Json(json!({ "description": req.description })))
+}
+
+#[derive(Deserialize)]
+struct EphemeralReq {
+    group: String,
+    author: String,
+    /// The timer in seconds; 0 turns it off.
+    seconds: u32,
+}
+
+async fn ephemeral(State(app): State<App>, Json(req): Json<EphemeralReq>) -> Reply {
+    let author = phone(&req.author)?;
+    let mut w = world(&app)?;
+    groups::set_ephemeral(&mut w, &group_id(&req.group), &author, req.seconds).map_err(bad)?;
+    Ok(Json(json!({ "seconds": req.seconds })))
 }
 
 #[derive(Deserialize)]
@@ -169,6 +185,7 @@ async fn details(State(app): State<App>, Query(q): Query<GroupQuery>) -> Reply {
         "linked_parent": g.meta.linked_parent,
         "announcement_group": g.meta.default_sub_group,
         "announce": g.meta.announce,
+        "ephemeral": g.meta.ephemeral,
     })))
 }
 

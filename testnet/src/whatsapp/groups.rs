@@ -25,6 +25,8 @@ pub struct GroupMeta {
     pub default_sub_group: bool,
     /// Only admins may send: `<announcement/>`.
     pub announce: bool,
+    /// The disappearing-messages timer in seconds (0: off): `<ephemeral expiration=…/>`.
+    pub ephemeral: u32,
 }
 
 /// Where the media host serves a group picture.
@@ -64,6 +66,13 @@ pub fn group_node(g: &Group) -> Node {
     }
     if g.meta.parent {
         children.push(NodeBuilder::new("parent").build());
+    }
+    if g.meta.ephemeral > 0 {
+        children.push(
+            NodeBuilder::new("ephemeral")
+                .attr("expiration", g.meta.ephemeral.to_string())
+                .build(),
+        );
     }
     if let Some(parent) = &g.meta.linked_parent {
         children.push(
@@ -231,6 +240,25 @@ fn tell_members(w: &mut World, g: &Group, note: &Node) {
     for (p, _) in &g.participants {
         w.deliver_all(p, None, note);
     }
+}
+
+/// Sets a group's disappearing-messages timer as `author` (seconds, 0: off); every member's
+/// devices get the `w:gp2` `<ephemeral expiration>` (or `<not_ephemeral/>`) notification. As
+/// with the description, any member may (WhatsApp lets a group keep this to admins).
+pub fn set_ephemeral(w: &mut World, group: &str, author: &str, seconds: u32) -> Result<(), String> {
+    let g = member_group(w, group, author)?;
+    g.meta.ephemeral = seconds;
+    let g = g.clone();
+    let body = if seconds == 0 {
+        NodeBuilder::new("not_ephemeral").build()
+    } else {
+        NodeBuilder::new("ephemeral")
+            .attr("expiration", seconds.to_string())
+            .build()
+    };
+    let note = notification(w, &g, author, body);
+    tell_members(w, &g, &note);
+    Ok(())
 }
 
 /// Sets (`Some`) or deletes (`None`) a group's description as `author`; every member's devices
@@ -480,6 +508,23 @@ pub fn handle_iq(w: &mut World, phone: &str, node: &Node) -> Node {
                 text
             };
             match set_description(w, &group, phone, text.as_deref()) {
+                Ok(()) => World::iq_result(node, vec![]),
+                Err(_) => World::iq_error(node, 403, "forbidden"),
+            }
+        }
+        tag @ ("ephemeral" | "not_ephemeral") => {
+            let Some(group) = to.map(|j| j.user.to_string()) else {
+                return World::iq_error(node, 400, "bad-request");
+            };
+            let seconds = if tag == "ephemeral" {
+                match attr(&first, "expiration").and_then(|e| e.parse::<u32>().ok()) {
+                    Some(s) => s,
+                    None => return World::iq_error(node, 400, "bad-request"),
+                }
+            } else {
+                0
+            };
+            match set_ephemeral(w, &group, phone, seconds) {
                 Ok(()) => World::iq_result(node, vec![]),
                 Err(_) => World::iq_error(node, 403, "forbidden"),
             }
