@@ -142,6 +142,7 @@ both_backends!(
     device_round_trips_and_its_secrets_are_encrypted,
     two_logins_share_nothing,
     everything_survives_a_restart,
+    logout_forgets_what_ferry_kept_about_the_login,
 );
 
 async fn signal_store_round_trips(backend: Backend) {
@@ -824,4 +825,53 @@ fn chrono_now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64
+}
+
+/// `forget_login` (run by `logout whatsapp`) removes the login's names, pictures, timers, polls,
+/// phone watch and pending expiries, and nothing of another login, also when the ids contain
+/// LIKE wildcards.
+async fn logout_forgets_what_ferry_kept_about_the_login(backend: Backend) {
+    let Some((_, db, _)) = store(backend).await else {
+        return;
+    };
+    let (gone, kept) = ("55_1%", "55x1y");
+    for login in [gone, kept] {
+        for key in [
+            format!("whatsapp/{login}/timer/chat"),
+            format!("whatsapp/{login}/poll/P1"),
+            format!("whatsapp:{login}:profiles"),
+            format!("whatsapp:store-{login}:phone_seen"),
+        ] {
+            db.kv_set(&key, "v").await.unwrap();
+        }
+        sqlx::query(
+            "INSERT INTO whatsapp_expiry (login_id, chat_id, message_id, deadline_ms) \
+             VALUES ($1, 'c', $2, 1)",
+        )
+        .bind(login)
+        .bind(format!("m-{login}"))
+        .execute(db.pool())
+        .await
+        .unwrap();
+    }
+    ferry::network::whatsapp::forget_login(&db, gone, &format!("store-{gone}"))
+        .await
+        .unwrap();
+    for (login, present) in [(gone, false), (kept, true)] {
+        for key in [
+            format!("whatsapp/{login}/timer/chat"),
+            format!("whatsapp/{login}/poll/P1"),
+            format!("whatsapp:{login}:profiles"),
+            format!("whatsapp:store-{login}:phone_seen"),
+        ] {
+            assert_eq!(db.kv_get(&key).await.unwrap().is_some(), present, "{key}");
+        }
+        let expiries: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM whatsapp_expiry WHERE login_id = $1")
+                .bind(login)
+                .fetch_one(db.pool())
+                .await
+                .unwrap();
+        assert_eq!(expiries, i64::from(present), "{login}");
+    }
 }

@@ -22,4 +22,16 @@ impl Db {
         .await?;
         Ok(())
     }
+
+    /// Deletes every key that starts with `prefix` (compared as text, so `_` and `%` in ids
+    /// are not wildcards); returns how many went.
+    pub async fn kv_delete_prefix(&self, prefix: &str) -> Result<u64> {
+        let len = i32::try_from(prefix.chars().count()).unwrap_or(i32::MAX);
+        let done = sqlx::query("DELETE FROM kv_store WHERE substr(key, 1, $2) = $1")
+            .bind(prefix)
+            .bind(len)
+            .execute(self.pool())
+            .await?;
+        Ok(done.rows_affected())
+    }
 }

@@ -226,7 +226,7 @@ async fn qr_login_messages_and_restart(backend: Backend) {
         sim: _sim,
         wa,
         mut ferry,
-        bot: _bot,
+        bot,
         user,
         room,
     } = Scenario::linked(backend, "wa", &[contact(ALICE, "Alice")]).await;
@@ -448,6 +448,32 @@ async fn qr_login_messages_and_restart(backend: Backend) {
         !ferry.log().contains("wa-test-pickle-key"),
         "the pickle key reached the log"
     );
+
+    // Logging out unlinks the device on WhatsApp and forgets the login.
+    let answer = user
+        .command(&room, &bot, "logout whatsapp", "Logged out of whatsapp")
+        .await;
+    assert!(!answer.contains("failed"), "{answer}");
+    poll(
+        "ferry's device gone from the phone's list",
+        async || {
+            control(
+                &wa,
+                Method::GET,
+                &format!("/control/devices?phone={USER}"),
+                None,
+            )
+            .await
+        },
+        |devices| {
+            devices["devices"]
+                .as_array()
+                .is_some_and(|d| !d.iter().any(|d| d["device"] == 1))
+        },
+    )
+    .await;
+    user.command(&room, &bot, "list-logins", "You have no logins")
+        .await;
 }
 
 both_backends!(qr_login_messages_and_restart);

@@ -158,3 +158,24 @@ impl Network for WhatsAppNetwork {
         )))
     }
 }
+
+/// Deletes what ferry kept about a WhatsApp login besides the device store: the key-value
+/// entries of its profiles, timers, polls and phone watch, and its pending expiries.
+pub async fn forget_login(
+    db: &crate::db::Db,
+    login: &str,
+    store_id: &str,
+) -> crate::db::Result<()> {
+    for prefix in [
+        format!("whatsapp/{login}/"),
+        format!("whatsapp:{login}:"),
+        format!("whatsapp:{store_id}:"),
+    ] {
+        db.kv_delete_prefix(&prefix).await?;
+    }
+    sqlx::query("DELETE FROM whatsapp_expiry WHERE login_id = $1")
+        .bind(login)
+        .execute(db.pool())
+        .await?;
+    Ok(())
+}

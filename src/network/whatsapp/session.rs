@@ -1103,6 +1103,15 @@ impl Session for WhatsAppSession {
             .destroy()
             .await
             .map_err(|e| transient("forgetting the device keys", e))?;
+        // What ferry kept about this login (names, pictures, timers, polls, the phone's last
+        // sighting, pending expiries) goes with it.
+        super::forget_login(
+            &self.inner.shared.db,
+            self.inner.login.as_str(),
+            &self.inner.store_id,
+        )
+        .await
+        .map_err(|e| transient("forgetting the login's data", e))?;
         client.map(drop)
     }
 
