@@ -240,16 +240,9 @@ impl MachinePool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{DatabaseConfig, DatabaseType};
 
     async fn pool(idle: Duration, max: usize) -> MachinePool {
-        let db = Db::connect(&DatabaseConfig {
-            kind: DatabaseType::Sqlite,
-            uri: "sqlite::memory:".to_owned(),
-            max_connections: 1,
-        })
-        .await
-        .expect("database");
+        let db = Db::memory().await;
         let secret = StoreSecret::Key(zeroize::Zeroizing::new([7; 32]));
         MachinePool::new(
             db,

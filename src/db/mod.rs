@@ -50,6 +50,18 @@ pub struct Db {
 }
 
 impl Db {
+    /// A fresh, migrated in-memory SQLite database, for unit tests.
+    #[cfg(test)]
+    pub async fn memory() -> Self {
+        Self::connect(&crate::config::DatabaseConfig {
+            kind: crate::config::DatabaseType::Sqlite,
+            uri: "sqlite::memory:".to_owned(),
+            max_connections: 1,
+        })
+        .await
+        .expect("in-memory database")
+    }
+
     /// Connects and applies pending migrations.
     pub async fn connect(config: &DatabaseConfig) -> Result<Self> {
         install_default_drivers();

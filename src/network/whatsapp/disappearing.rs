@@ -298,14 +298,7 @@ mod tests {
 
     #[tokio::test]
     async fn deadlines_and_timers_are_kept_per_login() {
-        use crate::config::{DatabaseConfig, DatabaseType};
-        let db = Db::connect(&DatabaseConfig {
-            kind: DatabaseType::Sqlite,
-            uri: "sqlite::memory:".to_owned(),
-            max_connections: 1,
-        })
-        .await
-        .expect("database");
+        let db = Db::memory().await;
         let mine = Timers::new(db.clone(), "111");
         let other = Timers::new(db.clone(), "222");
         let chat = ChatId::new("5511900000002");

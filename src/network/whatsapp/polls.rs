@@ -356,14 +356,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_secret_is_stored_sealed_and_the_tally_survives_a_reopen() {
-        use crate::config::{DatabaseConfig, DatabaseType};
-        let db = Db::connect(&DatabaseConfig {
-            kind: DatabaseType::Sqlite,
-            uri: "sqlite::memory:".to_owned(),
-            max_connections: 1,
-        })
-        .await
-        .expect("database");
+        let db = Db::memory().await;
         let key = StoreKey::load_or_create(
             &db,
             crate::crypto::store::StoreSecret::Key(zeroize::Zeroizing::new([9; 32])),
