@@ -455,6 +455,26 @@ impl Intents {
             .map(drop)
     }
 
+    /// Sets the level needed to send messages (`events_default`), if it differs.
+    pub async fn set_events_default(&self, room: &RoomId, level: i64) -> Result<()> {
+        let mut levels = self
+            .state(room, "m.room.power_levels", "")
+            .await?
+            .unwrap_or_else(|| json!({}));
+        if levels
+            .get("events_default")
+            .and_then(JsonValue::as_i64)
+            .unwrap_or(0)
+            == level
+        {
+            return Ok(());
+        }
+        levels["events_default"] = json!(level);
+        self.send_state(room, &self.bot.clone(), "m.room.power_levels", "", &levels)
+            .await
+            .map(drop)
+    }
+
     /// A user's display name, if they have one.
     #[allow(deprecated)]
     pub async fn displayname(&self, user: &UserId) -> Option<String> {

@@ -443,6 +443,26 @@ async fn group_details_and_members(backend: Backend) {
         got["message"]["extended_text_message"]["context_info"]["expiration"], 86_400,
         "{got}"
     );
+
+    // Bob lets only admins send, then everyone again: the room's sending level follows.
+    for (on, level) in [(true, 50), (false, 0)] {
+        post(
+            &wa,
+            "/control/groups/announce",
+            json!({ "group": gjid, "author": BOB, "on": on }),
+        )
+        .await;
+        poll(
+            "the room's sending level",
+            async || {
+                state(&user, &portal, "m.room.power_levels", "")
+                    .await
+                    .unwrap_or_default()
+            },
+            |levels| levels["events_default"].as_i64().unwrap_or(0) == level,
+        )
+        .await;
+    }
 }
 
 both_backends!(group_details_and_members);

@@ -23,6 +23,7 @@ pub fn routes() -> Router<App> {
         .route("/control/groups/admins", post(admins))
         .route("/control/groups/leave", post(leave))
         .route("/control/groups/ephemeral", post(ephemeral))
+        .route("/control/groups/announce", post(announce))
         .route("/control/groups/details", get(details))
         .route("/control/communities", post(create_community))
         .route("/control/communities/groups", post(link_group))
@@ -75,6 +76,21 @@ async fn ephemeral(State(app): State<App>, Json(req): Json<EphemeralReq>) -> Rep
     let mut w = world(&app)?;
     groups::set_ephemeral(&mut w, &group_id(&req.group), &author, req.seconds).map_err(bad)?;
     Ok(Json(json!({ "seconds": req.seconds })))
+}
+
+#[derive(Deserialize)]
+struct AnnounceReq {
+    group: String,
+    author: String,
+    /// Only admins send (`true`) or everyone (`false`).
+    on: bool,
+}
+
+async fn announce(State(app): State<App>, Json(req): Json<AnnounceReq>) -> Reply {
+    let author = phone(&req.author)?;
+    let mut w = world(&app)?;
+    groups::set_announce(&mut w, &group_id(&req.group), &author, req.on).map_err(bad)?;
+    Ok(Json(json!({ "announce": req.on })))
 }
 
 #[derive(Deserialize)]

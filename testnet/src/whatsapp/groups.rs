@@ -261,6 +261,26 @@ pub fn set_ephemeral(w: &mut World, group: &str, author: &str, seconds: u32) -> 
     Ok(())
 }
 
+/// Turns "only admins send" on or off as `author`, who must be an admin; every member's devices
+/// get the `w:gp2` `<announcement/>` (or `<not_announcement/>`) notification.
+pub fn set_announce(w: &mut World, group: &str, author: &str, on: bool) -> Result<(), String> {
+    let g = member_group(w, group, author)?;
+    if !is_admin(g, author) {
+        return Err(format!("{author} is not an admin of {group}"));
+    }
+    g.meta.announce = on;
+    let g = g.clone();
+    let body = NodeBuilder::new(if on {
+        "announcement"
+    } else {
+        "not_announcement"
+    })
+    .build();
+    let note = notification(w, &g, author, body);
+    tell_members(w, &g, &note);
+    Ok(())
+}
+
 /// Sets (`Some`) or deletes (`None`) a group's description as `author`; every member's devices
 /// get the `w:gp2` `<description>` notification.
 pub fn set_description(
