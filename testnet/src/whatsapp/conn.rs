@@ -237,10 +237,13 @@ fn start_session(
         }
         return;
     }
-    // One connection per device: a newer login replaces the older one.
-    if let Some(old) = w.conn_of(&phone, device)
-        && let Some(c) = w.conns.get(&old)
+    // One connection per device: a newer login replaces the older one, which stops being the
+    // device's at once (it may take a moment to close; what is delivered meanwhile must go to
+    // the new one, or it would sit unacked until the next reconnect).
+    while let Some(old) = w.conn_of(&phone, device)
+        && let Some(c) = w.conns.get_mut(&old)
     {
+        c.login = None;
         let _ = c.tx.send(Out::Close);
     }
     if let Some(c) = w.conns.get_mut(&id) {
