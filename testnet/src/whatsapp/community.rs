@@ -106,9 +106,6 @@ pub fn add_linked(
             .attr("subject", g.subject.clone())
             .build()])
         .build();
-    let note = groups::notification(w, &parent, author, body);
-    for (p, _) in &parent.participants {
-        w.deliver_all(p, None, &note);
-    }
+    groups::notify_members(w, &parent, author, body);
     Ok(g)
 }

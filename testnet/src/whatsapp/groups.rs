@@ -129,17 +129,10 @@ pub fn create_with(
     };
     w.groups.insert(id, g.clone());
     // Every member learns about the new group.
-    let note = notification(
-        w,
-        &g,
-        creator,
-        NodeBuilder::new("create")
-            .children([group_node(&g)])
-            .build(),
-    );
-    for (p, _) in &g.participants {
-        w.deliver_all(p, None, &note);
-    }
+    let body = NodeBuilder::new("create")
+        .children([group_node(&g)])
+        .build();
+    notify_members(w, &g, creator, body);
     g
 }
 
@@ -172,10 +165,7 @@ pub fn set_subject(w: &mut World, group: &str, author: &str, subject: &str) -> R
         .attr("s_o", format!("{author}@s.whatsapp.net"))
         .attr("s_t", now().to_string())
         .build();
-    let note = notification(w, &g, author, body);
-    for (p, _) in &g.participants {
-        w.deliver_all(p, None, &note);
-    }
+    notify_members(w, &g, author, body);
     Ok(())
 }
 
@@ -236,10 +226,17 @@ fn member_group<'a>(w: &'a mut World, group: &str, author: &str) -> Result<&'a m
     Ok(g)
 }
 
-fn tell_members(w: &mut World, g: &Group, note: &Node) {
+/// Delivers `note` to every device of every member of `g`.
+pub(super) fn tell_members(w: &mut World, g: &Group, note: &Node) {
     for (p, _) in &g.participants {
         w.deliver_all(p, None, note);
     }
+}
+
+/// A `w:gp2` notification of `body` by `author`, delivered to every member of `g`.
+pub(super) fn notify_members(w: &mut World, g: &Group, author: &str, body: Node) {
+    let note = notification(w, g, author, body);
+    tell_members(w, g, &note);
 }
 
 /// Sets a group's disappearing-messages timer as `author` (seconds, 0: off); every member's
@@ -256,8 +253,7 @@ pub fn set_ephemeral(w: &mut World, group: &str, author: &str, seconds: u32) -> 
             .attr("expiration", seconds.to_string())
             .build()
     };
-    let note = notification(w, &g, author, body);
-    tell_members(w, &g, &note);
+    notify_members(w, &g, author, body);
     Ok(())
 }
 
@@ -276,8 +272,7 @@ pub fn set_announce(w: &mut World, group: &str, author: &str, on: bool) -> Resul
         "not_announcement"
     })
     .build();
-    let note = notification(w, &g, author, body);
-    tell_members(w, &g, &note);
+    notify_members(w, &g, author, body);
     Ok(())
 }
 
@@ -305,8 +300,7 @@ pub fn set_description(
             .children([NodeBuilder::new("delete").build()])
             .build(),
     };
-    let note = notification(w, &g, author, body);
-    tell_members(w, &g, &note);
+    notify_members(w, &g, author, body);
     Ok(())
 }
 
@@ -337,8 +331,7 @@ pub fn set_admins(
                 .build()
         }))
         .build();
-    let note = notification(w, &g, author, body);
-    tell_members(w, &g, &note);
+    notify_members(w, &g, author, body);
     Ok(())
 }
 
