@@ -45,6 +45,10 @@ pub struct ChatInfo {
     pub members: Vec<UserInfo>,
     /// Members with admin rights (mirrored as Matrix power level 50).
     pub admins: Vec<RemoteUserId>,
+    /// Whether only admins may post, when the network says so with the chat's details (a
+    /// WhatsApp group switched to "only admins send"); `None`: not told, the room keeps what
+    /// [`RoomLayout::read_only`] made it.
+    pub read_only: Option<bool>,
 }
 
 /// How a chat's room is laid out beyond [`ChatInfo`] (see [`crate::network::Session::room_layout`]).

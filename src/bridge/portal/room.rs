@@ -81,29 +81,12 @@ impl Bridge {
         }
         if info.kind == ChatKind::Group {
             self.demote_former_admins(&room, login, info).await?;
-            self.sync_read_only(&room, login, portal).await?;
+            if let Some(read_only) = info.read_only {
+                let level = if read_only { ADMIN_LEVEL } else { 0 };
+                self.intents.set_events_default(&room, level).await?;
+            }
         }
         Ok(())
-    }
-
-    /// A group that became (or stopped being) one where only admins post: the room's
-    /// `events_default` follows, so Matrix clients show who may write.
-    async fn sync_read_only(
-        &self,
-        room: &RoomId,
-        login: &LoginHandle,
-        portal: &PortalState,
-    ) -> Result<(), BridgeError> {
-        let layout = match login.session.room_layout(&portal.key.chat).await {
-            Ok(layout) => layout,
-            Err(err) if err.is_transient() => return Err(err.into()),
-            Err(err) => {
-                tracing::debug!(%err, portal = %portal.key, "no room layout to follow");
-                return Ok(());
-            }
-        };
-        let level = if layout.read_only { ADMIN_LEVEL } else { 0 };
-        Ok(self.intents.set_events_default(room, level).await?)
     }
 
     /// Ghosts that hold the admin level but are no longer remote admins lose it.

@@ -762,6 +762,7 @@ impl Session for SignalSession {
                 avatar: None,
                 members: vec![me.clone(), info],
                 admins: Vec::new(),
+                read_only: None,
             });
         }
         let groups = self
@@ -796,6 +797,7 @@ impl Session for SignalSession {
                     avatar: None,
                     members: vec![me, other],
                     admins: Vec::new(),
+                    read_only: None,
                 })
             }
         }

@@ -458,6 +458,7 @@ impl Group {
                 .map(|id| names(&id))
                 .collect(),
             admins: self.admins.iter().filter_map(Member::id).collect(),
+            read_only: None,
         }
     }
 }

@@ -208,6 +208,7 @@ impl From<Chat> for ChatInfo {
             avatar: chat.avatar,
             members: chat.members.into_iter().map(UserInfo::from).collect(),
             admins: chat.admins.into_iter().map(RemoteUserId::new).collect(),
+            read_only: None,
         }
     }
 }

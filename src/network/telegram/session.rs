@@ -374,6 +374,7 @@ impl Inner {
             avatar,
             members,
             admins,
+            read_only: None,
         })
     }
 
@@ -442,6 +443,7 @@ impl Inner {
             avatar: None,
             members: Vec::new(),
             admins: Vec::new(),
+            read_only: None,
         };
         self.deliver(chat, RemoteEvent::Chat(info)).await
     }
@@ -1005,6 +1007,7 @@ impl Session for TelegramSession {
                 avatar,
                 members: Vec::new(),
                 admins: Vec::new(),
+                read_only: None,
             });
         }
         Ok(out)

@@ -122,6 +122,7 @@ impl GroupState {
             avatar: self.picture_id(client, &jid).await?,
             members,
             admins,
+            read_only: Some(meta.is_announcement),
         })
     }
 

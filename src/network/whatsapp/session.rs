@@ -715,6 +715,7 @@ impl Inner {
             avatar: None,
             members: vec![self.user_info(peer), self.user_info(&self.own)],
             admins: Vec::new(),
+            read_only: None,
         }
     }
 
