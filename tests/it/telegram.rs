@@ -2077,9 +2077,21 @@ async fn reactions_and_polls_survive_a_restart(backend: Backend) {
         .expect("id")
         .to_owned();
 
-    // ferry restarts: what it knew of the reaction and the poll is still there.
+    // ferry restarts: what it knew of the reaction and the poll is still there. Telegram pushes
+    // reaction changes only to connected clients (they carry no pts, so no getDifference brings
+    // them back): the removal is made once a message shows ferry's new connection is up.
     ferry.kill();
     ferry.spawn().await;
+    post(
+        &tg,
+        "/control/send",
+        json!({"from": bob, "peer": to_ada, "text": "back?"}),
+    )
+    .await;
+    user.wait_message(&portal, "the message after the restart", |_, b| {
+        b == "back?"
+    })
+    .await;
     post(
         &tg,
         "/control/react",
