@@ -67,22 +67,38 @@ pub struct Inbox {
 pub struct Peer {
     pub phone: String,
     pub client: Arc<Client>,
+    /// The client's store, read to see when its start-up work has landed.
+    backend: Arc<InMemoryBackend>,
     handle: Option<BotHandle>,
 }
 
 impl Peer {
-    /// Waits until the contact's client is logged in and has published its prekeys (so the
-    /// bridged device can start a session with it).
+    /// Waits until the contact's client is logged in, has published its prekeys (so the
+    /// bridged device can start a session with it) and has stored its own device list.
+    ///
+    /// The last matters for the account's phone: a companion linked while the phone's
+    /// start-up device-list query is still in flight is announced by a devices notification
+    /// the client cannot apply (it patches only a list it already has), and the query's
+    /// answer, from before the link, then leaves the phone without the companion: its own
+    /// messages would never be copied to the linked device (seen in a slow, loaded run).
     pub async fn ready(&self, world: &Shared, within: Duration) -> bool {
+        use wacore::store::traits::ProtocolStore as _;
         let deadline = tokio::time::Instant::now() + within;
         loop {
-            let keys = world.lock().is_ok_and(|w| {
-                w.accounts
-                    .get(&self.phone)
-                    .and_then(|a| a.devices.get(&0))
-                    .is_some_and(|d| !d.keys.prekeys.is_empty())
+            let (keys, lid) = world.lock().map_or((false, None), |w| {
+                let account = w.accounts.get(&self.phone);
+                (
+                    account
+                        .and_then(|a| a.devices.get(&0))
+                        .is_some_and(|d| !d.keys.prekeys.is_empty()),
+                    account.map(|a| a.lid.clone()),
+                )
             });
-            if self.client.is_logged_in() && keys {
+            let mut own_devices = false;
+            for user in std::iter::once(self.phone.as_str()).chain(lid.as_deref()) {
+                own_devices |= matches!(self.backend.get_devices(user).await, Ok(Some(_)));
+            }
+            if self.client.is_logged_in() && keys && own_devices {
                 return true;
             }
             if tokio::time::Instant::now() >= deadline {
@@ -127,8 +143,9 @@ pub async fn spawn(app: &super::control::App, phone: &str, name: &str) -> anyhow
     let me = phone.to_owned();
     let transport =
         whatsapp_rust_tokio_transport::TokioWebSocketTransportFactory::new().with_url(ws_url);
+    let backend = Arc::new(InMemoryBackend::new());
     let bot = Bot::builder()
-        .with_backend(InMemoryBackend::new())
+        .with_backend_arc(backend.clone())
         .with_transport_factory(transport)
         .with_http_client(super::media::SimHttpClient::new(app.chat_addr))
         .with_version((2, 3000, 1_020_000_000))
@@ -164,6 +181,7 @@ pub async fn spawn(app: &super::control::App, phone: &str, name: &str) -> anyhow
     Ok(Peer {
         phone: phone.to_owned(),
         client,
+        backend,
         handle: Some(handle),
     })
 }
