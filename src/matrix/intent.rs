@@ -22,6 +22,7 @@ use ruma::{
         redact::redact_event,
         room::create_room,
         state::get_state_event_for_key,
+        state::get_state_events,
         state::send_state_event,
         typing::create_typing_event,
     },
@@ -427,6 +428,22 @@ impl Intents {
             Err(MatrixError::Api { status: 404, .. }) => Ok(None),
             Err(err) => Err(err),
         }
+    }
+
+    /// The state keys of a room's current state events of one type, leaving out those whose
+    /// content is empty (the way a state event is withdrawn, e.g. a space link).
+    pub async fn state_keys(&self, room: &RoomId, event_type: &str) -> Result<Vec<String>> {
+        let request = get_state_events::v3::Request::new(room.to_owned());
+        let response = self.client.send(request, None).await?;
+        Ok(response
+            .room_state
+            .iter()
+            .filter_map(|raw| serde_json::from_str::<JsonValue>(raw.json().get()).ok())
+            .filter(|e| {
+                e["type"] == event_type && e["content"].as_object().is_some_and(|c| !c.is_empty())
+            })
+            .filter_map(|e| e["state_key"].as_str().map(str::to_owned))
+            .collect())
     }
 
     /// Sets one user's power level in a room (as the bot), leaving everything else as it is.

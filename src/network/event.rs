@@ -184,6 +184,12 @@ pub enum RemoteEvent {
     ChatDeleted {
         chat: ChatId,
     },
+    /// The chat was put in a space chat (a WhatsApp group linked to a community), or taken
+    /// out of the one it was in (`parent: None`).
+    ChatParent {
+        chat: ChatId,
+        parent: Option<ChatId>,
+    },
     MemberJoined {
         chat: ChatId,
         user: UserInfo,
@@ -205,6 +211,7 @@ impl RemoteEvent {
             | Self::Read { chat, .. }
             | Self::Typing { chat, .. }
             | Self::ChatDeleted { chat }
+            | Self::ChatParent { chat, .. }
             | Self::MemberJoined { chat, .. }
             | Self::MemberLeft { chat, .. } => chat,
             Self::Chat(info) => &info.id,
@@ -222,6 +229,7 @@ impl RemoteEvent {
             Self::Typing { .. } => "typing",
             Self::Chat(_) => "chat",
             Self::ChatDeleted { .. } => "chat_deleted",
+            Self::ChatParent { .. } => "chat_parent",
             Self::MemberJoined { .. } => "member_joined",
             Self::MemberLeft { .. } => "member_left",
         }

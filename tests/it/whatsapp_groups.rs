@@ -519,6 +519,7 @@ async fn community_as_space(backend: Backend) {
     )
     .await;
     let mut announcement_room = None;
+    let mut gardening_room = None;
     for child in children.as_array().expect("children") {
         let child = child.as_str().expect("room id");
         assert!(rooms.iter().any(|r| r == child), "a child is a portal");
@@ -532,8 +533,10 @@ async fn community_as_space(backend: Backend) {
             announcement_room = Some(child.to_owned());
         } else {
             assert_eq!(user.room_name(child).await.as_deref(), Some("Gardening"));
+            gardening_room = Some(child.to_owned());
         }
     }
+    let gardening_room = gardening_room.expect("Gardening's room");
     // The announcement group: read-only for the user (not an admin), Bob (admin) posts.
     let announcement_room = announcement_room.expect("a read-only announcement room");
     assert_eq!(
@@ -578,6 +581,60 @@ async fn community_as_space(backend: Backend) {
         named.push(user.room_name(child).await.unwrap_or_default());
     }
     assert!(named.contains(&"Events".to_owned()), "{named:?}");
+
+    // Bob unlinks Gardening: its room leaves the space (from both sides) and stays a portal.
+    let gardening = &community["groups"][0];
+    post(
+        &wa,
+        "/control/communities/unlink",
+        json!({ "community": community["id"], "author": BOB, "group": gardening }),
+    )
+    .await;
+    poll(
+        "Gardening out of the space, and no longer naming it",
+        async || {
+            json!({
+                "children": state_keys(&user, &space, "m.space.child").await,
+                "parents": state_keys(&user, &gardening_room, "m.space.parent").await,
+            })
+        },
+        |v| {
+            v["parents"].as_array().is_some_and(Vec::is_empty)
+                && v["children"].as_array().is_some_and(|c| {
+                    c.len() == 2 && !c.iter().any(|r| r == gardening_room.as_str())
+                })
+        },
+    )
+    .await;
+    assert_eq!(
+        user.room_name(&gardening_room).await.as_deref(),
+        Some("Gardening")
+    );
+
+    // And links it again: back in the space.
+    post(
+        &wa,
+        "/control/communities/groups",
+        json!({ "community": community["id"], "author": BOB, "group": gardening }),
+    )
+    .await;
+    poll(
+        "Gardening back in the space, and naming it",
+        async || {
+            json!({
+                "children": state_keys(&user, &space, "m.space.child").await,
+                "parents": state_keys(&user, &gardening_room, "m.space.parent").await,
+            })
+        },
+        |v| {
+            v["parents"] == json!([space])
+                && v["children"]
+                    .as_array()
+                    .is_some_and(|c| c.len() == 3 && c.iter().any(|r| r == gardening_room.as_str()))
+        },
+    )
+    .await;
+    assert_eq!(user.wait_portals(4, &room).await.len(), 4, "no new portal");
 }
 
 both_backends!(community_as_space);

@@ -101,6 +101,14 @@ impl Bridge {
                 )
                 .await
             }
+            RemoteEvent::ChatParent { parent, .. } => {
+                // A chat without a room yet gets its place when the room is made.
+                let Some(room) = portal.room() else {
+                    return Ok(());
+                };
+                self.move_to_space(&portal.key, &room, parent.as_ref())
+                    .await
+            }
             RemoteEvent::MemberJoined { user, .. } => {
                 let Some(login) = login else { return Ok(()) };
                 let Some(room) = portal.room() else {

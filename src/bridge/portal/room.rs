@@ -349,21 +349,88 @@ impl Bridge {
         self.metrics.portals.inc();
         tracing::info!(portal = %key, %room, "portal room created");
         if let Some(parent) = &parent_room {
-            let bot = self.intents.bot().to_owned();
-            self.intents
-                .send_state(
-                    parent,
-                    &bot,
-                    "m.space.child",
-                    room.as_str(),
-                    &json!({"via": [domain]}),
-                )
-                .await?;
+            self.space_child(parent, &room, true).await?;
         }
         for ghost in &ghosts {
             self.intents.ensure_joined(&room, ghost).await?;
         }
         Ok(room)
+    }
+
+    /// Lists `room` among the children of `space` (or withdraws it), as the bot.
+    async fn space_child(
+        &self,
+        space: &RoomId,
+        room: &RoomId,
+        listed: bool,
+    ) -> Result<(), BridgeError> {
+        let content = if listed {
+            json!({"via": [&self.config.homeserver.domain]})
+        } else {
+            json!({})
+        };
+        let bot = self.intents.bot().to_owned();
+        self.intents
+            .send_state(space, &bot, "m.space.child", room.as_str(), &content)
+            .await?;
+        Ok(())
+    }
+
+    /// Puts a portal's room in the space of `parent` (another portal), or takes it out of the
+    /// space it is in (`None`): both the space's child link and the room's parent link, so
+    /// clients show the change from either side. What is already so is left as it is.
+    pub(super) async fn move_to_space(
+        &self,
+        key: &crate::network::PortalKey,
+        room: &RoomId,
+        parent: Option<&crate::network::ChatId>,
+    ) -> Result<(), BridgeError> {
+        let target = match parent {
+            Some(parent) => Some(self.space_room(key, parent).await?),
+            None => None,
+        };
+        let current = self.intents.state_keys(room, "m.space.parent").await?;
+        let stays = |space: &str| target.as_ref().is_some_and(|t| t.as_str() == space);
+        let already = match &target {
+            None => current.is_empty(),
+            Some(t) => current.iter().map(String::as_str).eq([t.as_str()]),
+        };
+        if already {
+            return Ok(());
+        }
+        let bot = self.intents.bot().to_owned();
+        for old in current.iter().filter(|c| !stays(c)) {
+            // The room's side first, then the space's (as when linking), so a client that
+            // sees the space without the room also finds the room without the space.
+            self.intents
+                .send_state(room, &bot, "m.space.parent", old, &json!({}))
+                .await?;
+            if let Ok(old_space) = OwnedRoomId::try_from(old.as_str()) {
+                // The space may be gone or no longer the bot's: the room's side is done.
+                if let Err(err) = self.space_child(&old_space, room, false).await {
+                    if !is_permanent(&err) {
+                        return Err(err);
+                    }
+                    tracing::warn!(%err, space = %old_space, "cannot withdraw a space child");
+                }
+            }
+        }
+        if let Some(space) = target
+            && !current.iter().any(|c| c == space.as_str())
+        {
+            self.intents
+                .send_state(
+                    room,
+                    &bot,
+                    "m.space.parent",
+                    space.as_str(),
+                    &json!({"via": [&self.config.homeserver.domain], "canonical": true}),
+                )
+                .await?;
+            self.space_child(&space, room, true).await?;
+        }
+        tracing::info!(portal = %key, %room, space = ?parent, "portal's space changed");
+        Ok(())
     }
 
     /// The room of the space `parent` that the portal `child` belongs to. The space is another

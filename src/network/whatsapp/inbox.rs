@@ -84,6 +84,8 @@ pub enum InboxEvent {
     },
     /// Subject, description or admins changed: the group's details are read again.
     GroupChanged { group: String },
+    /// The group was linked to a community or unlinked from one: its place is read again.
+    GroupParent { group: String },
     /// An admin set the group's disappearing-messages timer (seconds, 0 = off).
     GroupTimer {
         group: String,

@@ -2,7 +2,9 @@
 //! them its announcement group (`<default_sub_group/>`, only admins send). As on WhatsApp, a
 //! community's members are the parent group's participants; each linked group has its own.
 //! Every group of it is made with `groups::create_with`, so members' devices get the `<create>`
-//! notification of each, and a group linked later also sends `<link>` to the community.
+//! notification of each, and a group linked later also sends `<link>` to the community. An
+//! existing group can be linked to a community and unlinked again (`<link>` / `<unlink>` to the
+//! community's members, naming the group).
 
 use wacore_binary::builder::NodeBuilder;
 
@@ -80,15 +82,7 @@ pub fn add_linked(
     subject: &str,
     members: &[String],
 ) -> Result<Group, String> {
-    let parent = w
-        .groups
-        .get(community)
-        .cloned()
-        .filter(|g| g.meta.parent)
-        .ok_or_else(|| format!("no community {community}"))?;
-    if !groups::is_admin(&parent, author) {
-        return Err(format!("{author} is not an admin of {community}"));
-    }
+    let parent = admin_community(w, community, author)?;
     let g = groups::create_with(
         w,
         author,
@@ -99,13 +93,68 @@ pub fn add_linked(
             ..GroupMeta::default()
         },
     );
-    let body = NodeBuilder::new("link")
-        .attr("link_type", "sub_group")
-        .children([NodeBuilder::new("group")
-            .attr("jid", format!("{}@g.us", g.id))
-            .attr("subject", g.subject.clone())
-            .build()])
-        .build();
-    groups::notify_members(w, &parent, author, body);
+    announce_link(w, &parent, author, &g, true);
     Ok(g)
+}
+
+/// Links the existing group `group` to `community` (`linked: true`) or unlinks it, as `author`,
+/// who must be an admin of the community. The community's announcement group stays.
+pub fn set_linked(
+    w: &mut World,
+    community: &str,
+    author: &str,
+    group: &str,
+    linked: bool,
+) -> Result<(), String> {
+    let parent = admin_community(w, community, author)?;
+    let g = w
+        .groups
+        .get_mut(group)
+        .ok_or_else(|| format!("no group {group}"))?;
+    if g.meta.parent || g.meta.default_sub_group {
+        return Err(format!("{group} cannot be linked or unlinked"));
+    }
+    let current = g.meta.linked_parent.as_deref();
+    if linked && current.is_some_and(|c| c != community) {
+        return Err(format!("{group} is in another community"));
+    }
+    if !linked && current != Some(community) {
+        return Err(format!("{group} is not in {community}"));
+    }
+    g.meta.linked_parent = linked.then(|| community.to_owned());
+    let g = g.clone();
+    announce_link(w, &parent, author, &g, linked);
+    Ok(())
+}
+
+/// The community `community`, if `author` is an admin of it.
+fn admin_community(w: &World, community: &str, author: &str) -> Result<Group, String> {
+    let parent = w
+        .groups
+        .get(community)
+        .cloned()
+        .filter(|g| g.meta.parent)
+        .ok_or_else(|| format!("no community {community}"))?;
+    if !groups::is_admin(&parent, author) {
+        return Err(format!("{author} is not an admin of {community}"));
+    }
+    Ok(parent)
+}
+
+/// Tells the community's members that `g` was linked to it (or unlinked from it).
+fn announce_link(w: &mut World, community: &Group, author: &str, g: &Group, linked: bool) {
+    let group = NodeBuilder::new("group")
+        .attr("jid", format!("{}@g.us", g.id))
+        .attr("subject", g.subject.clone())
+        .build();
+    let body = if linked {
+        NodeBuilder::new("link").attr("link_type", "sub_group")
+    } else {
+        NodeBuilder::new("unlink")
+            .attr("unlink_type", "sub_group")
+            .attr("unlink_reason", "unlink_group")
+    }
+    .children([group])
+    .build();
+    groups::notify_members(w, community, author, body);
 }

@@ -1,7 +1,8 @@
 //! Control API for groups and communities beyond creation (`control.rs`): a member sets the
-//! description, the picture or the disappearing timer, an admin promotes or demotes, a member leaves, a community is
-//! created or gets a new linked group; and a group's full state as the server holds it, for
-//! tests to check what ferry changed.
+//! description, the picture or the disappearing timer, an admin promotes or demotes, a member
+//! leaves, a community is created, gets a new or an existing group linked, or has one
+//! unlinked; and a group's full state as the server holds it, for tests to check what ferry
+//! changed.
 
 use axum::Json;
 use axum::Router;
@@ -27,6 +28,7 @@ pub fn routes() -> Router<App> {
         .route("/control/groups/details", get(details))
         .route("/control/communities", post(create_community))
         .route("/control/communities/groups", post(link_group))
+        .route("/control/communities/unlink", post(unlink_group))
 }
 
 fn group_id(s: &str) -> String {
@@ -254,25 +256,56 @@ async fn create_community(State(app): State<App>, Json(req): Json<CommunityReq>)
     })))
 }
 
+/// Links a group to a community: an existing one (`group`) or a new one (`subject`,
+/// `members`).
 #[derive(Deserialize)]
 struct LinkReq {
     community: String,
     author: String,
-    subject: String,
+    #[serde(default)]
+    group: Option<String>,
+    #[serde(default)]
+    subject: Option<String>,
+    #[serde(default)]
     members: Vec<String>,
 }
 
 async fn link_group(State(app): State<App>, Json(req): Json<LinkReq>) -> Reply {
     let author = phone(&req.author)?;
+    let community = group_id(&req.community);
+    if let Some(group) = &req.group {
+        let group = group_id(group);
+        let mut w = world(&app)?;
+        community::set_linked(&mut w, &community, &author, &group, true).map_err(bad)?;
+        return Ok(Json(json!({ "id": group })));
+    }
+    let subject = req
+        .subject
+        .as_deref()
+        .ok_or_else(|| bad("a new group needs `subject` (or name an existing `group`)"))?;
     let members = phones(&req.members)?;
     let mut w = world(&app)?;
-    let g = community::add_linked(
+    let g = community::add_linked(&mut w, &community, &author, subject, &members).map_err(bad)?;
+    Ok(Json(json!({ "id": g.id })))
+}
+
+#[derive(Deserialize)]
+struct UnlinkReq {
+    community: String,
+    author: String,
+    group: String,
+}
+
+async fn unlink_group(State(app): State<App>, Json(req): Json<UnlinkReq>) -> Reply {
+    let author = phone(&req.author)?;
+    let mut w = world(&app)?;
+    community::set_linked(
         &mut w,
         &group_id(&req.community),
         &author,
-        &req.subject,
-        &members,
+        &group_id(&req.group),
+        false,
     )
     .map_err(bad)?;
-    Ok(Json(json!({ "id": g.id })))
+    Ok(Json(json!({ "unlinked": true })))
 }

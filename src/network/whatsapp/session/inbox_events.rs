@@ -8,7 +8,7 @@ use super::{Inner, chat_of_event, lock};
 use crate::network::{
     ChatKind, RemoteEvent, RemoteMessage,
     whatsapp::{
-        disappearing, ids,
+        disappearing, groups, ids,
         inbox::{InboxEvent, InboxHook, Stored},
     },
 };
@@ -29,6 +29,19 @@ impl Inner {
                 .collect::<Vec<_>>()
         };
         let event = match &g.action {
+            // A group linked to (or unlinked from) a community: the notification goes to the
+            // community and names the groups; each group's place is read again.
+            A::Link { raw, .. } | A::Unlink { raw, .. } => {
+                for sub in raw.get_children_by_tag("group") {
+                    if let Some(jid) = sub.attrs().optional_jid("jid") {
+                        self.store_event(InboxEvent::GroupParent {
+                            group: jid.to_string(),
+                        })
+                        .await;
+                    }
+                }
+                return;
+            }
             A::Add { participants, .. } => InboxEvent::MembersAdded {
                 group,
                 members: members(participants),
@@ -178,6 +191,30 @@ impl Inner {
                     },
                 };
                 self.emit(ChatKind::Group, Some(position), notice).await
+            }
+            InboxEvent::GroupParent { group } => {
+                let Some(chat) = group_chat(group) else {
+                    return true;
+                };
+                let layout = match self.client() {
+                    Ok(client) => groups::layout(&client, &chat).await,
+                    Err(err) => Err(err),
+                };
+                match layout {
+                    Ok(layout) => {
+                        let moved = RemoteEvent::ChatParent {
+                            chat,
+                            parent: layout.parent,
+                        };
+                        self.emit(ChatKind::Group, Some(position), moved).await
+                    }
+                    // Not a member of that group (no portal either), or WhatsApp not reachable:
+                    // the group's place is read again when its portal is next made.
+                    Err(err) => {
+                        tracing::warn!(%err, "cannot read a WhatsApp group's community");
+                        true
+                    }
+                }
             }
             InboxEvent::GroupChanged { group } => {
                 let Some(chat) = group_chat(group) else {
