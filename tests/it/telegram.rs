@@ -1961,7 +1961,7 @@ async fn group_changes_from_matrix(backend: Backend) {
     })
     .await;
 
-    // Here Ada is no admin: Telegram refuses, and the room says so.
+    // Here Ada is no admin: Telegram refuses, the room says so and its name is set back.
     let others = post(
         &tg,
         "/control/channels",
@@ -1993,10 +1993,18 @@ async fn group_changes_from_matrix(backend: Backend) {
     )
     .await;
     user.wait_event(&others_room, "the refused rename", |e| {
-        e["content"]["body"]
-            .as_str()
-            .is_some_and(|b| b.contains("not bridged") && b.contains("only the group's admins"))
+        e["content"]["body"].as_str().is_some_and(|b| {
+            b.contains("not bridged")
+                && b.contains("only the group's admins")
+                && b.contains("the room's name was set back")
+        })
     })
+    .await;
+    crate::common::poll(
+        "the room's name set back",
+        async || json!(user.room_name(&others_room).await),
+        |n| n == "Others",
+    )
     .await;
     user.call(
         Method::POST,

@@ -463,6 +463,39 @@ async fn group_details_and_members(backend: Backend) {
         )
         .await;
     }
+
+    // Bob keeps the group's details to admins: the user's new room name is refused by
+    // WhatsApp, set back in the room, and the room says why.
+    post(
+        &wa,
+        "/control/groups/locked",
+        json!({ "group": gjid, "author": BOB, "on": true }),
+    )
+    .await;
+    poll(
+        "the group locked",
+        async || details(&wa, &gjid).await,
+        |g| g["locked"] == true,
+    )
+    .await;
+    set_state(
+        &user,
+        &portal,
+        "m.room.name",
+        json!({"name": "Renamed in Matrix"}),
+    )
+    .await;
+    user.wait_message(&portal, "the refused rename notice", |s, b| {
+        s == bot && b.contains("only group admins") && b.contains("the room's name was set back")
+    })
+    .await;
+    poll(
+        "the room's name set back",
+        async || json!(user.room_name(&portal).await),
+        |n| n == "Allotment",
+    )
+    .await;
+    assert_eq!(details(&wa, &gjid).await["subject"], "Allotment");
 }
 
 both_backends!(group_details_and_members);

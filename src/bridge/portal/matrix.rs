@@ -4,7 +4,7 @@
 use std::{sync::Arc, time::Instant};
 
 use ruma::OwnedUserId;
-use serde_json::Value as JsonValue;
+use serde_json::{Value as JsonValue, json};
 
 use super::{PortalState, status::Outcome};
 use crate::{
@@ -600,7 +600,63 @@ impl Bridge {
                 }
                 Outcome::Success
             }
+            Err(NetworkError::Rejected(why)) => {
+                let message = match self.undo_chat_change(portal, event).await {
+                    Some(what) => format!("{why}; the room's {what} was set back"),
+                    None => why,
+                };
+                Outcome::Permanent {
+                    reason: "m.foreign_network_error",
+                    message,
+                }
+            }
             Err(err) => Outcome::from_network(&err),
+        }
+    }
+
+    /// A room name, topic or avatar the network refused (a group that keeps its details to
+    /// admins) is set back to the chat's, so the room does not show a change that did not
+    /// happen; the failure notice says why. A change the network cannot make at all
+    /// (`Unsupported`, e.g. naming a DM) stays as the user's own label.
+    /// Returns what was set back ("name", "topic", "avatar"), `None` when it could not be.
+    async fn undo_chat_change(
+        &self,
+        portal: &PortalState,
+        event: &MatrixEvent,
+    ) -> Option<&'static str> {
+        let row = portal.row.as_ref();
+        let (what, content) = match event.kind.as_str() {
+            "m.room.name" => (
+                "name",
+                json!({"name": row.and_then(|r| r.name.clone()).unwrap_or_default()}),
+            ),
+            "m.room.topic" => (
+                "topic",
+                json!({"topic": row.and_then(|r| r.topic.clone()).unwrap_or_default()}),
+            ),
+            _ => (
+                "avatar",
+                match row
+                    .and_then(|r| r.avatar_mxc.as_deref())
+                    .and_then(|a| a.split_once(' '))
+                {
+                    Some((_, url)) => json!({"url": url}),
+                    None => json!({}),
+                },
+            ),
+        };
+        let room = portal.room()?;
+        let bot = self.intents.bot().to_owned();
+        match self
+            .intents
+            .send_state(&room, &bot, &event.kind, "", &content)
+            .await
+        {
+            Ok(_) => Some(what),
+            Err(err) => {
+                tracing::warn!(%err, kind = event.kind, "cannot undo a refused room change");
+                None
+            }
         }
     }
 

@@ -1,8 +1,8 @@
 //! Control API for groups and communities beyond creation (`control.rs`): a member sets the
-//! description, the picture or the disappearing timer, an admin promotes or demotes, a member
-//! leaves, a community is created, gets a new or an existing group linked, or has one
-//! unlinked; and a group's full state as the server holds it, for tests to check what ferry
-//! changed.
+//! description, the picture or the disappearing timer; an admin promotes or demotes, or keeps
+//! the details or the sending to admins; a member leaves; a community is created, gets a new
+//! or an existing group linked, or has one unlinked; and a group's full state as the server
+//! holds it, for tests to check what ferry changed.
 
 use axum::Json;
 use axum::Router;
@@ -25,6 +25,7 @@ pub fn routes() -> Router<App> {
         .route("/control/groups/leave", post(leave))
         .route("/control/groups/ephemeral", post(ephemeral))
         .route("/control/groups/announce", post(announce))
+        .route("/control/groups/locked", post(locked))
         .route("/control/groups/details", get(details))
         .route("/control/communities", post(create_community))
         .route("/control/communities/groups", post(link_group))
@@ -80,19 +81,28 @@ async fn ephemeral(State(app): State<App>, Json(req): Json<EphemeralReq>) -> Rep
     Ok(Json(json!({ "seconds": req.seconds })))
 }
 
+/// An admin switches one of a group's admin-only settings on or off.
 #[derive(Deserialize)]
-struct AnnounceReq {
+struct SettingReq {
     group: String,
     author: String,
-    /// Only admins send (`true`) or everyone (`false`).
     on: bool,
 }
 
-async fn announce(State(app): State<App>, Json(req): Json<AnnounceReq>) -> Reply {
+/// Only admins send (`on`) or everyone.
+async fn announce(State(app): State<App>, Json(req): Json<SettingReq>) -> Reply {
     let author = phone(&req.author)?;
     let mut w = world(&app)?;
     groups::set_announce(&mut w, &group_id(&req.group), &author, req.on).map_err(bad)?;
     Ok(Json(json!({ "announce": req.on })))
+}
+
+/// Only admins edit the group's details (`on`) or every member.
+async fn locked(State(app): State<App>, Json(req): Json<SettingReq>) -> Reply {
+    let author = phone(&req.author)?;
+    let mut w = world(&app)?;
+    groups::set_locked(&mut w, &group_id(&req.group), &author, req.on).map_err(bad)?;
+    Ok(Json(json!({ "locked": req.on })))
 }
 
 #[derive(Deserialize)]
@@ -203,6 +213,7 @@ async fn details(State(app): State<App>, Query(q): Query<GroupQuery>) -> Reply {
         "linked_parent": g.meta.linked_parent,
         "announcement_group": g.meta.default_sub_group,
         "announce": g.meta.announce,
+        "locked": g.meta.locked,
         "ephemeral": g.meta.ephemeral,
     })))
 }

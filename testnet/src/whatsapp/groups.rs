@@ -25,6 +25,9 @@ pub struct GroupMeta {
     pub default_sub_group: bool,
     /// Only admins may send: `<announcement/>`.
     pub announce: bool,
+    /// Only admins may edit the group's details (subject, description, picture, timer):
+    /// `<locked/>`.
+    pub locked: bool,
     /// The disappearing-messages timer in seconds (0: off): `<ephemeral expiration=…/>`.
     pub ephemeral: u32,
 }
@@ -86,6 +89,9 @@ pub fn group_node(g: &Group) -> Node {
     }
     if g.meta.announce {
         children.push(NodeBuilder::new("announcement").build());
+    }
+    if g.meta.locked {
+        children.push(NodeBuilder::new("locked").build());
     }
     NodeBuilder::new("group")
         .attr("id", g.id.clone())
@@ -151,13 +157,7 @@ pub(super) fn notification(w: &mut World, g: &Group, author: &str, body: Node) -
 /// Renames a group as `author`; every member's devices get the `w:gp2` `<subject>`
 /// notification, as from WhatsApp.
 pub fn set_subject(w: &mut World, group: &str, author: &str, subject: &str) -> Result<(), String> {
-    let g = w
-        .groups
-        .get_mut(group)
-        .ok_or_else(|| format!("no group {group}"))?;
-    if !g.participants.iter().any(|(p, _)| p == author) {
-        return Err(format!("{author} is not a member of {group}"));
-    }
+    let g = editable_group(w, group, author)?;
     g.subject = subject.to_owned();
     let g = g.clone();
     let body = NodeBuilder::new("subject")
@@ -226,6 +226,20 @@ fn member_group<'a>(w: &'a mut World, group: &str, author: &str) -> Result<&'a m
     Ok(g)
 }
 
+/// The group `author` may edit the details of: a member, and an admin where the group keeps
+/// its details to admins (`locked`).
+fn editable_group<'a>(
+    w: &'a mut World,
+    group: &str,
+    author: &str,
+) -> Result<&'a mut Group, String> {
+    let g = member_group(w, group, author)?;
+    if g.meta.locked && !is_admin(g, author) {
+        return Err(format!("only admins may edit the details of {group}"));
+    }
+    Ok(g)
+}
+
 /// Delivers `note` to every device of every member of `g`.
 pub(super) fn tell_members(w: &mut World, g: &Group, note: &Node) {
     for (p, _) in &g.participants {
@@ -241,9 +255,9 @@ pub(super) fn notify_members(w: &mut World, g: &Group, author: &str, body: Node)
 
 /// Sets a group's disappearing-messages timer as `author` (seconds, 0: off); every member's
 /// devices get the `w:gp2` `<ephemeral expiration>` (or `<not_ephemeral/>`) notification. As
-/// with the description, any member may (WhatsApp lets a group keep this to admins).
+/// with the description, any member may unless the group keeps its details to admins.
 pub fn set_ephemeral(w: &mut World, group: &str, author: &str, seconds: u32) -> Result<(), String> {
-    let g = member_group(w, group, author)?;
+    let g = editable_group(w, group, author)?;
     g.meta.ephemeral = seconds;
     let g = g.clone();
     let body = if seconds == 0 {
@@ -260,18 +274,42 @@ pub fn set_ephemeral(w: &mut World, group: &str, author: &str, seconds: u32) -> 
 /// Turns "only admins send" on or off as `author`, who must be an admin; every member's devices
 /// get the `w:gp2` `<announcement/>` (or `<not_announcement/>`) notification.
 pub fn set_announce(w: &mut World, group: &str, author: &str, on: bool) -> Result<(), String> {
+    admin_setting(
+        w,
+        group,
+        author,
+        on,
+        ("announcement", "not_announcement"),
+        |m| &mut m.announce,
+    )
+}
+
+/// Keeps the group's details (subject, description, picture, timer) to admins, or opens them
+/// to every member, as `author`, who must be an admin; every member's devices get the `w:gp2`
+/// `<locked/>` (or `<unlocked/>`) notification.
+pub fn set_locked(w: &mut World, group: &str, author: &str, on: bool) -> Result<(), String> {
+    admin_setting(w, group, author, on, ("locked", "unlocked"), |m| {
+        &mut m.locked
+    })
+}
+
+/// Switches one of the group's admin-only settings (`tags`: the notification's tag for on and
+/// for off).
+fn admin_setting(
+    w: &mut World,
+    group: &str,
+    author: &str,
+    on: bool,
+    tags: (&'static str, &'static str),
+    field: fn(&mut GroupMeta) -> &mut bool,
+) -> Result<(), String> {
     let g = member_group(w, group, author)?;
     if !is_admin(g, author) {
         return Err(format!("{author} is not an admin of {group}"));
     }
-    g.meta.announce = on;
+    *field(&mut g.meta) = on;
     let g = g.clone();
-    let body = NodeBuilder::new(if on {
-        "announcement"
-    } else {
-        "not_announcement"
-    })
-    .build();
+    let body = NodeBuilder::new(if on { tags.0 } else { tags.1 }).build();
     notify_members(w, &g, author, body);
     Ok(())
 }
@@ -285,7 +323,7 @@ pub fn set_description(
     text: Option<&str>,
 ) -> Result<(), String> {
     let id = format!("{:016X}", w.next_id());
-    let g = member_group(w, group, author)?;
+    let g = editable_group(w, group, author)?;
     g.meta.description = text
         .filter(|t| !t.is_empty())
         .map(|t| (id.clone(), t.to_owned()));
@@ -344,7 +382,7 @@ pub fn set_picture(
     jpeg: Option<Vec<u8>>,
 ) -> Result<Option<String>, String> {
     let picture = jpeg.as_ref().map(|_| w.next_id().to_string());
-    let g = member_group(w, group, author)?;
+    let g = editable_group(w, group, author)?;
     let old = std::mem::replace(&mut g.meta.picture, picture.clone());
     let g = g.clone();
     if let Some(old) = old {
@@ -543,13 +581,19 @@ pub fn handle_iq(w: &mut World, phone: &str, node: &Node) -> Node {
             }
         }
         "subject" => {
-            if let Some(g) = to.and_then(|j| w.groups.get_mut(j.user.as_str())) {
-                g.subject = first
-                    .content_as_string()
-                    .map(|s| s.to_string())
-                    .unwrap_or_default();
+            let Some(group) = to.map(|j| j.user.to_string()) else {
+                return World::iq_error(node, 400, "bad-request");
+            };
+            match editable_group(w, &group, phone) {
+                Ok(g) => {
+                    g.subject = first
+                        .content_as_string()
+                        .map(|s| s.to_string())
+                        .unwrap_or_default();
+                    World::iq_result(node, vec![])
+                }
+                Err(_) => World::iq_error(node, 403, "forbidden"),
             }
-            World::iq_result(node, vec![])
         }
         _ => World::iq_result(node, vec![]),
     }
