@@ -1239,6 +1239,24 @@ async fn disappearing_messages(backend: Backend) {
             "not redacted"
         );
     }
+
+    // The user sets the chat's timer with the bot's command: signal-cli sets Bob's timer (the
+    // chat's id is his ACI), and what the user sends next carries it.
+    let bot = slot.bot();
+    let set = user
+        .command(&dm, &bot, "!ferry disappearing 7d", "disappear")
+        .await;
+    assert_eq!(set, "Messages in this chat now disappear after 1 week.");
+    wait_sent(&url, "the timer change", "updateContact", |c| {
+        c["params"]["expiration"] == 604_800
+    })
+    .await;
+    user.send_text(&dm, "for a week").await;
+    let sent = wait_sent(&url, "the message with the new timer", "send", |c| {
+        c["params"]["message"] == "for a week"
+    })
+    .await;
+    assert_eq!(sent["expiresInSeconds"], 604_800, "{sent}");
     signal.shutdown().await;
 }
 both_backends!(disappearing_messages);

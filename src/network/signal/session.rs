@@ -330,6 +330,17 @@ impl Inner {
         }
     }
 
+    /// Remembers the chat's timer (what ferry's own messages into it will carry).
+    async fn set_timer(&self, chat: &ChatId, seconds: u64) {
+        if let Err(err) = self
+            .db
+            .kv_set(&self.timer_key(chat), &seconds.to_string())
+            .await
+        {
+            tracing::warn!(%err, "cannot store a Signal chat's timer");
+        }
+    }
+
     /// A message's timer: a change is announced in the room (before the message), and the
     /// chat's messages get their deadlines.
     async fn apply_timer(&self, envelope: &wire::Envelope, events: &mut Vec<RemoteEvent>) {
@@ -337,13 +348,7 @@ impl Inner {
             return;
         };
         if seconds != self.timer(&chat).await {
-            if let Err(err) = self
-                .db
-                .kv_set(&self.timer_key(&chat), &seconds.to_string())
-                .await
-            {
-                tracing::warn!(%err, "cannot store a Signal chat's timer");
-            }
+            self.set_timer(&chat, seconds).await;
             let sender = self.name_of(&who, None);
             let text = if seconds == 0 {
                 format!("{} turned off disappearing messages.", sender.name)
@@ -1002,6 +1007,26 @@ impl Session for SignalSession {
         let params = json!({"account": self.inner.account.as_str(), "recipient": user.as_str(),
             "trustAllKnownKeys": true});
         self.inner.call("trust", params).await.map(drop)
+    }
+
+    /// signal-cli sets the timer as Signal's apps do (a contact's, or a group's for everyone)
+    /// and sends later messages with it.
+    async fn set_disappearing(&self, chat: &ChatId, seconds: u32) -> Result<(), NetworkError> {
+        let account = self.inner.account.as_str();
+        let (method, params) = match wire::group_of(chat) {
+            Some(group) => (
+                "updateGroup",
+                json!({"account": account, "groupId": group, "expiration": seconds}),
+            ),
+            None => (
+                "updateContact",
+                json!({"account": account, "recipient": chat.as_str(), "expiration": seconds}),
+            ),
+        };
+        self.inner.call(method, params).await?;
+        // Ferry's copies of what it sends from now on disappear from Matrix too.
+        self.inner.set_timer(chat, u64::from(seconds)).await;
+        Ok(())
     }
 
     async fn update_chat(&self, chat: &ChatId, changes: &ChatChanges) -> Result<(), NetworkError> {
