@@ -179,6 +179,12 @@ pub enum RemoteEvent {
         user: RemoteUserId,
         typing: bool,
     },
+    /// Messages (sent from Matrix) reached `user`'s device: a delivery receipt.
+    Delivered {
+        chat: ChatId,
+        user: RemoteUserId,
+        ids: Vec<MessageId>,
+    },
     /// The login was added to a chat, or the chat's details changed.
     Chat(ChatInfo),
     ChatDeleted {
@@ -210,6 +216,7 @@ impl RemoteEvent {
             | Self::Reaction { chat, .. }
             | Self::Read { chat, .. }
             | Self::Typing { chat, .. }
+            | Self::Delivered { chat, .. }
             | Self::ChatDeleted { chat }
             | Self::ChatParent { chat, .. }
             | Self::MemberJoined { chat, .. }
@@ -227,6 +234,7 @@ impl RemoteEvent {
             Self::Reaction { .. } => "reaction",
             Self::Read { .. } => "read",
             Self::Typing { .. } => "typing",
+            Self::Delivered { .. } => "delivered",
             Self::Chat(_) => "chat",
             Self::ChatDeleted { .. } => "chat_deleted",
             Self::ChatParent { .. } => "chat_parent",

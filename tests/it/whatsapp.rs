@@ -828,7 +828,7 @@ async fn typing_receipts_and_redactions(backend: Backend) {
     )
     .await;
 
-    // Read receipts, both ways.
+    // Read receipts, both ways; delivery receipts as the send status.
     user.call(
         Method::POST,
         &format!(
@@ -870,6 +870,21 @@ async fn typing_receipts_and_redactions(backend: Backend) {
     let ours_wa = wait_received(&wa, ALICE, "our text", |m| {
         m["text"] == "did you read this?"
     })
+    .await;
+    // Alice's phone acknowledged it (a delivery receipt): its send status says delivered to her.
+    poll(
+        "the delivery in the message's status",
+        async || {
+            let events = user.events(&portal).await;
+            json!(events.iter().any(|e| {
+                e["type"] == "com.beeper.message_send_status"
+                    && e["content"]["m.relates_to"]["event_id"] == ours.as_str()
+                    && e["content"]["status"] == "SUCCESS"
+                    && e["content"]["delivered_to_users"] == json!([alice])
+            }))
+        },
+        |found| found == true,
+    )
     .await;
     post(
         &wa,

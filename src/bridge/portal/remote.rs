@@ -79,6 +79,35 @@ impl Bridge {
                     .map_err(|e| BridgeError::Invalid(e.to_string()))?;
                 Ok(self.intents.read_receipt(&room, &reader, &event).await?)
             }
+            RemoteEvent::Delivered { user, ids, .. } => {
+                let (Some(login), Some(room)) = (login, portal.room()) else {
+                    return Ok(());
+                };
+                let Some(ghost) = self.puppet_of(&login, user)? else {
+                    return Ok(());
+                };
+                let (network, chat, receiver) = portal.db_key();
+                for id in ids {
+                    let Some(row) = self
+                        .db
+                        .message_by_remote(network, chat, receiver, id.as_str())
+                        .await?
+                        .pop()
+                    else {
+                        continue;
+                    };
+                    // Only messages from Matrix users have a send status to update.
+                    let from_matrix = OwnedUserId::try_from(row.sender_mxid.as_str())
+                        .is_ok_and(|sender| !self.is_our_user(&sender));
+                    if !from_matrix {
+                        continue;
+                    }
+                    let event = OwnedEventId::try_from(row.event_id)
+                        .map_err(|e| BridgeError::Invalid(e.to_string()))?;
+                    self.report_delivered(&room, &event, network, &ghost).await;
+                }
+                Ok(())
+            }
             RemoteEvent::Typing { user, typing, .. } => {
                 let (Some(login), Some(room)) = (login, portal.room()) else {
                     return Ok(());

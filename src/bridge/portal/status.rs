@@ -2,7 +2,7 @@
 //! event for every handled event (when `bridge.message_status_events` is on), and a notice in
 //! the room when it failed.
 
-use ruma::{EventId, RoomId};
+use ruma::{EventId, RoomId, UserId};
 use serde_json::json;
 
 use crate::bridge::Bridge;
@@ -102,8 +102,14 @@ impl Bridge {
             }
         };
         if self.config.bridge.message_status_events {
-            self.send_status(room, event, network, status, reason, message)
-                .await;
+            let mut content = json!({"status": status});
+            if let Some(reason) = reason {
+                content["reason"] = json!(reason);
+            }
+            if let Some(message) = message {
+                content["message"] = json!(message);
+            }
+            self.send_status(room, event, network, content).await;
         }
         match outcome {
             Outcome::Success => {}
@@ -121,27 +127,33 @@ impl Bridge {
         }
     }
 
-    /// The `com.beeper.message_send_status` event for `event`, sent by the bot.
+    /// A message sent from Matrix reached `to` (a remote delivery receipt): its send status
+    /// says so (`delivered_to_users`, as the mautrix bridges and Beeper's clients read it).
+    /// Without `message_status_events`, Matrix has no place for it.
+    pub(crate) async fn report_delivered(
+        &self,
+        room: &RoomId,
+        event: &EventId,
+        network: &str,
+        to: &UserId,
+    ) {
+        if self.config.bridge.message_status_events {
+            let content = json!({"status": "SUCCESS", "delivered_to_users": [to]});
+            self.send_status(room, event, network, content).await;
+        }
+    }
+
+    /// The `com.beeper.message_send_status` event for `event` with the status fields in
+    /// `content`, sent by the bot.
     async fn send_status(
         &self,
         room: &RoomId,
         event: &EventId,
         network: &str,
-        status: &str,
-        reason: Option<&str>,
-        message: Option<&str>,
+        mut content: serde_json::Value,
     ) {
-        let mut content = json!({
-            "network": network,
-            "m.relates_to": {"rel_type": "m.reference", "event_id": event},
-            "status": status,
-        });
-        if let Some(reason) = reason {
-            content["reason"] = json!(reason);
-        }
-        if let Some(message) = message {
-            content["message"] = json!(message);
-        }
+        content["network"] = json!(network);
+        content["m.relates_to"] = json!({"rel_type": "m.reference", "event_id": event});
         let txn = format!("ferry-status-{}", ruma::TransactionId::new());
         let bot = self.intents.bot().to_owned();
         if let Err(err) = self

@@ -597,6 +597,28 @@ impl Inner {
                 {
                     self.phone.seen().await;
                 }
+                // Delivered; `inactive` is a delivery to a device not in use at the time.
+                if matches!(r.r#type, ReceiptType::Delivered | ReceiptType::Inactive)
+                    && !r.source.is_from_me
+                {
+                    // A contact's device got messages we sent: their send status says so. Not
+                    // stored: a lost one changes nothing but that status.
+                    let Some(user) = self.canonical(&r.source.sender, r.source.sender_alt.as_ref())
+                    else {
+                        return true;
+                    };
+                    let Some((chat, kind)) = chat_of_event(&r.source.chat, &user) else {
+                        return true;
+                    };
+                    let ids = r
+                        .message_ids
+                        .iter()
+                        .map(|id| ids::message_id(&self.own, id))
+                        .collect();
+                    return self
+                        .emit(kind, None, RemoteEvent::Delivered { chat, user, ids })
+                        .await;
+                }
                 if !matches!(r.r#type, ReceiptType::Read | ReceiptType::ReadSelf)
                     || r.source.is_from_me
                 {
