@@ -69,6 +69,14 @@ async fn state_keys(user: &User, room: &str, kind: &str) -> Vec<String> {
         .collect()
 }
 
+/// The space's children and the room's parents, as `{children, parents}`.
+async fn space_links(user: &User, space: &str, room: &str) -> Value {
+    json!({
+        "children": state_keys(user, space, "m.space.child").await,
+        "parents": state_keys(user, room, "m.space.parent").await,
+    })
+}
+
 async fn set_state(user: &User, room: &str, kind: &str, content: Value) {
     user.call(
         Method::PUT,
@@ -625,12 +633,7 @@ async fn community_as_space(backend: Backend) {
     .await;
     poll(
         "Gardening out of the space, and no longer naming it",
-        async || {
-            json!({
-                "children": state_keys(&user, &space, "m.space.child").await,
-                "parents": state_keys(&user, &gardening_room, "m.space.parent").await,
-            })
-        },
+        async || space_links(&user, &space, &gardening_room).await,
         |v| {
             v["parents"].as_array().is_some_and(Vec::is_empty)
                 && v["children"].as_array().is_some_and(|c| {
@@ -653,12 +656,7 @@ async fn community_as_space(backend: Backend) {
     .await;
     poll(
         "Gardening back in the space, and naming it",
-        async || {
-            json!({
-                "children": state_keys(&user, &space, "m.space.child").await,
-                "parents": state_keys(&user, &gardening_room, "m.space.parent").await,
-            })
-        },
+        async || space_links(&user, &space, &gardening_room).await,
         |v| {
             v["parents"] == json!([space])
                 && v["children"]

@@ -60,53 +60,18 @@ impl Bridge {
                     .await
             }
             RemoteEvent::Read { user, up_to, .. } => {
-                let (Some(login), Some(room)) = (login, portal.room()) else {
-                    return Ok(());
-                };
-                let Some(reader) = self.puppet_of(&login, user)? else {
-                    return Ok(());
-                };
-                let (network, chat, receiver) = portal.db_key();
-                let Some(row) = self
-                    .db
-                    .message_by_remote(network, chat, receiver, up_to.as_str())
-                    .await?
-                    .pop()
-                else {
-                    return Ok(());
-                };
-                let event = OwnedEventId::try_from(row.event_id)
-                    .map_err(|e| BridgeError::Invalid(e.to_string()))?;
-                Ok(self.intents.read_receipt(&room, &reader, &event).await?)
+                self.remote_receipt(
+                    portal,
+                    login.as_ref(),
+                    user,
+                    std::slice::from_ref(up_to),
+                    true,
+                )
+                .await
             }
             RemoteEvent::Delivered { user, ids, .. } => {
-                let (Some(login), Some(room)) = (login, portal.room()) else {
-                    return Ok(());
-                };
-                let Some(ghost) = self.puppet_of(&login, user)? else {
-                    return Ok(());
-                };
-                let (network, chat, receiver) = portal.db_key();
-                for id in ids {
-                    let Some(row) = self
-                        .db
-                        .message_by_remote(network, chat, receiver, id.as_str())
-                        .await?
-                        .pop()
-                    else {
-                        continue;
-                    };
-                    // Only messages from Matrix users have a send status to update.
-                    let from_matrix = OwnedUserId::try_from(row.sender_mxid.as_str())
-                        .is_ok_and(|sender| !self.is_our_user(&sender));
-                    if !from_matrix {
-                        continue;
-                    }
-                    let event = OwnedEventId::try_from(row.event_id)
-                        .map_err(|e| BridgeError::Invalid(e.to_string()))?;
-                    self.report_delivered(&room, &event, network, &ghost).await;
-                }
-                Ok(())
+                self.remote_receipt(portal, login.as_ref(), user, ids, false)
+                    .await
             }
             RemoteEvent::Typing { user, typing, .. } => {
                 let (Some(login), Some(room)) = (login, portal.room()) else {
@@ -178,6 +143,49 @@ impl Bridge {
 
     /// The ghost (or, for the login's own account, nobody: we cannot act as a Matrix user) that
     /// stands for a remote user in receipts and typing.
+    /// A read receipt (`read`: `user` read up to the message in `ids`) or a delivery receipt
+    /// (the messages in `ids` reached `user`: the send status of those sent from Matrix says
+    /// so). Messages ferry never bridged are passed over.
+    async fn remote_receipt(
+        &self,
+        portal: &PortalState,
+        login: Option<&LoginHandle>,
+        user: &RemoteUserId,
+        ids: &[MessageId],
+        read: bool,
+    ) -> Result<(), BridgeError> {
+        let (Some(login), Some(room)) = (login, portal.room()) else {
+            return Ok(());
+        };
+        let Some(by) = self.puppet_of(login, user)? else {
+            return Ok(());
+        };
+        let (network, chat, receiver) = portal.db_key();
+        for id in ids {
+            let Some(row) = self
+                .db
+                .message_by_remote(network, chat, receiver, id.as_str())
+                .await?
+                .pop()
+            else {
+                continue;
+            };
+            let event = OwnedEventId::try_from(row.event_id)
+                .map_err(|e| BridgeError::Invalid(e.to_string()))?;
+            if read {
+                self.intents.read_receipt(&room, &by, &event).await?;
+                continue;
+            }
+            // Only messages from Matrix users have a send status to update.
+            let from_matrix = OwnedUserId::try_from(row.sender_mxid.as_str())
+                .is_ok_and(|sender| !self.is_our_user(&sender));
+            if from_matrix {
+                self.report_delivered(&room, &event, network, &by).await;
+            }
+        }
+        Ok(())
+    }
+
     fn puppet_of(
         &self,
         login: &LoginHandle,
