@@ -421,6 +421,30 @@ async fn link_send_receive_and_survive_a_daemon_restart(backend: Backend) {
                 .is_some_and(|u| !u.is_empty())
     })
     .await;
+    // Bob's phone got the reply (a delivery receipt: its send status names his ghost), then
+    // he reads it.
+    control(
+        &url,
+        Method::POST,
+        &format!("/control/accounts/{acct}/receipt"),
+        Some(json!({"from": BOB, "type": "delivery", "timestamps": [reply_ts]})),
+    )
+    .await;
+    let delivered_id = reply.clone();
+    let bob_ghost = event["sender"].as_str().expect("bob's ghost").to_owned();
+    crate::common::poll(
+        "the delivery in the reply's status",
+        async || {
+            let events = user.events(&portal).await;
+            json!(events.iter().any(|e| {
+                e["type"] == "com.beeper.message_send_status"
+                    && e["content"]["m.relates_to"]["event_id"] == delivered_id.as_str()
+                    && e["content"]["delivered_to_users"] == json!([bob_ghost])
+            }))
+        },
+        |found| found == true,
+    )
+    .await;
     control(
         &url,
         Method::POST,

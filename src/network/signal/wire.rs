@@ -590,15 +590,27 @@ pub fn envelope_events(
             events.extend(data_events(&chat, &me, &sent.data));
         }
     }
-    if let Some(receipt) = &envelope.receipt_message
-        && (receipt.is_read || receipt.is_viewed)
-        && let Some(latest) = receipt.timestamps.iter().max()
-    {
-        events.push(RemoteEvent::Read {
-            chat: ChatId::new(sender_id.as_str()),
-            user: sender_id.clone(),
-            up_to: message_id(*latest, own),
-        });
+    if let Some(receipt) = &envelope.receipt_message {
+        if (receipt.is_read || receipt.is_viewed)
+            && let Some(latest) = receipt.timestamps.iter().max()
+        {
+            events.push(RemoteEvent::Read {
+                chat: ChatId::new(sender_id.as_str()),
+                user: sender_id.clone(),
+                up_to: message_id(*latest, own),
+            });
+        } else if receipt.is_delivery && !receipt.timestamps.is_empty() {
+            // Our messages reached the contact's phone (they name them by timestamp).
+            events.push(RemoteEvent::Delivered {
+                chat: ChatId::new(sender_id.as_str()),
+                user: sender_id.clone(),
+                ids: receipt
+                    .timestamps
+                    .iter()
+                    .map(|t| message_id(*t, own))
+                    .collect(),
+            });
+        }
     }
     if let Some(typing) = &envelope.typing_message {
         let chat = typing
@@ -788,8 +800,9 @@ mod tests {
         );
         let delivered: Envelope = serde_json::from_value(json!({"sourceUuid": "b", "timestamp": 8, "receiptMessage": {"isDelivery": true, "timestamps": [2]}})).unwrap();
         assert!(
-            envelope_events(&delivered, &own(), &names).is_empty(),
-            "delivery receipts are not read markers"
+            matches!(envelope_events(&delivered, &own(), &names).as_slice(),
+                [RemoteEvent::Delivered { ids, .. }] if ids.iter().map(MessageId::as_str).eq(["2:+15550001"])),
+            "delivery receipts are deliveries, not read markers"
         );
         let typing: Envelope = serde_json::from_value(json!({"sourceUuid": "b", "timestamp": 9, "typingMessage": {"action": "STARTED", "timestamp": 9, "groupId": "G1"}})).unwrap();
         assert!(
