@@ -322,9 +322,7 @@ impl Bridge {
         txn_id: &str,
         message: &OutgoingMessage,
     ) -> Result<crate::network::SentMessage, NetworkError> {
-        let deadline =
-            Instant::now() + std::time::Duration::from_secs(self.config.bridge.max_retry_seconds);
-        let mut backoff = std::time::Duration::from_millis(250);
+        let mut pacing = super::retry::RetryPacing::new(self.config.bridge.max_retry_seconds);
         loop {
             match login
                 .session
@@ -332,10 +330,9 @@ impl Bridge {
                 .await
             {
                 Ok(sent) => return Ok(sent),
-                Err(err) if err.is_transient() && Instant::now() + backoff < deadline => {
+                Err(err) if err.is_transient() && pacing.next_wait().is_some() => {
                     tracing::debug!(%err, portal = %portal.key, "send failed, retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(std::time::Duration::from_secs(15));
+                    pacing.wait().await;
                 }
                 Err(err) => return Err(err),
             }

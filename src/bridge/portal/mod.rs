@@ -9,10 +9,11 @@
 
 mod matrix;
 mod remote;
+mod retry;
 mod room;
 mod status;
 
-use std::{collections::HashSet, sync::Arc, time::Instant};
+use std::{collections::HashSet, sync::Arc};
 
 use ruma::{OwnedRoomId, OwnedUserId};
 use sha2::{Digest, Sha256};
@@ -112,16 +113,13 @@ impl Bridge {
                 // A transient failure (database or homeserver away) is retried here, holding
                 // the lane: moving on would put this event after later ones, and nothing would
                 // deliver it before the next restart (the session has read past it).
-                let deadline = Instant::now()
-                    + std::time::Duration::from_secs(self.config.bridge.max_retry_seconds);
-                let mut backoff = std::time::Duration::from_millis(250);
+                let mut pacing = retry::RetryPacing::new(self.config.bridge.max_retry_seconds);
                 let result = loop {
                     let result = self.portal_remote_event(portal, &envelope).await;
-                    match &result {
-                        Err(err) if !is_permanent(err) && Instant::now() + backoff < deadline => {
+                    match (&result, pacing.next_wait()) {
+                        (Err(err), Some(backoff)) if !is_permanent(err) => {
                             tracing::warn!(%err, portal = %portal.key, ?backoff, "remote event failed; retrying");
-                            tokio::time::sleep(backoff).await;
-                            backoff = (backoff * 2).min(std::time::Duration::from_secs(15));
+                            pacing.wait().await;
                         }
                         _ => break result,
                     }
@@ -158,21 +156,21 @@ impl Bridge {
                 // Transient failures are retried like remote events': a chat inside a space
                 // (a WhatsApp community's group) waits for the space's room, which its own
                 // lane is making at the same time.
-                let deadline = Instant::now()
-                    + std::time::Duration::from_secs(self.config.bridge.max_retry_seconds);
-                let mut backoff = std::time::Duration::from_millis(250);
+                let mut pacing = retry::RetryPacing::new(self.config.bridge.max_retry_seconds);
                 loop {
-                    match self.portal_sync(portal, &login, &info).await {
-                        Err(err) if !is_permanent(&err) && Instant::now() + backoff < deadline => {
+                    match (
+                        self.portal_sync(portal, &login, &info).await,
+                        pacing.next_wait(),
+                    ) {
+                        (Err(err), Some(backoff)) if !is_permanent(&err) => {
                             tracing::debug!(%err, portal = %portal.key, ?backoff, "portal sync failed; retrying");
-                            tokio::time::sleep(backoff).await;
-                            backoff = (backoff * 2).min(std::time::Duration::from_secs(15));
+                            pacing.wait().await;
                         }
-                        Err(err) => {
+                        (Err(err), _) => {
                             tracing::warn!(%err, portal = %portal.key, "portal sync failed");
                             break;
                         }
-                        Ok(()) => break,
+                        (Ok(()), _) => break,
                     }
                 }
             }

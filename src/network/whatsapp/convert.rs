@@ -780,23 +780,7 @@ mod tests {
     fn polls_contacts_locations_and_timers_are_readable() {
         let (alice, me) = (RemoteUserId::new("5511"), RemoteUserId::new("5599"));
         let ctx = ctx_with(&alice, &me, None, &no_resolve);
-        let poll = wa::Message {
-            poll_creation_message_v3: MessageField::some(wa::message::PollCreationMessage {
-                name: Some("Lunch?".into()),
-                options: vec![
-                    wa::message::poll_creation_message::Option {
-                        option_name: Some("Pizza".into()),
-                        ..Default::default()
-                    },
-                    wa::message::poll_creation_message::Option {
-                        option_name: Some("Sushi".into()),
-                        ..Default::default()
-                    },
-                ],
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
+        let poll = super::super::polls::test_poll_message("Lunch?", &["Pizza", "Sushi"]);
         let (Inbound::Message { content, .. }, _) = inbound(&poll, &ctx) else {
             panic!()
         };

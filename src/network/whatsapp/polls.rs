@@ -278,6 +278,26 @@ impl Polls {
     }
 }
 
+/// A poll as WhatsApp sends it (`pollCreationMessageV3`), for tests here and in `convert`.
+#[cfg(test)]
+pub(super) fn test_poll_message(question: &str, options: &[&str]) -> wa::Message {
+    use whatsapp_rust::waproto::buffa::MessageField;
+    wa::Message {
+        poll_creation_message_v3: MessageField::some(wa::message::PollCreationMessage {
+            name: Some(question.into()),
+            options: options
+                .iter()
+                .map(|o| wa::message::poll_creation_message::Option {
+                    option_name: Some((*o).into()),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use whatsapp_rust::waproto::buffa::MessageField;
@@ -392,25 +412,11 @@ mod tests {
     #[test]
     fn a_poll_message_gives_its_options_and_secret_and_a_vote_its_target() {
         let message = wa::Message {
-            poll_creation_message_v3: MessageField::some(wa::message::PollCreationMessage {
-                name: Some("Lunch?".into()),
-                options: vec![
-                    wa::message::poll_creation_message::Option {
-                        option_name: Some("Pizza".into()),
-                        ..Default::default()
-                    },
-                    wa::message::poll_creation_message::Option {
-                        option_name: Some("Sushi".into()),
-                        ..Default::default()
-                    },
-                ],
-                ..Default::default()
-            }),
             message_context_info: MessageField::some(wa::MessageContextInfo {
                 message_secret: Some(vec![1; 32]),
                 ..Default::default()
             }),
-            ..Default::default()
+            ..test_poll_message("Lunch?", &["Pizza", "Sushi"])
         };
         let (question, options, secret) = created(&message).expect("a poll");
         assert_eq!(question, "Lunch?");

@@ -192,14 +192,7 @@ pub fn change_members(
         g.participants.retain(|(p, _)| !members.contains(p));
     }
     let g = g.clone();
-    let tag = if add { "add" } else { "remove" };
-    let body = NodeBuilder::new(tag)
-        .children(members.iter().map(|m| {
-            NodeBuilder::new("participant")
-                .attr("jid", format!("{m}@s.whatsapp.net"))
-                .build()
-        }))
-        .build();
+    let body = participants_node(if add { "add" } else { "remove" }, members);
     let note = notification(w, &g, author, body);
     let mut everyone = before;
     everyone.extend(members.iter().cloned());
@@ -209,6 +202,17 @@ pub fn change_members(
         w.deliver_all(&p, None, &note);
     }
     Ok(())
+}
+
+/// `<tag><participant jid=…/>…</tag>`: the people a member change names.
+fn participants_node(tag: &str, members: &[String]) -> Node {
+    NodeBuilder::new_dynamic(tag.to_owned())
+        .children(members.iter().map(|m| {
+            NodeBuilder::new("participant")
+                .attr("jid", format!("{m}@s.whatsapp.net"))
+                .build()
+        }))
+        .build()
 }
 
 pub fn is_admin(g: &Group, phone: &str) -> bool {
@@ -361,14 +365,7 @@ pub fn set_admins(
         }
     }
     let g = g.clone();
-    let tag = if admin { "promote" } else { "demote" };
-    let body = NodeBuilder::new(tag)
-        .children(members.iter().map(|m| {
-            NodeBuilder::new("participant")
-                .attr("jid", format!("{m}@s.whatsapp.net"))
-                .build()
-        }))
-        .build();
+    let body = participants_node(if admin { "promote" } else { "demote" }, members);
     notify_members(w, &g, author, body);
     Ok(())
 }
@@ -519,18 +516,7 @@ pub fn handle_iq(w: &mut World, phone: &str, node: &Node) -> Node {
                 .filter_map(|j| w.phone_of(&j))
                 .collect();
             match change_members(w, &group, phone, &members, tag == "add") {
-                Ok(()) => World::iq_result(
-                    node,
-                    vec![
-                        NodeBuilder::new_dynamic(tag.to_owned())
-                            .children(members.iter().map(|m| {
-                                NodeBuilder::new("participant")
-                                    .attr("jid", format!("{m}@s.whatsapp.net"))
-                                    .build()
-                            }))
-                            .build(),
-                    ],
-                ),
+                Ok(()) => World::iq_result(node, vec![participants_node(tag, &members)]),
                 Err(_) => World::iq_error(node, 404, "item-not-found"),
             }
         }
