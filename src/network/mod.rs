@@ -6,6 +6,7 @@
 //! clearly what a network cannot do instead of failing silently.
 
 pub mod event;
+pub mod expiry;
 pub mod ids;
 pub mod richtext;
 pub mod signal;

@@ -6,7 +6,6 @@
 //! bridged, and replayed from the login's checkpoint after a crash: nothing is lost between the
 //! daemon and Matrix.
 
-pub mod expiry;
 pub mod login;
 pub mod rpc;
 pub mod session;

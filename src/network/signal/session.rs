@@ -24,6 +24,7 @@ use crate::{
         ChatChanges, ChatId, ChatInfo, ConnectionState, EventSink, LoginId, MediaStream,
         MessageContent, MessageId, NetworkError, OutgoingMessage, RemoteEnvelope, RemoteEvent,
         RemoteMessage, RemoteUserId, SentMessage, Session, UserInfo,
+        expiry::{TimerNetwork, Timers},
         richtext::{EntityKind, FormattedText, MentionTarget, char_to_utf16_range},
     },
 };
@@ -318,27 +319,9 @@ impl Inner {
         None
     }
 
-    fn timer_key(&self, chat: &ChatId) -> String {
-        format!("signal/{}/timer/{}", self.account.as_str(), chat.as_str())
-    }
-
-    /// The chat's disappearing-message timer in seconds (0: off), as last seen.
-    async fn timer(&self, chat: &ChatId) -> u64 {
-        match self.db.kv_get(&self.timer_key(chat)).await {
-            Ok(Some(value)) => value.parse().unwrap_or(0),
-            _ => 0,
-        }
-    }
-
-    /// Remembers the chat's timer (what ferry's own messages into it will carry).
-    async fn set_timer(&self, chat: &ChatId, seconds: u64) {
-        if let Err(err) = self
-            .db
-            .kv_set(&self.timer_key(chat), &seconds.to_string())
-            .await
-        {
-            tracing::warn!(%err, "cannot store a Signal chat's timer");
-        }
+    /// The login's chat timers and message deadlines.
+    fn timers(&self) -> Timers {
+        Timers::new(self.db.clone(), TimerNetwork::Signal, self.account.as_str())
     }
 
     /// A message's timer: a change is announced in the room (before the message), and the
@@ -347,8 +330,9 @@ impl Inner {
         let Some((chat, seconds, who)) = wire::timer_of(envelope, &self.me) else {
             return;
         };
-        if seconds != self.timer(&chat).await {
-            self.set_timer(&chat, seconds).await;
+        let timers = self.timers();
+        if seconds != timers.timer(&chat).await {
+            timers.set_timer(&chat, seconds).await;
             let sender = self.name_of(&who, None);
             let text = if seconds == 0 {
                 format!("{} turned off disappearing messages.", sender.name)
@@ -356,7 +340,7 @@ impl Inner {
                 format!(
                     "{} set disappearing messages to {}.",
                     sender.name,
-                    crate::network::timer::describe(seconds)
+                    crate::network::timer::describe(u64::from(seconds))
                 )
             };
             let id = wire::message_id(envelope.timestamp, &who);
@@ -375,53 +359,30 @@ impl Inner {
             );
         }
         if seconds > 0 {
-            let deadline = super::expiry::now_ms().saturating_add(seconds as i64 * 1000);
+            let deadline = deadline_in(seconds);
             for event in events.iter() {
                 if let RemoteEvent::Message { chat: c, message } = event
                     && c == &chat
                 {
-                    self.schedule_expiry(c, &message.id, deadline).await;
+                    timers.schedule(c, &message.id, deadline).await;
                 }
             }
-        }
-    }
-
-    async fn schedule_expiry(&self, chat: &ChatId, id: &MessageId, deadline: i64) {
-        if let Err(err) =
-            super::expiry::schedule(&self.db, self.account.as_str(), chat, id, deadline).await
-        {
-            tracing::warn!(%err, "cannot store a disappearing message's deadline");
         }
     }
 
     /// Turns due deadlines into deletes, every second, for as long as the session runs.
     async fn expire(self: Arc<Self>) {
-        loop {
-            match super::expiry::due(&self.db, self.account.as_str(), super::expiry::now_ms()).await
-            {
-                Ok(due) => {
-                    for (chat, id) in due {
-                        let by = wire::parse_message_id(&id)
-                            .map_or_else(|| self.me.clone(), |(_, a)| RemoteUserId::new(a));
-                        let event = RemoteEvent::Delete {
-                            chat,
-                            id: id.clone(),
-                            by,
-                        };
-                        if !self.emit(vec![event]).await {
-                            return;
-                        }
-                        if let Err(err) =
-                            super::expiry::done(&self.db, self.account.as_str(), &id).await
-                        {
-                            tracing::warn!(%err, "cannot forget a handled deadline");
-                        }
-                    }
+        let this = self.clone();
+        self.timers()
+            .run(move |chat, id| {
+                let this = this.clone();
+                async move {
+                    let by = wire::parse_message_id(&id)
+                        .map_or_else(|| this.me.clone(), |(_, a)| RemoteUserId::new(a));
+                    this.emit(vec![RemoteEvent::Delete { chat, id, by }]).await
                 }
-                Err(err) => tracing::warn!(%err, "cannot read disappearing-message deadlines"),
-            }
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-        }
+            })
+            .await;
     }
 
     /// Hands events made by ferry (not stored in the inbox) to the bridge.
@@ -859,10 +820,10 @@ impl Session for SignalSession {
         let id = wire::message_id(timestamp, &self.inner.me);
         let partly_failed = self.inner.partly_failed(&wire::failed_recipients(&result));
         // signal-cli sent it with the chat's timer: it disappears in Matrix too.
-        let timer = self.inner.timer(chat).await;
+        let timers = self.inner.timers();
+        let timer = timers.timer(chat).await;
         if timer > 0 {
-            let deadline = super::expiry::now_ms().saturating_add(timer as i64 * 1000);
-            self.inner.schedule_expiry(chat, &id, deadline).await;
+            timers.schedule(chat, &id, deadline_in(timer)).await;
         }
         Ok(SentMessage {
             id,
@@ -1025,7 +986,7 @@ impl Session for SignalSession {
         };
         self.inner.call(method, params).await?;
         // Ferry's copies of what it sends from now on disappear from Matrix too.
-        self.inner.set_timer(chat, u64::from(seconds)).await;
+        self.inner.timers().set_timer(chat, seconds).await;
         Ok(())
     }
 
@@ -1067,6 +1028,12 @@ impl Session for SignalSession {
         self.resync_group(group);
         Ok(())
     }
+}
+
+/// The deadline of a message seen now in a chat whose timer is `seconds` (Signal's clock starts
+/// when the message is read on a device, later or equal: a message never stays longer).
+fn deadline_in(seconds: u32) -> i64 {
+    crate::db::now_ms().saturating_add(i64::from(seconds) * 1000)
 }
 
 #[cfg(test)]

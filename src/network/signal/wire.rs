@@ -281,7 +281,7 @@ pub fn parse_avatar_id(id: &str) -> Option<AvatarRef<'_>> {
 
 /// The disappearing-message timer an envelope's message carries: (chat, seconds, who sent it).
 /// Reactions and deletes are left out (they do not set the chat's timer).
-pub fn timer_of(envelope: &Envelope, own: &RemoteUserId) -> Option<(ChatId, u64, RemoteUserId)> {
+pub fn timer_of(envelope: &Envelope, own: &RemoteUserId) -> Option<(ChatId, u32, RemoteUserId)> {
     let sender = user_id(
         envelope.source_uuid.as_deref(),
         envelope.source_number.as_deref(),
@@ -311,7 +311,9 @@ pub fn timer_of(envelope: &Envelope, own: &RemoteUserId) -> Option<(ChatId, u64,
     if data.reaction.is_some() || data.remote_delete.is_some() {
         return None;
     }
-    Some((chat, data.expires_in_seconds?, who))
+    // Signal's timers fit in 32 bits; a larger value is held at the longest.
+    let seconds = u32::try_from(data.expires_in_seconds?).unwrap_or(u32::MAX);
+    Some((chat, seconds, who))
 }
 
 /// The group an envelope announces a change of (signal-cli says only *that* it changed: the

@@ -3,7 +3,8 @@
 //! delete the message that long after it was sent. ferry does the same in Matrix, as
 //! mautrix-whatsapp does: a received message with an expiration gets a deadline in
 //! `whatsapp_expiry` (so it survives a restart of ferry), and a task per running session turns
-//! due deadlines into deletes, which the bridge shows as redactions.
+//! due deadlines into deletes, which the bridge shows as redactions (the timers and deadlines
+//! themselves are kept by the shared [`crate::network::expiry`]).
 //!
 //! The chat's timer is kept per chat in the key-value table (`whatsapp/<login>/timer/<chat>`),
 //! learned from the timer changes WhatsApp sends (a protocol message, shown as a notice) and
@@ -14,152 +15,24 @@
 //! plus its expiration; a message bridged after its deadline (ferry was down) is redacted at
 //! once.
 
-use std::{future::Future, time::Duration};
-
 use whatsapp_rust::{wacore::proto_helpers::MessageExt as _, waproto::whatsapp as wa};
 
 use super::ids;
-use crate::{
-    db::{Db, Result},
-    network::{
-        ChatId, ChatKind, MessageContent, MessageId, RemoteEvent, RemoteUserId,
-        richtext::{Entity, EntityKind, FormattedText},
-    },
+use crate::network::{
+    ChatId, ChatKind, MessageContent, MessageId, RemoteEvent, RemoteUserId,
+    richtext::{Entity, EntityKind, FormattedText},
 };
 
-/// How often due deadlines are looked for.
-const TICK: Duration = Duration::from_secs(1);
-/// Deadlines handled per look.
-const BATCH: i64 = 100;
-
-/// The timers and deadlines of one login.
-#[derive(Clone)]
-pub struct Timers {
-    db: Db,
-    login: String,
-}
-
-impl Timers {
-    pub fn new(db: Db, login: &str) -> Self {
-        Self {
-            db,
-            login: login.to_owned(),
-        }
-    }
-
-    fn timer_key(&self, chat: &ChatId) -> String {
-        format!("whatsapp/{}/timer/{}", self.login, chat.as_str())
-    }
-
-    /// The chat's timer in seconds (0: off), as last seen.
-    pub async fn timer(&self, chat: &ChatId) -> u32 {
-        match self.db.kv_get(&self.timer_key(chat)).await {
-            Ok(Some(value)) => value.parse().unwrap_or(0),
-            Ok(None) => 0,
-            Err(err) => {
-                tracing::warn!(%err, "cannot read a WhatsApp chat's disappearing timer");
-                0
-            }
-        }
-    }
-
-    /// Keeps the chat's timer; a failure is logged (the next message tells it again).
-    pub async fn set_timer(&self, chat: &ChatId, seconds: u32) {
-        if self.timer(chat).await == seconds {
-            return;
-        }
-        if let Err(err) = self
-            .db
-            .kv_set(&self.timer_key(chat), &seconds.to_string())
-            .await
-        {
-            tracing::warn!(%err, "cannot store a WhatsApp chat's disappearing timer");
-        }
-    }
-
-    /// Records that `message` must be redacted at `deadline_ms`.
-    pub async fn schedule(&self, chat: &ChatId, message: &MessageId, deadline_ms: i64) {
-        let result = sqlx::query(
-            "INSERT INTO whatsapp_expiry (login_id, chat_id, message_id, deadline_ms) \
-             VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (login_id, message_id) DO UPDATE SET deadline_ms = excluded.deadline_ms",
-        )
-        .bind(&self.login)
-        .bind(chat.as_str())
-        .bind(message.as_str())
-        .bind(deadline_ms)
-        .execute(self.db.pool())
-        .await;
-        if let Err(err) = result {
-            tracing::warn!(%err, "cannot store a disappearing WhatsApp message's deadline");
-        }
-    }
-
-    /// Messages whose deadline has passed, oldest first.
-    pub async fn due(&self, now_ms: i64) -> Result<Vec<(ChatId, MessageId)>> {
-        let rows: Vec<(String, String)> = sqlx::query_as(
-            "SELECT chat_id, message_id FROM whatsapp_expiry \
-             WHERE login_id = $1 AND deadline_ms <= $2 ORDER BY deadline_ms LIMIT $3",
-        )
-        .bind(&self.login)
-        .bind(now_ms)
-        .bind(BATCH)
-        .fetch_all(self.db.pool())
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(chat, id)| (ChatId::new(chat), MessageId::new(id)))
-            .collect())
-    }
-
-    /// Forgets a deadline once its delete was handed to the bridge.
-    pub async fn done(&self, message: &MessageId) -> Result<()> {
-        sqlx::query("DELETE FROM whatsapp_expiry WHERE login_id = $1 AND message_id = $2")
-            .bind(&self.login)
-            .bind(message.as_str())
-            .execute(self.db.pool())
-            .await?;
-        Ok(())
-    }
-
-    /// Turns due deadlines into deletes until `emit` reports the bridge gone. A delete the
-    /// bridge did not take stays due and is tried again.
-    pub async fn run<F, Fut>(self, emit: F)
-    where
-        F: Fn(ChatKind, RemoteEvent) -> Fut,
-        Fut: Future<Output = bool>,
-    {
-        loop {
-            match self.due(crate::db::now_ms()).await {
-                Ok(due) => {
-                    for (chat, id) in due {
-                        let kind = if ids::chat_is_group(&chat) {
-                            ChatKind::Group
-                        } else {
-                            ChatKind::Dm
-                        };
-                        let by = ids::split_message_id(&id).map_or_else(
-                            |_| RemoteUserId::new(self.login.as_str()),
-                            |(author, _)| author,
-                        );
-                        let event = RemoteEvent::Delete {
-                            chat,
-                            id: id.clone(),
-                            by,
-                        };
-                        if !emit(kind, event).await {
-                            return;
-                        }
-                        if let Err(err) = self.done(&id).await {
-                            tracing::warn!(%err, "cannot forget a handled WhatsApp deadline");
-                        }
-                    }
-                }
-                Err(err) => tracing::warn!(%err, "cannot read WhatsApp disappearing deadlines"),
-            }
-            tokio::time::sleep(TICK).await;
-        }
-    }
+/// The login's delete of an expired message (the author named in ferry's id, else the login).
+pub fn expired(login: &str, chat: ChatId, id: MessageId) -> (ChatKind, RemoteEvent) {
+    let kind = if ids::chat_is_group(&chat) {
+        ChatKind::Group
+    } else {
+        ChatKind::Dm
+    };
+    let by =
+        ids::split_message_id(&id).map_or_else(|_| RemoteUserId::new(login), |(author, _)| author);
+    (kind, RemoteEvent::Delete { chat, id, by })
 }
 
 /// The timers WhatsApp's apps offer (besides off): 24 hours, 7 days, 90 days.
@@ -294,33 +167,6 @@ mod tests {
             None
         );
         assert_eq!(deadline(1_000, 5), 6_000);
-    }
-
-    #[tokio::test]
-    async fn deadlines_and_timers_are_kept_per_login() {
-        let db = Db::memory().await;
-        let mine = Timers::new(db.clone(), "111");
-        let other = Timers::new(db.clone(), "222");
-        let chat = ChatId::new("5511900000002");
-        mine.set_timer(&chat, 86_400).await;
-        assert_eq!(mine.timer(&chat).await, 86_400);
-        assert_eq!(other.timer(&chat).await, 0);
-        let early = MessageId::new("5511900000002:A");
-        let late = MessageId::new("5511900000002:B");
-        mine.schedule(&chat, &late, 5_000).await;
-        mine.schedule(&chat, &early, 1_000).await;
-        other.schedule(&chat, &early, 1_000).await;
-        assert_eq!(mine.due(999).await.expect("due"), vec![]);
-        assert_eq!(
-            mine.due(5_000).await.expect("due"),
-            vec![(chat.clone(), early.clone()), (chat.clone(), late.clone())]
-        );
-        mine.done(&early).await.expect("done");
-        assert_eq!(
-            mine.due(5_000).await.expect("due"),
-            vec![(chat.clone(), late)]
-        );
-        assert_eq!(other.due(5_000).await.expect("due"), vec![(chat, early)]);
     }
 
     #[test]

@@ -248,10 +248,8 @@ impl GroupState {
 
 /// The room layout of a group: a community is a space, its groups are the space's children,
 /// and a group where only admins send (a community's announcement group) is read-only.
+/// Only for groups (a DM's layout is the default, see the session's `room_layout`).
 pub async fn layout(client: &Client, chat: &ChatId) -> Result<RoomLayout, NetworkError> {
-    if !ids::chat_is_group(chat) {
-        return Ok(RoomLayout::default());
-    }
     let jid = bad_chat(chat)?;
     let meta = client
         .groups()

@@ -173,9 +173,11 @@ pub async fn forget_login(
     ] {
         db.kv_delete_prefix(&prefix).await?;
     }
-    sqlx::query("DELETE FROM whatsapp_expiry WHERE login_id = $1")
-        .bind(login)
-        .execute(db.pool())
-        .await?;
-    Ok(())
+    crate::network::expiry::Timers::new(
+        db.clone(),
+        crate::network::expiry::TimerNetwork::WhatsApp,
+        login,
+    )
+    .forget_all()
+    .await
 }

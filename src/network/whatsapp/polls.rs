@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use whatsapp_rust::{
+    Jid,
     wacore::{self, proto_helpers::MessageExt as _},
     waproto::whatsapp as wa,
 };
@@ -30,6 +31,16 @@ use crate::{
         richtext::{Entity, EntityKind, FormattedText},
     },
 };
+
+/// The addresses a poll's creator or a voter may be named by in a vote's key derivation: the
+/// JID the message came from and its phone-number/LID twin (without device), and ferry's user's
+/// own JID form.
+pub fn addresses(jid: &Jid, alt: Option<&Jid>, user: &RemoteUserId) -> Vec<String> {
+    let mut all = vec![jid.to_non_ad().to_string()];
+    all.extend(alt.map(|j| j.to_non_ad().to_string()));
+    all.extend(super::ids::user_jid(user).ok().map(|j| j.to_string()));
+    all
+}
 
 /// A bridged poll, as kept for counting its votes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

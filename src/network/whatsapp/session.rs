@@ -38,6 +38,7 @@ use crate::network::{
     ChatChanges, ChatId, ChatInfo, ChatKind, ConnectionState, EventSink, LoginId, MediaKind,
     MediaStream, MessageContent, MessageId, NetworkError, OutgoingMessage, RemoteEnvelope,
     RemoteEvent, RemoteMessage, RemoteUserId, SentMessage, Session, UserInfo,
+    expiry::{TimerNetwork, Timers},
 };
 
 /// Received media kept for download (the newest this many).
@@ -399,9 +400,7 @@ impl Inner {
         };
         if let (Some(id), Some((question, options, secret))) = (&bridged, polls::created(&message))
         {
-            let mut creator_jids = vec![sender_jid.to_non_ad().to_string()];
-            creator_jids.extend(sender_alt.as_ref().map(|j| j.to_non_ad().to_string()));
-            creator_jids.extend(ids::user_jid(&sender).ok().map(|j| j.to_string()));
+            let creator_jids = polls::addresses(&sender_jid, sender_alt.as_ref(), &sender);
             let poll = polls::Poll {
                 chat: portal_chat.as_str().to_owned(),
                 message: id.as_str().to_owned(),
@@ -427,8 +426,12 @@ impl Inner {
         true
     }
 
-    fn timers(&self) -> disappearing::Timers {
-        disappearing::Timers::new(self.shared.db.clone(), self.login.as_str())
+    fn timers(&self) -> Timers {
+        Timers::new(
+            self.shared.db.clone(),
+            TimerNetwork::WhatsApp,
+            self.login.as_str(),
+        )
     }
 
     /// The login's polls; `None` (logged) when the store key cannot be unlocked.
@@ -463,9 +466,7 @@ impl Inner {
             tracing::debug!("a WhatsApp vote for a poll ferry did not bridge");
             return true;
         };
-        let mut voters = vec![jid.to_non_ad().to_string()];
-        voters.extend(alt.map(|j| j.to_non_ad().to_string()));
-        voters.extend(ids::user_jid(voter).ok().map(|j| j.to_string()));
+        let voters = polls::addresses(jid, alt, voter);
         let Some(choice) = polls::decrypt(&poll, &vote, &voters) else {
             tracing::warn!("a WhatsApp poll vote does not open with the poll's secret");
             return true;
@@ -746,9 +747,12 @@ impl Inner {
         let (feed_tx, mut feed_rx) = mpsc::unbounded_channel::<(i64, Stored)>();
         *lock(&self.history_feed) = Some(feed_tx.clone());
         let this = self.clone();
-        let expiry = tokio::spawn(self.timers().run(move |kind, event| {
+        let expiry = tokio::spawn(self.timers().run(move |chat, id| {
             let this = this.clone();
-            async move { this.emit(kind, None, event).await }
+            async move {
+                let (kind, event) = disappearing::expired(this.login.as_str(), chat, id);
+                this.emit(kind, None, event).await
+            }
         }));
         if let Some(old) = lock(&self.expiry).replace(expiry.abort_handle()) {
             old.abort();
